@@ -1,0 +1,75 @@
+"""The one codec contract that every codec, neural or conventional, is evaluated through.
+
+    encode(sequence, rate_point, structure, bitstream_path) -> EncodeResult   (file + seconds)
+    decode(bitstream_path, sequence, output_yuv)            -> DecodeResult   (raw .yuv + seconds)
+
+The evaluation runner only ever sees this interface: it counts bits from the file that
+``encode`` wrote (never from a codec's own estimate), decodes that same file in ``decode``, and
+measures the raw ``.yuv`` written there (source bit depth, 4:2:0, one frame per source frame).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from nvc_train.ctc import Sequence
+    from nvc_train.structure import CodingStructure
+
+Family = Literal["conventional", "scene-agnostic", "scene-adaptive"]
+RatePoint = int | float
+
+
+class CodecError(RuntimeError):
+    """A codec cannot run (binary absent, unsupported structure) or failed; the message says which."""
+
+
+@dataclass
+class EncodeResult:
+    bitstream: Path
+    seconds: float
+    # Bits a neural codec's entropy model predicted; logged beside the file bits, never reported as them.
+    estimated_bits: float | None = None
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class DecodeResult:
+    reconstruction: Path
+    seconds: float
+
+
+class Codec(abc.ABC):
+    """Base class of every codec behind the evaluation runner.
+
+    Subclasses set ``name`` (short, used in folders and tables), ``family`` and ``rate_points``
+    (QP / CRF values for conventional codecs, q_index values for variable-rate neural codecs).
+    """
+
+    name: str = "codec"
+    family: Family = "conventional"
+    rate_points: list[RatePoint]
+
+    def description(self) -> str:
+        """A versioned one-line description for result files (e.g. 'x265 3.5 via ffmpeg 5.1.9')."""
+        return self.name
+
+    def check_structure(self, structure: CodingStructure) -> None:
+        """Raise :class:`CodecError` if this codec cannot honour ``structure``."""
+
+    def complexity(self) -> dict:
+        """Parameters (M) and kMAC/pixel where the codec knows them; empty for conventional codecs."""
+        return {}
+
+    @abc.abstractmethod
+    def encode(
+        self, sequence: Sequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
+    ) -> EncodeResult:
+        """Code the first ``sequence.info.num_frames`` frames of the sequence into ``bitstream``."""
+
+    @abc.abstractmethod
+    def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
+        """Decode ``bitstream`` into a raw 4:2:0 ``.yuv`` at ``output`` (source bit depth)."""
