@@ -1,0 +1,35 @@
+# make help: list the targets. Python and packages go into .venv (override: make install VENV=...).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch on this machine kind installs from local disk at this version; elsewhere set TORCH_SPEC="torch torchvision".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+.PHONY: help install system-deps test lint format evaluate bench
+
+help: ## show this help
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+install: system-deps $(VENV)/.installed ## create .venv with torch, this package and the test tools
+
+system-deps: ## ffmpeg (libx264, libx265, libaom, libsvtav1) from Debian when it is missing
+	@command -v ffmpeg >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
+	  else echo "ffmpeg is missing: install it (e.g. sudo apt-get install ffmpeg)" >&2; exit 1; fi; }
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+test: install ## run the test suite
+	$(PY) -m pytest -q
+
+lint: ## ruff check and format check
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
+
+format: ## ruff format and fix imports
+	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+evaluate: install ## x265 against x264 on the embedded clips
+	$(PY) evaluate.py

@@ -1,0 +1,28 @@
+"""Benchmark a codec against an anchor under common test conditions.
+
+    python evaluate.py                          # x265 vs x264 on the embedded clips, low delay
+    python evaluate.py codec=svtav1 anchor=x265 ctc=hevc_b,uvg structure=ra frames=96
+    python evaluate.py ctc=folder ctc.path=/data/clips
+
+Writes points.csv/json, bdrate.csv/md, complexity.csv and rd_*.png into the run folder
+(``hydra.run.dir=DIR`` to choose it; re-running resumes).
+"""
+
+import sys
+
+import hydra
+from omegaconf import DictConfig
+
+from nvc_train.cli import expand_group_lists, run_task
+
+
+@hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
+def main(cfg: DictConfig) -> None:
+    from nvc_train.evaluation.evaluate import evaluate
+
+    run_task(evaluate, cfg)
+
+
+if __name__ == "__main__":
+    sys.argv = expand_group_lists(sys.argv, groups=("ctc",))
+    main()

@@ -1,0 +1,45 @@
+"""Glue shared by train.py and evaluate.py: argument sugar and one clean failure path."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Sequence
+from typing import Any
+
+log = logging.getLogger("nvc_train")
+
+
+def expand_group_lists(argv: Sequence[str], groups: Sequence[str]) -> list[str]:
+    """Let ``ctc=hevc_b,uvg`` mean ``ctc=[hevc_b,uvg]`` (several test sets in one run).
+
+    Hydra reads a bare comma list as a multirun sweep and refuses it in a normal run; for test-set
+    groups the user means "all of these", so the list is rewritten before Hydra sees it.
+    """
+    out = []
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and key in groups and "," in value and not value.startswith("["):
+            arg = f"{key}=[{value}]"
+        out.append(arg)
+    return out
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message is the whole story: printed as one line, no traceback."""
+    from nvc_train.bdrate import BDRateError
+    from nvc_train.codecs.base import CodecError
+    from nvc_train.ctc import MissingSequencesError
+    from nvc_train.video.readers import VideoFormatError
+
+    return (CodecError, MissingSequencesError, VideoFormatError, BDRateError, FileNotFoundError)
+
+
+def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
+    """Run ``task(cfg)``; a user error becomes one clear line on stderr and exit status 1."""
+    try:
+        return task(cfg)
+    except user_errors() as error:
+        log.error("%s: %s", type(error).__name__, error)
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(1)

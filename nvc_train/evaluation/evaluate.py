@@ -1,0 +1,90 @@
+"""``evaluate(cfg)``: the function behind ``evaluate.py`` (and the tests, which call it directly)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from nvc_train.codecs.base import Codec
+from nvc_train.ctc import load_sequences
+from nvc_train.evaluation.files import atomic_write_csv
+from nvc_train.evaluation.plots import write_rd_plots
+from nvc_train.evaluation.points import structure_label
+from nvc_train.evaluation.runner import MeasureOptions, Shard, collect_rows, make_jobs, run_jobs
+from nvc_train.evaluation.tables import (
+    COMPLEXITY_COLUMNS,
+    complexity_rows,
+    compute_bdrates,
+    write_bdrate,
+    write_points,
+)
+
+log = logging.getLogger(__name__)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Evaluate the codec under test and the anchor on the configured CTC sequences.
+
+    Writes points.csv/json, bdrate.csv/md, complexity.csv and rd_*.png into ``cfg.run_dir`` and
+    returns the rows and the run folder. Under sharding, every rank codes its share and rank 0
+    waits for the others and writes the tables.
+    """
+    run_dir = Path(cfg.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    structure = instantiate(cfg.structure)
+    codec: Codec = instantiate(cfg.codec)
+    anchor = instantiate(cfg.anchor) if cfg.get("anchor") else None
+    sequences = load_sequences(cfg.ctc, max_frames=cfg.frames, start_frame=cfg.start_frame)
+
+    coded = [c for c in (codec, anchor) if c is not None and not getattr(c, "imported", False)]
+    for each in coded:  # refuse early, before hours of coding, if a codec cannot honour the structure
+        each.check_structure(structure)
+    shard = Shard.from_env(cfg.shard.rank, cfg.shard.world_size)
+    jobs = make_jobs(coded, sequences)
+    options = MeasureOptions(
+        metrics=tuple(cfg.metrics),
+        vmaf_ffmpeg=cfg.vmaf_ffmpeg,
+        keep_reconstructions=cfg.keep_reconstructions,
+        force=cfg.force,
+        progress=cfg.progress,
+    )
+    log.info("%d sequences x rate points x codecs = %d points; run folder %s", len(sequences), len(jobs), run_dir)
+    run_jobs(jobs, structure, run_dir, options, shard)
+    for notice in options.notices:
+        log.warning(notice)
+    if shard.rank != 0:
+        return {"run_dir": run_dir, "rows": [], "bdrate": []}
+
+    rows = collect_rows(jobs, run_dir, wait_s=cfg.shard.wait_s if shard.world_size > 1 else 0.0)
+    if anchor is not None and getattr(anchor, "imported", False):
+        rows += anchor.rows_for(sequences)
+    write_points(run_dir, rows)
+
+    from nvc_train.metrics import AGGREGATION_RULE
+
+    bd_rows = []
+    if anchor is not None:
+        bd_rows = compute_bdrates(rows, anchor.name, cfg.bd_metrics, cfg.bd_methods, cfg.class_averaging)
+        write_bdrate(
+            run_dir,
+            bd_rows,
+            anchor=anchor.name,
+            anchor_family=anchor.family,
+            metrics=cfg.bd_metrics,
+            method=cfg.bd_methods[0],
+            averaging=cfg.class_averaging,
+            aggregation_rule=AGGREGATION_RULE,
+            structure=structure_label(structure),
+        )
+    known = {c.name: c.complexity() for c in coded}
+    atomic_write_csv(run_dir / "complexity.csv", complexity_rows(rows, known), COMPLEXITY_COLUMNS)
+    write_rd_plots(run_dir, rows, cfg.bd_metrics)
+    log.info("aggregation: %s", AGGREGATION_RULE)
+    if (run_dir / "bdrate.md").is_file():
+        print((run_dir / "bdrate.md").read_text())
+    print(f"results in {run_dir}")
+    return {"run_dir": run_dir, "rows": rows, "bdrate": bd_rows}

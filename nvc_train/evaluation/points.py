@@ -1,0 +1,90 @@
+"""One RD point = one (codec, sequence, rate point) job, and the row it leaves in points.csv.
+
+This is the one place where bits are counted: the size of the bitstream file on disk.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nvc_train.codecs.base import Codec, RatePoint
+from nvc_train.ctc import Sequence
+from nvc_train.structure import CodingStructure
+
+# points.csv columns, in order (DESIGN.md "Results"); extra bookkeeping columns follow them.
+POINT_COLUMNS = [
+    "codec", "family", "class", "sequence", "rate_point", "width", "height", "frames", "fps",
+    "bit_depth", "bits", "bpp", "kbps", "psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "msssim_y",
+    "msssim_yuv", "vmaf", "lpips", "enc_s", "dec_s", "enc_fps", "dec_fps", "est_bits", "structure",
+    "bitstream", "codec_description",
+]  # fmt: skip
+QUALITY_COLUMNS = ["psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "msssim_y", "msssim_yuv", "vmaf", "lpips"]
+
+
+@dataclass(frozen=True)
+class Job:
+    """Encode ``sequence`` at ``rate_point`` with ``codec``, decode the file, measure it."""
+
+    codec: Codec
+    sequence: Sequence
+    rate_point: RatePoint
+
+    @property
+    def key(self) -> str:
+        return f"{self.codec.name}/{self.sequence.test_set}/{self.sequence.name}/{self.rate_point}"
+
+    def folder(self, run_dir: Path) -> Path:
+        """Where the bitstream, the (optional) reconstruction and result.json of this point live."""
+        return run_dir / "points" / self.codec.name / self.sequence.test_set / self.sequence.name / (
+            f"rp{self.rate_point}"
+        )
+
+
+def rate_columns(bits: int, sequence: Sequence) -> dict[str, float]:
+    """bits per pixel and kbit/s of a stream of ``bits`` covering the coded frames of ``sequence``."""
+    info = sequence.info
+    seconds = info.num_frames / info.fps
+    return {
+        "bits": bits,
+        "bpp": bits / (info.width * info.height * info.num_frames),
+        "kbps": bits / seconds / 1000.0,
+    }
+
+
+def point_identity(job: Job, structure: CodingStructure) -> dict[str, Any]:
+    """The columns that say what was coded; a stored result whose identity differs is stale."""
+    info = job.sequence.info
+    return {
+        "codec": job.codec.name,
+        "family": job.codec.family,
+        "class": job.sequence.test_set,
+        "sequence": job.sequence.name,
+        "rate_point": job.rate_point,
+        "width": info.width,
+        "height": info.height,
+        "frames": info.num_frames,
+        "fps": info.fps,
+        "bit_depth": info.bit_depth,
+        "structure": structure_label(structure),
+        "codec_description": job.codec.description(),
+    }
+
+
+def is_same_point(stored: dict[str, Any], identity: dict[str, Any]) -> bool:
+    """True when a result.json on disk measured exactly the point now asked for."""
+    for key, value in identity.items():
+        other = stored.get(key)
+        if isinstance(value, float) or isinstance(other, float):
+            if other is None or not math.isclose(float(other), float(value), rel_tol=1e-9):
+                return False
+        elif str(other) != str(value):
+            return False
+    return True
+
+
+def structure_label(structure: CodingStructure) -> str:
+    """A short text for tables: kind, intra period and GOP size (e.g. 'ld ip=96 gop=1')."""
+    return f"{structure.kind} ip={structure.intra_period} gop={structure.gop_size}"

@@ -1,0 +1,257 @@
+"""Results tables: points.csv/json, bdrate.csv/md (laid out like the NVC review's Tables 3-4),
+complexity.csv. Everything here works on the rows of points.csv, whatever codec made them.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nvc_train import bdrate
+from nvc_train.evaluation.files import atomic_write_csv, atomic_write_json, atomic_write_text
+from nvc_train.evaluation.points import POINT_COLUMNS
+
+FAMILY_ORDER = ("conventional", "scene-agnostic", "scene-adaptive")
+METRIC_LABELS = {
+    "psnr_yuv": "PSNR-YUV",
+    "psnr_y": "PSNR-Y",
+    "msssim_yuv": "MS-SSIM-YUV",
+    "msssim_y": "MS-SSIM-Y",
+    "vmaf": "VMAF",
+    "lpips": "LPIPS",
+}
+# Metrics where a lower value is better: BD-rate is computed on the negated value.
+LOWER_IS_BETTER = {"lpips"}
+BITS_RULE = (
+    "Bits are counted from the bitstream files on disk: elementary streams (Annex-B H.264/HEVC, "
+    "AV1 OBU) without container overhead or encoder-info SEI, and the framework's container for "
+    "neural codecs."
+)
+BDRATE_COLUMNS = [
+    "codec", "family", "anchor", "class", "metric", "method", "averaging", "bd_rate", "bd_quality",
+    "sequences", "note",
+]  # fmt: skip
+
+
+@dataclass(frozen=True)
+class BDRow:
+    codec: str
+    family: str
+    anchor: str
+    test_set: str
+    metric: str
+    method: str
+    averaging: str
+    bd_rate: float | None
+    bd_quality: float | None
+    sequences: int
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "codec": self.codec, "family": self.family, "anchor": self.anchor, "class": self.test_set,
+            "metric": self.metric, "method": self.method, "averaging": self.averaging,
+            "bd_rate": self.bd_rate, "bd_quality": self.bd_quality, "sequences": self.sequences,
+            "note": self.note,
+        }  # fmt: skip
+
+
+def sort_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A stable order for points.csv: codec, class, sequence, rate point."""
+    return sorted((dict(r) for r in rows), key=lambda r: (str(r["codec"]), str(r["class"]),
+                                                           str(r["sequence"]), float(r["rate_point"])))
+
+
+def write_points(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    ordered = sort_rows(rows)
+    extra = sorted({key for row in ordered for key in row} - set(POINT_COLUMNS))
+    atomic_write_csv(run_dir / "points.csv", ordered, POINT_COLUMNS + extra)
+    atomic_write_json(run_dir / "points.json", ordered)
+
+
+def _curves(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[tuple[str, str, str], tuple[list, list]]:
+    """(codec, class, sequence) -> (bpp list, quality list), sorted by rate; rows lacking the metric drop."""
+    curves: dict[tuple[str, str, str], list[tuple[float, float]]] = defaultdict(list)
+    for row in rows:
+        value = row.get(metric)
+        if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+            continue
+        quality = -float(value) if metric in LOWER_IS_BETTER else float(value)
+        curves[(str(row["codec"]), str(row["class"]), str(row["sequence"]))].append((float(row["bpp"]), quality))
+    return {key: ([p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)]) for key, pts in curves.items()}
+
+
+def compute_bdrates(
+    rows: Sequence[Mapping[str, Any]],
+    anchor: str,
+    metrics: Sequence[str],
+    methods: Sequence[str] = ("pchip", "cubic"),
+    averaging: str = "sequence",
+) -> list[BDRow]:
+    """BD-rate and BD-quality of every codec against ``anchor``, per class and metric.
+
+    A class value needs every sequence of the class coded by both codecs; otherwise the cell is
+    empty and the note says which sequences are missing or why a curve was rejected.
+    """
+    families = {str(r["codec"]): str(r.get("family", "conventional")) for r in rows}
+    classes = sorted({str(r["class"]) for r in rows})
+    out: list[BDRow] = []
+    for metric in metrics:
+        curves = _curves(rows, metric)
+        for codec in sorted(families):
+            if codec == anchor:
+                continue
+            for test_set in classes:
+                names = sorted({s for (c, k, s) in curves if k == test_set and c in (codec, anchor)})
+                pairs, problems = {}, []
+                for name in names:
+                    a, t = curves.get((anchor, test_set, name)), curves.get((codec, test_set, name))
+                    if a is None or t is None:
+                        problems.append(f"{name}: no {metric} points for {anchor if a is None else codec}")
+                        continue
+                    pairs[name] = (a[0], a[1], t[0], t[1])
+                for method in methods:
+                    value = quality = None
+                    note = "; ".join(problems)
+                    if pairs and not problems:
+                        try:
+                            value = bdrate.class_bd_rate(pairs, method=method, averaging=averaging).value
+                            quality = _class_bd_quality(pairs, method, averaging)
+                        except bdrate.BDRateError as error:
+                            note = str(error)
+                    if metric in LOWER_IS_BETTER and quality is not None:
+                        quality = -quality
+                    out.append(BDRow(codec, families[codec], anchor, test_set, metric, method, averaging,
+                                     value, quality, len(pairs), note))
+    return out
+
+
+def _class_bd_quality(pairs: Mapping[str, tuple], method: str, averaging: str) -> float:
+    if averaging == "sequence":
+        values = [bdrate.bd_quality(*curve, method=method) for curve in pairs.values()]
+        return sum(values) / len(values)
+    averaged = [list(map(lambda *xs: sum(xs) / len(xs), *columns)) for columns in zip(*pairs.values())]
+    return bdrate.bd_quality(*averaged, method=method)
+
+
+def write_bdrate(
+    run_dir: Path,
+    bd_rows: Sequence[BDRow],
+    anchor: str,
+    anchor_family: str,
+    metrics: Sequence[str],
+    method: str,
+    averaging: str,
+    aggregation_rule: str,
+    structure: str,
+) -> None:
+    """bdrate.csv (every method) and bdrate.md (the table of ``method``, review layout)."""
+    atomic_write_csv(run_dir / "bdrate.csv", [r.as_dict() for r in bd_rows], BDRATE_COLUMNS)
+    atomic_write_text(
+        run_dir / "bdrate.md",
+        bdrate_markdown(bd_rows, anchor, anchor_family, metrics, method, averaging, aggregation_rule, structure),
+    )
+
+
+def bdrate_markdown(
+    bd_rows: Sequence[BDRow],
+    anchor: str,
+    anchor_family: str,
+    metrics: Sequence[str],
+    method: str,
+    averaging: str,
+    aggregation_rule: str,
+    structure: str,
+) -> str:
+    """Rows: codecs grouped by family; columns: class x metric; best **bold**, second best <u>underlined</u>."""
+    rows = [r for r in bd_rows if r.method == method]
+    classes = sorted({r.test_set for r in rows})
+    columns = [(k, m) for k in classes for m in metrics]
+    cell = {(r.codec, r.test_set, r.metric): r for r in rows}
+    codecs = sorted({r.codec for r in rows}, key=lambda c: (_family_rank(next(r.family for r in rows if r.codec == c)), c))
+    ranks = {}
+    for column in columns:
+        values = sorted({cell[(c, *column)].bd_rate for c in codecs if (c, *column) in cell
+                         and cell[(c, *column)].bd_rate is not None} | {0.0})
+        ranks[column] = values[:2]
+
+    header = "| Codec | " + " | ".join(f"{k} {METRIC_LABELS.get(m, m)}" for k, m in columns) + " |"
+    lines = [header, "|" + "---|" * (len(columns) + 1)]
+    grouped: dict[str, list[str]] = defaultdict(list)
+    grouped[anchor_family].append(anchor)
+    for codec in codecs:
+        grouped[next(r.family for r in rows if r.codec == codec)].append(codec)
+    for family in sorted(grouped, key=_family_rank):
+        lines.append(f"| *{family}* |" + " |" * len(columns))
+        for codec in grouped[family]:
+            cells = []
+            for column in columns:
+                value = 0.0 if codec == anchor else (cell[(codec, *column)].bd_rate if (codec, *column) in cell else None)
+                cells.append(_mark(value, ranks[column], is_anchor=codec == anchor))
+            lines.append(f"| {codec}{' (anchor)' if codec == anchor else ''} | " + " | ".join(cells) + " |")
+    averaging_text = bdrate.averaging_caption(averaging)
+    caption = (
+        f"BD-rate (%) against {anchor} ({structure}); negative = fewer bits than the anchor for the same "
+        f"quality. Interpolation: {method}. {averaging_text}. {aggregation_rule} {BITS_RULE} "
+        "Best per column in **bold**, second best <u>underlined</u>; empty cells: not measurable (see bdrate.csv)."
+    )
+    return f"**Table: BD-rate.** {caption}\n\n" + "\n".join(lines) + "\n"
+
+
+def _mark(value: float | None, best_two: list[float], is_anchor: bool) -> str:
+    if value is None:
+        return ""
+    text = "0.0" if is_anchor else f"{value:+.1f}"
+    if best_two and value == best_two[0]:
+        return f"**{text}**"
+    if len(best_two) > 1 and value == best_two[1]:
+        return f"<u>{text}</u>"
+    return text
+
+
+def _family_rank(family: str) -> int:
+    return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
+
+
+COMPLEXITY_COLUMNS = ["codec", "family", "params_m", "kmac_per_px", "enc_fps", "dec_fps", "resolution", "device"]
+
+
+def complexity_rows(rows: Sequence[Mapping[str, Any]], known: Mapping[str, Mapping[str, Any]]) -> list[dict]:
+    """Per codec: parameters and kMAC/px where the codec reports them, mean encode/decode FPS measured."""
+    out = []
+    for codec in sorted({str(r["codec"]) for r in rows}):
+        mine = [r for r in rows if str(r["codec"]) == codec and r.get("enc_fps") not in (None, "")]
+        if not mine:
+            continue  # imported points carry no timing
+        sizes = sorted({f"{r['width']}x{r['height']}" for r in mine})
+        out.append({
+            "codec": codec,
+            "family": mine[0].get("family", ""),
+            "params_m": known.get(codec, {}).get("params_m"),
+            "kmac_per_px": known.get(codec, {}).get("kmac_per_px"),
+            "enc_fps": sum(float(r["enc_fps"]) for r in mine) / len(mine),
+            "dec_fps": sum(float(r["dec_fps"]) for r in mine) / len(mine),
+            "resolution": ",".join(sizes),
+            "device": device_name(),
+        })  # fmt: skip
+    return out
+
+
+def device_name() -> str:
+    """CPU model name (Linux /proc/cpuinfo, else platform), with the core count used."""
+    import os
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({os.cpu_count()} cores)"
