@@ -121,7 +121,7 @@ def compute_bdrates(
                     if pairs and not problems:
                         try:
                             value = bdrate.class_bd_rate(pairs, method=method, averaging=averaging).value
-                            quality = _class_bd_quality(pairs, method, averaging)
+                            quality = bdrate.class_bd_quality(pairs, method=method, averaging=averaging).value
                         except bdrate.BDRateError as error:
                             note = str(error)
                     if metric in LOWER_IS_BETTER and quality is not None:
@@ -129,14 +129,6 @@ def compute_bdrates(
                     out.append(BDRow(codec, families[codec], anchor, test_set, metric, method, averaging,
                                      value, quality, len(pairs), note))
     return out
-
-
-def _class_bd_quality(pairs: Mapping[str, tuple], method: str, averaging: str) -> float:
-    if averaging == "sequence":
-        values = [bdrate.bd_quality(*curve, method=method) for curve in pairs.values()]
-        return sum(values) / len(values)
-    averaged = [list(map(lambda *xs: sum(xs) / len(xs), *columns)) for columns in zip(*pairs.values())]
-    return bdrate.bd_quality(*averaged, method=method)
 
 
 def write_bdrate(
