@@ -52,6 +52,7 @@ class Codec(abc.ABC):
     name: str = "codec"
     family: Family = "conventional"
     rate_points: list[RatePoint]
+    suffix: str = ".bin"  # bitstream file extension (".hevc", ".obu", ...): the runner names files with it
 
     def description(self) -> str:
         """A versioned one-line description for result files (e.g. 'x265 3.5 via ffmpeg 5.1.9')."""

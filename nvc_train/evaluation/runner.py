@@ -99,7 +99,7 @@ def run_job(job: Job, structure: CodingStructure, run_dir: Path, options: Measur
 
     folder.mkdir(parents=True, exist_ok=True)
     job.codec.check_structure(structure)
-    bitstream = folder / f"bitstream{getattr(job.codec, 'bitstream_suffix', '.bin')}"
+    bitstream = folder / f"bitstream{job.codec.suffix or '.bin'}"
     encoded = job.codec.encode(job.sequence, job.rate_point, structure, bitstream)
     reconstruction = folder / "decoded.yuv"
     decoded = job.codec.decode(encoded.bitstream, job.sequence, reconstruction)
@@ -110,6 +110,7 @@ def run_job(job: Job, structure: CodingStructure, run_dir: Path, options: Measur
         metrics=options.metrics,
         start_frame=job.sequence.start_frame,
         vmaf_ffmpeg=options.vmaf_ffmpeg,
+        num_frames=job.sequence.info.num_frames,
     )
     for notice in scores.unavailable.values():
         if notice not in options.notices:
