@@ -43,7 +43,9 @@ class ImportedPoints:
             raise CodecError(f"{self.path} holds no rows")
         columns = set(table[0])
         if "sequence" not in columns or "rate_point" not in columns:
-            raise CodecError(f"{self.path} needs 'sequence' and 'rate_point' columns; it has {sorted(columns)}")
+            raise CodecError(
+                f"{self.path} needs 'sequence' and 'rate_point' columns; it has {sorted(columns)}"
+            )
         if "bpp" not in columns and not {"bits", "width", "height", "frames"} <= columns:
             raise CodecError(f"{self.path} needs a 'bpp' column (or 'bits', 'width', 'height', 'frames')")
         if not columns & set(_QUALITY):
@@ -63,7 +65,9 @@ class ImportedPoints:
             seq = wanted.get(raw["sequence"])
             if seq is None:
                 continue
-            row: dict[str, Any] = {key: _number(value) if key in _NUMERIC else value for key, value in raw.items()}
+            row: dict[str, Any] = {
+                key: _number(value) if key in _NUMERIC else value for key, value in raw.items()
+            }
             row.update(codec=self.name, family=raw.get("family") or self.family, **{"class": seq.test_set})
             if row.get("bpp") in (None, ""):
                 row["bpp"] = row["bits"] / (row["width"] * row["height"] * row["frames"])

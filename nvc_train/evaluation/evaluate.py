@@ -52,7 +52,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         force=cfg.force,
         progress=cfg.progress,
     )
-    log.info("%d sequences x rate points x codecs = %d points; run folder %s", len(sequences), len(jobs), run_dir)
+    log.info(
+        "%d sequences x rate points x codecs = %d points; run folder %s", len(sequences), len(jobs), run_dir
+    )
     run_jobs(jobs, structure, run_dir, options, shard)
     for notice in options.notices:
         log.warning(notice)

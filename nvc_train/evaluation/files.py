@@ -52,7 +52,11 @@ def _csv_cell(value: Any) -> Any:
     if isinstance(value, float):
         if value != value:  # NaN: an unavailable metric stays an empty cell
             return ""
-        return f"{value:.6g}" if abs(value) < 1e-3 or abs(value) >= 1e6 else f"{value:.6f}".rstrip("0").rstrip(".")
+        return (
+            f"{value:.6g}"
+            if abs(value) < 1e-3 or abs(value) >= 1e6
+            else f"{value:.6f}".rstrip("0").rstrip(".")
+        )
     return value
 
 

@@ -24,8 +24,12 @@ def class_average_curves(
         by_point[(str(row["codec"]), float(row["rate_point"]))].append((float(row["bpp"]), float(value)))
     curves: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for (codec, _), points in by_point.items():
-        curves[codec].append((sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points)))
-    return {codec: ([p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)]) for codec, pts in curves.items()}
+        curves[codec].append(
+            (sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points))
+        )
+    return {
+        codec: ([p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)]) for codec, pts in curves.items()
+    }
 
 
 def write_rd_plots(run_dir: Path, rows: Sequence[Mapping[str, Any]], metrics: Sequence[str]) -> list[Path]:

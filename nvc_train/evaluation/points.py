@@ -38,8 +38,13 @@ class Job:
 
     def folder(self, run_dir: Path) -> Path:
         """Where the bitstream, the (optional) reconstruction and result.json of this point live."""
-        return run_dir / "points" / self.codec.name / self.sequence.test_set / self.sequence.name / (
-            f"rp{self.rate_point}"
+        return (
+            run_dir
+            / "points"
+            / self.codec.name
+            / self.sequence.test_set
+            / self.sequence.name
+            / (f"rp{self.rate_point}")
         )
 
 

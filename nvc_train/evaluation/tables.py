@@ -63,8 +63,10 @@ class BDRow:
 
 def sort_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """A stable order for points.csv: codec, class, sequence, rate point."""
-    return sorted((dict(r) for r in rows), key=lambda r: (str(r["codec"]), str(r["class"]),
-                                                           str(r["sequence"]), float(r["rate_point"])))
+    return sorted(
+        (dict(r) for r in rows),
+        key=lambda r: (str(r["codec"]), str(r["class"]), str(r["sequence"]), float(r["rate_point"])),
+    )
 
 
 def write_points(run_dir: Path, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -82,7 +84,9 @@ def _curves(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[tuple[str, s
         if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
             continue
         quality = -float(value) if metric in LOWER_IS_BETTER else float(value)
-        curves[(str(row["codec"]), str(row["class"]), str(row["sequence"]))].append((float(row["bpp"]), quality))
+        curves[(str(row["codec"]), str(row["class"]), str(row["sequence"]))].append(
+            (float(row["bpp"]), quality)
+        )
     return {key: ([p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)]) for key, pts in curves.items()}
 
 
@@ -126,8 +130,21 @@ def compute_bdrates(
                             note = str(error)
                     if metric in LOWER_IS_BETTER and quality is not None:
                         quality = -quality
-                    out.append(BDRow(codec, families[codec], anchor, test_set, metric, method, averaging,
-                                     value, quality, len(pairs), note))
+                    out.append(
+                        BDRow(
+                            codec,
+                            families[codec],
+                            anchor,
+                            test_set,
+                            metric,
+                            method,
+                            averaging,
+                            value,
+                            quality,
+                            len(pairs),
+                            note,
+                        )
+                    )
     return out
 
 
@@ -146,7 +163,9 @@ def write_bdrate(
     atomic_write_csv(run_dir / "bdrate.csv", [r.as_dict() for r in bd_rows], BDRATE_COLUMNS)
     atomic_write_text(
         run_dir / "bdrate.md",
-        bdrate_markdown(bd_rows, anchor, anchor_family, metrics, method, averaging, aggregation_rule, structure),
+        bdrate_markdown(
+            bd_rows, anchor, anchor_family, metrics, method, averaging, aggregation_rule, structure
+        ),
     )
 
 
@@ -160,16 +179,24 @@ def bdrate_markdown(
     aggregation_rule: str,
     structure: str,
 ) -> str:
-    """Rows: codecs grouped by family; columns: class x metric; best **bold**, second best <u>underlined</u>."""
+    """Rows: codecs grouped by family; columns: class x metric; best two per column marked."""
     rows = [r for r in bd_rows if r.method == method]
     classes = sorted({r.test_set for r in rows})
     columns = [(k, m) for k in classes for m in metrics]
     cell = {(r.codec, r.test_set, r.metric): r for r in rows}
-    codecs = sorted({r.codec for r in rows}, key=lambda c: (_family_rank(next(r.family for r in rows if r.codec == c)), c))
+    codecs = sorted(
+        {r.codec for r in rows}, key=lambda c: (_family_rank(next(r.family for r in rows if r.codec == c)), c)
+    )
     ranks = {}
     for column in columns:
-        values = sorted({cell[(c, *column)].bd_rate for c in codecs if (c, *column) in cell
-                         and cell[(c, *column)].bd_rate is not None} | {0.0})
+        values = sorted(
+            {
+                cell[(c, *column)].bd_rate
+                for c in codecs
+                if (c, *column) in cell and cell[(c, *column)].bd_rate is not None
+            }
+            | {0.0}
+        )
         ranks[column] = values[:2]
 
     header = "| Codec | " + " | ".join(f"{k} {METRIC_LABELS.get(m, m)}" for k, m in columns) + " |"
@@ -183,14 +210,19 @@ def bdrate_markdown(
         for codec in grouped[family]:
             cells = []
             for column in columns:
-                value = 0.0 if codec == anchor else (cell[(codec, *column)].bd_rate if (codec, *column) in cell else None)
+                value = (
+                    0.0
+                    if codec == anchor
+                    else (cell[(codec, *column)].bd_rate if (codec, *column) in cell else None)
+                )
                 cells.append(_mark(value, ranks[column], is_anchor=codec == anchor))
             lines.append(f"| {codec}{' (anchor)' if codec == anchor else ''} | " + " | ".join(cells) + " |")
     averaging_text = bdrate.averaging_caption(averaging)
     caption = (
         f"BD-rate (%) against {anchor} ({structure}); negative = fewer bits than the anchor for the same "
         f"quality. Interpolation: {method}. {averaging_text}. {aggregation_rule} {BITS_RULE} "
-        "Best per column in **bold**, second best <u>underlined</u>; empty cells: not measurable (see bdrate.csv)."
+        "Best per column in **bold**, second best <u>underlined</u>; "
+        "empty cells: not measurable (see bdrate.csv)."
     )
     return f"**Table: BD-rate.** {caption}\n\n" + "\n".join(lines) + "\n"
 
@@ -210,7 +242,16 @@ def _family_rank(family: str) -> int:
     return FAMILY_ORDER.index(family) if family in FAMILY_ORDER else len(FAMILY_ORDER)
 
 
-COMPLEXITY_COLUMNS = ["codec", "family", "params_m", "kmac_per_px", "enc_fps", "dec_fps", "resolution", "device"]
+COMPLEXITY_COLUMNS = [
+    "codec",
+    "family",
+    "params_m",
+    "kmac_per_px",
+    "enc_fps",
+    "dec_fps",
+    "resolution",
+    "device",
+]
 
 
 def complexity_rows(rows: Sequence[Mapping[str, Any]], known: Mapping[str, Mapping[str, Any]]) -> list[dict]:
