@@ -11,7 +11,9 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import stat
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,7 @@ import pytest
 
 from nvc_train.codecs.base import CodecError
 from nvc_train.codecs.ffmpeg import AomAV1Codec, FFmpegCodec, SvtAV1Codec, X264Codec, X265Codec
+from nvc_train.codecs.reference import ReferenceCodec
 from nvc_train.ctc import Sequence
 from nvc_train.structure import CodingStructure
 from nvc_train.video.frame import VideoInfo
@@ -389,3 +392,183 @@ def test_configs_and_versioned_description(name: str) -> None:
     description = codec.description()
     assert f"via ffmpeg {codec.ffmpeg_version} ({codec.encoder}" in description
     assert re.match(r"(x264 core \d+|x265 \d|libaom \d|SVT-AV1 v\d)", description), description
+
+
+# ---- reference software through a fake binary ---------------------------------------------------
+
+FAKE = Path(__file__).resolve().parent / "fake_reference_codec.py"
+# config name -> (encoder and decoder paths under root, fake_reference_codec.py mode family)
+REFERENCE = {
+    "vtm": ("bin/EncoderAppStatic", "bin/DecoderAppStatic", "hm"),
+    "ecm": ("bin/EncoderAppStatic", "bin/DecoderAppStatic", "hm"),
+    "hm": ("bin/TAppEncoderStatic", "bin/TAppDecoderStatic", "hm"),
+    "avm": ("aomenc", "aomdec", "aom"),
+}
+
+
+def install_fake(path: Path, mode: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f'#!/bin/sh\nexec "{sys.executable}" "{FAKE}" {mode} "$@"\n')
+    path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def reference_codec(name: str, root: Path, gop_size: int = 4, **overrides) -> ReferenceCodec:
+    """The real config of ``name`` with fake binaries (and cfg files with GOPSize) under ``root``."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    encoder, decoder, mode = REFERENCE[name]
+    install_fake(root / encoder, f"{mode}-enc")
+    install_fake(root / decoder, f"{mode}-dec")
+    cfg = OmegaConf.load(REPO / "configs" / "codec" / f"{name}.yaml")
+    for key, relative in (cfg.cfg or {}).items():
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        gop = gop_size if key.startswith("ra") else 8
+        (root / relative).write_text(
+            f"# fake {key} cfg\nGOPSize                       : {gop}\nIntraPeriod : -1\n"
+        )
+    return instantiate(cfg, root=str(root), **overrides)
+
+
+@pytest.fixture()
+def fake_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    log = tmp_path / "calls.jsonl"
+    monkeypatch.setenv("FAKE_LOG", str(log))
+    return log
+
+
+def calls(log: Path) -> list[list[str]]:
+    return [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name", list(REFERENCE))
+def test_reference_codec_round_trip(name: str, tiny_raw: Sequence, tmp_path: Path, fake_log: Path) -> None:
+    codec = reference_codec(name, tmp_path / "root")
+    sizes = []
+    for qp in (codec.rate_points[0], codec.rate_points[-1]):
+        bitstream = tmp_path / "out" / f"{name}_{qp}{codec.suffix}"
+        encoded = codec.encode(tiny_raw, qp, STRUCTURES["ra"], bitstream)
+        assert encoded.bitstream == bitstream and encoded.seconds > 0
+        decoded = codec.decode(bitstream, tiny_raw, tmp_path / "out" / f"{name}_{qp}.yuv")
+        recon = read_frames(decoded.reconstruction, tiny_raw.info).astype(int)
+        source = raw_sequence_frames(tiny_raw).astype(int)
+        assert recon.shape == source.shape and np.abs(recon - source).max() < 64  # right frames, in order
+        sizes.append(bitstream.stat().st_size)
+    assert sizes[0] > sizes[1]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == sorted(
+        f"{name}_{qp}{suffix}"
+        for qp in (codec.rate_points[0], codec.rate_points[-1])
+        for suffix in (codec.suffix, ".yuv")
+    )  # no temporary folders, partial files or converted inputs left behind
+    encode_call = calls(fake_log)[0]
+    if name == "avm":
+        # aomenc reads y4m: the raw source was converted (frames 2..11 only, so --skip=0)
+        assert "--skip=0" in encode_call and "--limit=10" in encode_call and "--qp=110" in encode_call
+        assert "--min-gf-interval=4" in encode_call and "--gf-max-pyr-height=2" in encode_call
+        assert "--kf-max-dist=8" in encode_call
+    else:
+        # the raw source is passed as is, with the frames to skip
+        assert encode_call[encode_call.index("-i") + 1] == str(tiny_raw.path)
+        assert encode_call[encode_call.index("-fs") + 1] == "2"
+        assert encode_call[encode_call.index("-ip") + 1] == "8"
+        assert encode_call[encode_call.index("-c") + 1].endswith(
+            "randomaccess_main.cfg" if name == "hm" else ".cfg"
+        )
+    assert codec.description().startswith(codec.display_name)
+    if name != "avm":  # version read from the (fake) encoder's banner
+        assert codec.description().startswith(f"{codec.display_name} 9.9.1 (")
+
+
+@needs_ffmpeg
+def test_reference_command_line_checked_by_the_fake(
+    tiny_raw: Sequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fake encoder verifies the values it was given against what the test expects."""
+    codec = reference_codec("vtm", tmp_path / "root")
+    expected = {"-wdt": 128, "-hgt": 96, "-fr": 30, "-f": 10, "-fs": 2, "-q": 27, "-ip": 96}
+    expected |= {"--InputBitDepth": 8, "--OutputBitDepth": 8, "--InternalBitDepth": 10, "-o": "/dev/null"}
+    monkeypatch.setenv("FAKE_EXPECT", json.dumps(expected))
+    codec.encode(tiny_raw, 27, CodingStructure("ld", 96, 1), tmp_path / "ld.bin")
+    expected |= {"-ip": 1}
+    monkeypatch.setenv("FAKE_EXPECT", json.dumps(expected))
+    codec.encode(tiny_raw, 27, STRUCTURES["ai"], tmp_path / "ai.bin")
+    expected |= {"-ip": 32}  # wrong on purpose: the fake must refuse it
+    monkeypatch.setenv("FAKE_EXPECT", json.dumps(expected))
+    with pytest.raises(CodecError, match="expected -ip 32, got '1'"):
+        codec.encode(tiny_raw, 27, STRUCTURES["ai"], tmp_path / "ai2.bin")
+    assert not (tmp_path / "ai2.bin").exists()
+
+
+@needs_ffmpeg
+@pytest.mark.parametrize("name", ["vtm", "avm"])
+def test_reference_y4m_and_10bit_sources(name: str, clips_dir: Path, tmp_path: Path, fake_log: Path) -> None:
+    sequence = clip(clips_dir, "rooftop_pq_10bit", 5, start=3)
+    codec = reference_codec(name, tmp_path / "root")
+    bitstream = tmp_path / f"roof{codec.suffix}"
+    codec.encode(sequence, codec.rate_points[0], STRUCTURES["ld"], bitstream)
+    decoded = codec.decode(bitstream, sequence, tmp_path / "roof.yuv")
+    recon = read_frames(decoded.reconstruction, sequence.info).astype(int)
+    assert np.abs(recon - source_frames(sequence).astype(int)).max() < 16
+    argv = calls(fake_log)[0]
+    if name == "vtm":  # VTM reads raw: the y4m was converted (frames 3..7, so -fs 0), 10-bit
+        assert argv[argv.index("-fs") + 1] == "0" and "--InputBitDepth=10" in argv
+    else:  # aomenc reads the y4m itself and skips 3 frames
+        assert str(sequence.path) in argv and "--skip=3" in argv and "--input-bit-depth=10" in argv
+
+
+def test_reference_absent_binary(tmp_path: Path) -> None:
+    codec = reference_codec("vtm", tmp_path / "root", encoder_bin=str(tmp_path / "nowhere" / "EncoderApp"))
+    with pytest.raises(
+        CodecError, match=r"VTM encoder not found at '.*nowhere/EncoderApp': set codec\.encoder_bin="
+    ):
+        codec.check_structure(STRUCTURES["ra"])
+    codec = reference_codec("hm", tmp_path / "root2", decoder_bin="bin/NoDecoder")
+    with pytest.raises(
+        CodecError, match=r"HM decoder not found at '.*root2/bin/NoDecoder': set codec\.decoder_bin="
+    ):
+        codec.check_structure(STRUCTURES["ra"])
+
+
+@needs_ffmpeg
+def test_reference_failing_encoder_leaves_no_bitstream(
+    tiny_raw: Sequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = reference_codec("vtm", tmp_path / "root")
+    monkeypatch.setenv("FAKE_FAIL", "1")
+    out = tmp_path / "out"
+    with pytest.raises(CodecError, match="(?s)exit code 1.*out of memory at POC 2.*encoding POC 1") as error:
+        codec.encode(tiny_raw, 32, STRUCTURES["ra"], out / "x.bin")
+    assert "VTM encoding tiny at QP 32" in str(error.value) and "command: " in str(error.value)
+    assert list(out.iterdir()) == []  # no bitstream, no partial file, no work folder
+
+
+@needs_ffmpeg
+def test_reference_decoder_losing_a_frame(
+    tiny_raw: Sequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    codec = reference_codec("hm", tmp_path / "root")
+    codec.encode(tiny_raw, 32, STRUCTURES["ld"], tmp_path / "x.bin")
+    monkeypatch.setenv("FAKE_DROP", "1")
+    with pytest.raises(CodecError, match="decoded 9 frames but 10 were coded"):
+        codec.decode(tmp_path / "x.bin", tiny_raw, tmp_path / "x.yuv")
+    assert not (tmp_path / "x.yuv").exists()
+
+
+def test_reference_structure_and_template_problems(tiny_raw: Sequence, tmp_path: Path) -> None:
+    codec = reference_codec("vtm", tmp_path / "root", gop_size=32)
+    with pytest.raises(CodecError, match="codes GOPs of 32 frames but the structure asks for 16"):
+        codec.check_structure(CodingStructure("ra", 32, 16))
+    codec.check_structure(CodingStructure("ra", 64, 32))
+    no_ai = reference_codec("vtm", tmp_path / "root", cfg={"ai": None})  # merged over the config
+    with pytest.raises(CodecError, match="not configured for 'ai'"):
+        no_ai.check_structure(STRUCTURES["ai"])
+    missing_cfg = reference_codec("vtm", tmp_path / "root", cfg={"ld": "cfg/absent.cfg"})
+    with pytest.raises(CodecError, match="cfg for 'ld' not found"):
+        missing_cfg.check_structure(STRUCTURES["ld"])
+    bad = reference_codec("vtm", tmp_path / "root", encode_command=["{encoder_bin}", "-q", "{quantiser}"])
+    with pytest.raises(CodecError, match=r"unknown placeholder \{quantiser\}"):
+        bad.encode(tiny_raw, 32, STRUCTURES["ld"], tmp_path / "x.bin")
+    with pytest.raises(CodecError, match="integer QP in \\[0, 63\\]"):
+        ReferenceCodec("vtm", "EncoderApp", "DecoderApp", [], [], rate_points=[22, 70], rate_range=[0, 63])
+    assert not (tmp_path / "x.bin").exists()
