@@ -572,3 +572,31 @@ def test_reference_structure_and_template_problems(tiny_raw: Sequence, tmp_path:
     with pytest.raises(CodecError, match="integer QP in \\[0, 63\\]"):
         ReferenceCodec("vtm", "EncoderApp", "DecoderApp", [], [], rate_points=[22, 70], rate_range=[0, 63])
     assert not (tmp_path / "x.bin").exists()
+
+
+@needs_ffmpeg
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CODECS))
+def test_ctc_random_access_gop16(name: str, tmp_path: Path) -> None:
+    """configs/structure/ra.yaml (GOP 16, intra period 32) on 34 frames: intra pictures at 0 and 32."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    path = tmp_path / "clip_64x64.yuv"
+    subprocess.run(
+        [FFMPEG, "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x64:rate=30", "-frames:v", "34"]
+        + ["-pix_fmt", "yuv420p", "-f", "rawvideo", str(path)],
+        check=True,
+    )
+    sequence = Sequence("clip", "synthetic", path, VideoInfo(64, 64, 8, 30.0, 34))
+    structure = instantiate(OmegaConf.load(REPO / "configs" / "structure" / "ra.yaml"))
+    codec = make_codec(name)
+    bitstream = tmp_path / f"ra{codec.suffix}"
+    codec.encode(sequence, codec.rate_points[2], structure, bitstream)
+    codec.decode(bitstream, sequence, tmp_path / "ra.yuv")
+    types = pict_types(bitstream, codec.muxer)
+    assert [i for i, t in enumerate(types) if t == "I"] == [0, 32]
+    if codec.muxer == "obu":
+        assert av1_hidden_frames(bitstream)[0] >= 4  # a 4-level alt-ref pyramid in the first GOP
+    else:
+        assert types[16] == "P" and set(types[1:16]) == {"B"}
