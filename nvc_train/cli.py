@@ -37,9 +37,14 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:
     """Run ``task(cfg)``; a user error becomes one clear line on stderr and exit status 1."""
+    from hydra.errors import InstantiationException
+
     try:
         return task(cfg)
-    except user_errors() as error:
-        log.error("%s: %s", type(error).__name__, error)
-        print(f"error: {error}", file=sys.stderr)
+    except (InstantiationException, *user_errors()) as error:
+        cause = error.__cause__ if isinstance(error, InstantiationException) else error
+        if not isinstance(cause, user_errors()):
+            raise  # a bug, not a user error: keep the traceback
+        log.error("%s: %s", type(cause).__name__, cause)
+        print(f"error: {cause}", file=sys.stderr)
         sys.exit(1)
