@@ -1,0 +1,575 @@
+"""Read 4:2:0 video from raw ``.yuv``, ``.y4m`` and container files; write raw ``.yuv`` and ``.y4m``.
+
+Every reader gives :class:`~nvc_train.video.frame.YUVFrame` objects (integer code values) and
+seeks straight to the frames asked for, so a CTC sequence of 600 1080p frames is never read whole
+to code its first 32. Readers keep only a path and metadata between calls (no open file, no
+decoder), so they pickle into DataLoader workers; files are opened per read.
+
+Writers never leave a half-written file that looks complete: they write a temporary file beside
+the target and ``os.replace`` it on success.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from nvc_train.video.frame import VideoInfo, YUVFrame
+
+log = logging.getLogger(__name__)
+
+RAW_SUFFIXES = (".yuv",)
+Y4M_SUFFIXES = (".y4m",)
+
+_Y4M_MAGIC = b"YUV4MPEG2"
+_Y4M_FRAME = b"FRAME"
+_Y4M_MAX_LINE = 4096  # a header or FRAME line longer than this is not y4m
+# y4m colour tags that mean 4:2:0 (8-bit ones differ only in chroma siting) and their bit depth.
+_Y4M_420_TAGS = {"420jpeg": 8, "420mpeg2": 8, "420paldv": 8, "420": 8, "420p10": 10}
+
+# `_1920x1080`, then optionally `_50` / `_50fps` / `_59.94hz` (a frame rate) but not `_30f` (a frame
+# count) or `_10bit` (a bit depth).
+_NAME_SIZE = re.compile(
+    r"(?<![0-9a-z])(\d+)x(\d+)(?![0-9])(?:_(\d+(?:\.\d+)?)(?:fps|hz)?(?=[_.\-]|$))?", re.IGNORECASE
+)
+_NAME_10BIT = re.compile(r"10bit|(?<![0-9a-z])10b(?![0-9a-z])|yuv420p10", re.IGNORECASE)
+
+
+class VideoFormatError(ValueError):
+    """A video file is not what its name, header or the given metadata says it is."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Readers
+
+
+class VideoReader(ABC):
+    """Random access to the frames of one 4:2:0 video file.
+
+    ``info.num_frames`` is the number of frames in the file. Indexes start at 0; an index outside
+    the file raises :class:`IndexError`. Subclasses keep no open handles between calls, so a reader
+    can be pickled (DataLoader workers) and used from several processes.
+    """
+
+    path: Path
+
+    @property
+    @abstractmethod
+    def info(self) -> VideoInfo:
+        """Size, bit depth, frame rate and frame count of the file."""
+
+    @abstractmethod
+    def _read_range(self, start: int, count: int) -> Iterator[YUVFrame]:
+        """Yield ``count`` frames from ``start``; the range is already checked."""
+
+    def __len__(self) -> int:
+        return self.info.num_frames
+
+    def __iter__(self) -> Iterator[YUVFrame]:
+        return self.read()
+
+    def __repr__(self) -> str:
+        info = self.info
+        return (
+            f"{type(self).__name__}({str(self.path)!r}, {info.width}x{info.height}, "
+            f"{info.bit_depth}-bit, {info.fps:g} fps, {info.num_frames} frames)"
+        )
+
+    def _check_index(self, index: int) -> None:
+        total = len(self)
+        if not 0 <= index < total:
+            raise IndexError(
+                f"frame {index} out of range: {self.path.name} has {total} frames (0..{total - 1})"
+            )
+
+    def read_frame(self, index: int) -> YUVFrame:
+        """Read one frame, seeking straight to it."""
+        self._check_index(index)
+        return next(self._read_range(index, 1))
+
+    def read(self, start: int = 0, count: int | None = None) -> Iterator[YUVFrame]:
+        """Iterate ``count`` frames from ``start`` (to the end when ``count`` is None).
+
+        The range is checked now, not when the iterator reaches its end, so a wrong frame count
+        fails before any work is done.
+        """
+        total = len(self)
+        if count is None:
+            count = total - start
+        if count < 0:
+            raise IndexError(f"negative frame count {count} (start {start}) for {self.path.name}")
+        if count:
+            self._check_index(start)
+            if start + count > total:
+                raise IndexError(
+                    f"frames {start}..{start + count - 1} out of range: {self.path.name} has {total} frames"
+                )
+        return self._read_range(start, count)
+
+
+def _planes_from_buffer(buffer: np.ndarray, info: VideoInfo) -> YUVFrame:
+    """Split one frame's samples (Y, then U, then V) into a YUVFrame; ``buffer`` must be owned."""
+    luma = info.width * info.height
+    chroma = luma // 4
+    if buffer.size != luma + 2 * chroma:
+        raise VideoFormatError(f"short read: got {buffer.size} samples, a frame has {luma + 2 * chroma}")
+    if info.bit_depth > 8:
+        buffer = buffer.astype(np.uint16, copy=False)
+    y = buffer[:luma].reshape(info.height, info.width)
+    u = buffer[luma : luma + chroma].reshape(info.height // 2, info.width // 2)
+    v = buffer[luma + chroma :].reshape(info.height // 2, info.width // 2)
+    return YUVFrame(y, u, v, info.bit_depth)
+
+
+def _read_frame_at(handle: BinaryIO, offset: int, info: VideoInfo) -> YUVFrame:
+    handle.seek(offset)
+    samples = info.frame_bytes // info.bytes_per_sample
+    return _planes_from_buffer(np.fromfile(handle, dtype=info.dtype, count=samples), info)
+
+
+def parse_yuv_name(path: str | os.PathLike[str]) -> VideoInfo:
+    """Width, height, frame rate and bit depth from a raw file's name (``num_frames`` left 0).
+
+    Understands the CTC habits: ``BasketballDrive_1920x1080_50.yuv`` (50 fps),
+    ``Beauty_1920x1080_120fps_420_8bit_YUV.yuv``, ``foo_416x240_30f.yuv`` (30 *frames*, not fps),
+    ``x_1920x1080_10bit.yuv`` / ``_10b`` (10-bit). A name without a frame rate gets 30 fps with a
+    log warning: pass a :class:`VideoInfo` (from the CTC registry) where the rate matters.
+    """
+    name = Path(path).name
+    stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
+    match = _NAME_SIZE.search(stem)
+    if match is None:
+        raise VideoFormatError(
+            f"cannot tell the frame size of raw video {name!r}: its name has no WIDTHxHEIGHT "
+            f"(like foo_1920x1080_50.yuv); pass width and height (a VideoInfo) to open_video"
+        )
+    width, height = int(match.group(1)), int(match.group(2))
+    if match.group(3) is not None:
+        fps = float(match.group(3))
+    else:
+        fps = 30.0
+        log.warning("no frame rate in the name of %s; assuming 30 fps (pass a VideoInfo to set it)", name)
+    bit_depth = 10 if _NAME_10BIT.search(stem) else 8
+    try:
+        return VideoInfo(width=width, height=height, bit_depth=bit_depth, fps=fps)
+    except ValueError as error:
+        raise VideoFormatError(f"{name}: {error}") from error
+
+
+class RawYUVReader(VideoReader):
+    """Raw planar 4:2:0 (``yuv420p``, or ``yuv420p10le``: 16-bit little-endian words for 10-bit).
+
+    A raw file has no header, so its size, depth and rate come from ``info`` or, failing that, its
+    name (:func:`parse_yuv_name`); the frame count always comes from the file size, which must be
+    a whole number of frames.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], info: VideoInfo | None = None) -> None:
+        self.path = Path(path)
+        base = info if info is not None else parse_yuv_name(self.path)
+        size = self.path.stat().st_size
+        frames, remainder = divmod(size, base.frame_bytes)
+        if remainder:
+            raise VideoFormatError(
+                f"{self.path} is {size} bytes, not a whole number of {base.width}x{base.height} "
+                f"{base.bit_depth}-bit 4:2:0 frames of {base.frame_bytes} bytes "
+                f"({frames} frames and {remainder} bytes left over): wrong size or bit depth?"
+            )
+        self._info = VideoInfo(base.width, base.height, base.bit_depth, base.fps, frames)
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    def read_frame(self, index: int) -> YUVFrame:
+        self._check_index(index)
+        info = self._info
+        samples = info.frame_bytes // info.bytes_per_sample
+        buffer = np.fromfile(self.path, dtype=info.dtype, count=samples, offset=index * info.frame_bytes)
+        return _planes_from_buffer(buffer, info)
+
+    def _read_range(self, start: int, count: int) -> Iterator[YUVFrame]:
+        with open(self.path, "rb") as handle:
+            for index in range(start, start + count):
+                yield _read_frame_at(handle, index * self._info.frame_bytes, self._info)
+
+
+def _read_line(handle: BinaryIO, what: str, path: Path) -> bytes:
+    line = handle.readline(_Y4M_MAX_LINE)
+    if not line.endswith(b"\n"):
+        raise VideoFormatError(f"{path}: {what} line is truncated or longer than {_Y4M_MAX_LINE} bytes")
+    return line[:-1]
+
+
+class Y4MReader(VideoReader):
+    """YUV4MPEG2 (``.y4m``): 4:2:0 at 8 bits (C420jpeg / 420mpeg2 / 420paldv / 420) or 10 bits (C420p10).
+
+    The stream header gives width, height and frame rate (an exact ratio, e.g. ``F30000:1001``);
+    other chroma formats are rejected. Each frame starts with a ``FRAME`` line that may carry
+    parameters, so frame offsets are found by hopping from one ``FRAME`` line to the next (one small
+    read per frame), never by reading the picture data.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], info: VideoInfo | None = None) -> None:
+        self.path = Path(path)
+        with open(self.path, "rb") as handle:
+            header = _read_line(handle, "stream header", self.path)
+            base, self.fps_ratio = self._parse_header(header)
+            self._offsets = self._scan_frames(handle, base)
+        self._info = VideoInfo(base.width, base.height, base.bit_depth, base.fps, len(self._offsets))
+        if info is not None:
+            _check_matches(self.path, self._info, info)
+
+    @property
+    def info(self) -> VideoInfo:
+        return self._info
+
+    def _parse_header(self, header: bytes) -> tuple[VideoInfo, Fraction]:
+        fields = header.split(b" ")
+        if fields[0] != _Y4M_MAGIC:
+            raise VideoFormatError(f"{self.path} is not a y4m file (no YUV4MPEG2 signature)")
+        params: dict[str, str] = {}
+        for field in fields[1:]:
+            if field:
+                text = field.decode("ascii", errors="replace")
+                params.setdefault(text[0], text[1:])
+        try:
+            width, height = int(params["W"]), int(params["H"])
+        except (KeyError, ValueError) as error:
+            raise VideoFormatError(f"{self.path}: y4m header without a valid W and H: {header!r}") from error
+        colour = params.get("C", "420jpeg")  # the y4m default colour space is 4:2:0
+        if colour not in _Y4M_420_TAGS:
+            raise VideoFormatError(
+                f"{self.path}: y4m colour space C{colour} is not supported; only 4:2:0 at 8 or 10 bits "
+                f"({', '.join('C' + tag for tag in _Y4M_420_TAGS)}). Convert it, e.g. "
+                f"ffmpeg -i in.y4m -pix_fmt yuv420p out.y4m"
+            )
+        fps_ratio = Fraction(30)
+        if "F" in params:
+            try:
+                num, den = params["F"].split(":")
+                fps_ratio = Fraction(int(num), int(den))
+            except (ValueError, ZeroDivisionError) as error:
+                raise VideoFormatError(f"{self.path}: bad y4m frame rate F{params['F']}") from error
+        else:
+            log.warning("%s has no frame rate in its y4m header; assuming 30 fps", self.path.name)
+        try:
+            info = VideoInfo(width, height, _Y4M_420_TAGS[colour], float(fps_ratio))
+        except ValueError as error:
+            raise VideoFormatError(f"{self.path}: {error}") from error
+        return info, fps_ratio
+
+    def _scan_frames(self, handle: BinaryIO, info: VideoInfo) -> list[int]:
+        """Offsets of each frame's picture data, found by seeking past the data from FRAME to FRAME."""
+        file_size = os.fstat(handle.fileno()).st_size
+        offsets: list[int] = []
+        position = handle.tell()
+        while position < file_size:
+            line = _read_line(handle, f"frame {len(offsets)} header", self.path)
+            if not line.startswith(_Y4M_FRAME):
+                raise VideoFormatError(
+                    f"{self.path}: expected a FRAME header for frame {len(offsets)} at byte {position}, "
+                    f"found {line[:16]!r}"
+                )
+            data = handle.tell()
+            if data + info.frame_bytes > file_size:
+                raise VideoFormatError(
+                    f"{self.path}: frame {len(offsets)} is truncated ({file_size - data} of "
+                    f"{info.frame_bytes} bytes present)"
+                )
+            offsets.append(data)
+            position = data + info.frame_bytes
+            handle.seek(position)
+        return offsets
+
+    def _read_range(self, start: int, count: int) -> Iterator[YUVFrame]:
+        with open(self.path, "rb") as handle:
+            for index in range(start, start + count):
+                yield _read_frame_at(handle, self._offsets[index], self._info)
+
+
+# decord handles inherited from a parent process, kept referenced so they are never destroyed here.
+_INHERITED_DECODERS: list[Any] = []
+
+
+class DecordReader(VideoReader):
+    """Container files (.mp4, .mkv, .mov, ...) through decord, converted to 8-bit 4:2:0.
+
+    decord decodes to 8-bit RGB only: 10-bit content loses its two low bits, and decord's FFmpeg
+    build cannot decode AV1 (transcode such files to a .y4m with ffmpeg first). Each RGB frame is
+    converted back to Y'CbCr 4:2:0 with :mod:`nvc_train.video.colour` (BT.709 limited range by
+    default; ``matrix`` and ``full_range`` say otherwise), so frames are *not* bit-exact with the
+    coded YUV: use raw or y4m files for evaluation, containers for training data. decord's own
+    YUV -> RGB step follows the stream's colour tag and uses BT.601 for untagged streams (pass
+    ``matrix="bt601"`` for those), and its fast integer path leaves luma about one code value low.
+
+    The decord handle is opened lazily, on the first read, and is kept per process (keyed by
+    ``os.getpid()``) and dropped when pickling, because a decoder shared across a fork (DataLoader
+    workers) hangs or crashes.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        info: VideoInfo | None = None,
+        matrix: str = "bt709",
+        full_range: bool = False,
+        num_threads: int = 1,
+    ) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"video file not found: {self.path}")
+        self.matrix = matrix
+        self.full_range = full_range
+        self.num_threads = num_threads
+        self._expected = info
+        self._info: VideoInfo | None = None
+        self._handles: dict[int, Any] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def _decoder(self) -> Any:
+        """This process's decord VideoReader, opened on first use."""
+        pid = os.getpid()
+        handle = self._handles.get(pid)
+        if handle is None:
+            import decord
+
+            # A handle inherited through fork must be neither used nor destroyed here: its decoder
+            # threads did not survive the fork, so its destructor would wait for them forever.
+            _INHERITED_DECODERS.extend(self._handles.values())
+            self._handles = {}
+            try:
+                handle = decord.VideoReader(str(self.path), num_threads=self.num_threads)
+            except decord.DECORDError as error:
+                raise VideoFormatError(f"decord cannot read {self.path}: {error}") from error
+            self._handles[pid] = handle
+        return handle
+
+    @property
+    def info(self) -> VideoInfo:
+        if self._info is None:
+            decoder = self._decoder()
+            height, width = decoder[0].shape[:2]
+            try:
+                info = VideoInfo(width, height, 8, float(decoder.get_avg_fps()), len(decoder))
+            except ValueError as error:
+                raise VideoFormatError(f"{self.path}: {error}") from error
+            if self._expected is not None:
+                _check_matches(self.path, info, self._expected, check_depth=False)
+            self._info = info
+        return self._info
+
+    def _to_frame(self, rgb: np.ndarray) -> YUVFrame:
+        import torch
+
+        from nvc_train.video.colour import rgb_to_yuv420
+
+        tensor = torch.from_numpy(rgb).permute(2, 0, 1).to(torch.float32) / 255.0
+        y, u, v = rgb_to_yuv420(tensor, self.matrix, self.full_range, bit_depth=8)
+        return YUVFrame.from_tensors(y, u, v, bit_depth=8)
+
+    def _read_range(self, start: int, count: int, batch: int = 8) -> Iterator[YUVFrame]:
+        decoder = self._decoder()
+        for first in range(start, start + count, batch):
+            indexes = list(range(first, min(first + batch, start + count)))
+            for rgb in decoder.get_batch(indexes).asnumpy():
+                yield self._to_frame(rgb)
+
+
+def _check_matches(path: Path, found: VideoInfo, expected: VideoInfo, check_depth: bool = True) -> None:
+    """Refuse a file whose header disagrees with the metadata the caller (e.g. the CTC registry) gave."""
+    mismatches = []
+    if (found.width, found.height) != (expected.width, expected.height):
+        mismatches.append(f"size {found.width}x{found.height} (expected {expected.width}x{expected.height})")
+    if check_depth and found.bit_depth != expected.bit_depth:
+        mismatches.append(f"bit depth {found.bit_depth} (expected {expected.bit_depth})")
+    if mismatches:
+        raise VideoFormatError(f"{path} does not match its metadata: {'; '.join(mismatches)}")
+
+
+def open_video(path: str | os.PathLike[str], info: VideoInfo | None = None) -> VideoReader:
+    """Open a 4:2:0 video for random frame access, choosing the reader by the file's suffix.
+
+    - ``.yuv``: raw 4:2:0, 8-bit or 16-bit little-endian for 10-bit. Size, depth and frame rate
+      come from ``info`` or else the file name (:func:`parse_yuv_name`).
+    - ``.y4m``: read from its header; ``info``, when given, must agree on size and depth.
+    - anything else (.mp4, .mkv, .mov, ...): decord, 8-bit only, no AV1 (:class:`DecordReader`).
+
+    ``info.num_frames`` is ignored: the reader reports the frames present in the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"video file not found: {path}")
+    suffix = path.suffix.lower()
+    if suffix in RAW_SUFFIXES:
+        return RawYUVReader(path, info)
+    if suffix in Y4M_SUFFIXES:
+        return Y4MReader(path, info)
+    return DecordReader(path, info)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writers
+
+
+def _frame_bytes(frame: YUVFrame, bit_depth: int) -> bytes:
+    """The raw bytes of one frame: 8-bit samples, or 16-bit little-endian words for 10-bit."""
+    if frame.bit_depth != bit_depth:
+        raise ValueError(f"frame has bit depth {frame.bit_depth}, the file is {bit_depth}-bit")
+    dtype = np.dtype(np.uint8) if bit_depth == 8 else np.dtype("<u2")
+    parts = []
+    for plane in frame.planes:
+        if plane.dtype.kind not in "ui":
+            raise TypeError(f"YUVFrame planes must hold integer code values, got {plane.dtype}")
+        if plane.size and int(plane.max()) > frame.max_value:
+            raise ValueError(f"code value {int(plane.max())} exceeds {frame.max_value} for {bit_depth}-bit")
+        parts.append(np.ascontiguousarray(plane, dtype=dtype).tobytes())
+    return b"".join(parts)
+
+
+class _AtomicVideoWriter:
+    """Append frames to a temporary file beside ``path``; ``os.replace`` it into place on close.
+
+    A run killed mid-write leaves at most a ``.tmp`` file, never a file under the final name that
+    looks complete but is short. Leaving the ``with`` block by an exception deletes the temporary.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self.frames_written = 0
+        self._size: tuple[int, int] | None = None
+        self._bit_depth: int | None = None
+        self._handle: BinaryIO | None = None
+        self._temp: Path | None = None
+
+    def __enter__(self) -> _AtomicVideoWriter:
+        self.open()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def open(self) -> None:
+        if self._handle is not None:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Not tempfile.mkstemp: its 0600 mode would survive os.replace; os.open applies the umask.
+        self._temp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+        fd = os.open(self._temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        self._handle = os.fdopen(fd, "wb")
+        self._handle.write(self._header())
+
+    def _header(self) -> bytes:
+        return b""
+
+    def _frame_header(self) -> bytes:
+        return b""
+
+    def write(self, frame: YUVFrame) -> None:
+        """Append one frame; every frame must have the size and bit depth of the first."""
+        self.open()
+        assert self._handle is not None
+        size = (frame.width, frame.height)
+        if self._size is None:
+            self._size, self._bit_depth = size, frame.bit_depth
+        elif size != self._size or frame.bit_depth != self._bit_depth:
+            raise ValueError(
+                f"frame {self.frames_written} is {size[0]}x{size[1]} {frame.bit_depth}-bit, "
+                f"{self.path.name} holds {self._size[0]}x{self._size[1]} {self._bit_depth}-bit frames"
+            )
+        self._handle.write(self._frame_header())
+        self._handle.write(_frame_bytes(frame, frame.bit_depth))
+        self.frames_written += 1
+
+    def close(self) -> None:
+        """Flush to disk and move the temporary file into place."""
+        if self._handle is None or self._temp is None:
+            return
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self._handle.close()
+        os.replace(self._temp, self.path)
+        self._handle = self._temp = None
+
+    def abort(self) -> None:
+        """Drop what was written; the target path is left as it was."""
+        if self._handle is not None:
+            self._handle.close()
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+        self._handle = self._temp = None
+
+
+class YUVWriter(_AtomicVideoWriter):
+    """Write frames as raw 4:2:0 ``.yuv`` (16-bit little-endian words for 10-bit), atomically.
+
+    >>> with YUVWriter("rec_416x240_30.yuv") as writer:  # doctest: +SKIP
+    ...     for frame in frames:
+    ...         writer.write(frame)
+    """
+
+
+class Y4MWriter(_AtomicVideoWriter):
+    """Write frames as ``.y4m`` (C420jpeg for 8-bit, C420p10 for 10-bit), atomically.
+
+    y4m carries size, depth and frame rate in-band, which is what ffmpeg's libvmaf needs to be
+    handed 10-bit or 8-bit pictures without a separate ``-s``/``-pix_fmt``.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], info: VideoInfo) -> None:
+        super().__init__(path)
+        self.info = info
+        # Frames are checked against the header's size and depth, not just against each other.
+        self._size, self._bit_depth = (info.width, info.height), info.bit_depth
+
+    def _header(self) -> bytes:
+        info = self.info
+        # NTSC-style rates are 1000 * n / 1001; limiting the denominator recovers them exactly.
+        rate = Fraction(info.fps).limit_denominator(1001)
+        colour = "C420jpeg XYSCSS=420JPEG" if info.bit_depth == 8 else "C420p10 XYSCSS=420P10"
+        header = (
+            f"YUV4MPEG2 W{info.width} H{info.height} F{rate.numerator}:{rate.denominator} "
+            f"Ip A1:1 {colour} XCOLORRANGE=LIMITED\n"
+        )
+        return header.encode("ascii")
+
+    def _frame_header(self) -> bytes:
+        return b"FRAME\n"
+
+
+def write_yuv(path: str | os.PathLike[str], frames: Iterable[YUVFrame]) -> int:
+    """Write ``frames`` to a raw ``.yuv`` file atomically; returns the number of frames written."""
+    with YUVWriter(path) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return writer.frames_written
+
+
+def write_y4m(path: str | os.PathLike[str], frames: Iterable[YUVFrame], info: VideoInfo) -> int:
+    """Write ``frames`` to a ``.y4m`` file (header from ``info``) atomically; returns the frame count."""
+    with Y4MWriter(path, info) as writer:
+        for frame in frames:
+            writer.write(frame)
+    return writer.frames_written
