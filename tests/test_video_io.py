@@ -144,6 +144,8 @@ def test_out_of_range_is_index_error(tmp_path: Path) -> None:
         reader.read_frame(-1)
     with pytest.raises(IndexError, match="out of range"):
         reader.read(2, 3)  # fails when asked, before any frame is yielded
+    with pytest.raises(IndexError, match="start frame 5 out of range"):
+        reader.read(5)
 
 
 def test_seek_does_not_read_whole_file(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ import re
 import secrets
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
+from contextlib import closing
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -95,7 +96,8 @@ class VideoReader(ABC):
     def read_frame(self, index: int) -> YUVFrame:
         """Read one frame, seeking straight to it."""
         self._check_index(index)
-        return next(self._read_range(index, 1))
+        with closing(self._read_range(index, 1)) as frames:  # closes the file now, not at GC
+            return next(frames)
 
     def read(self, start: int = 0, count: int | None = None) -> Iterator[YUVFrame]:
         """Iterate ``count`` frames from ``start`` (to the end when ``count`` is None).
@@ -104,16 +106,16 @@ class VideoReader(ABC):
         fails before any work is done.
         """
         total = len(self)
+        if not 0 <= start <= total:
+            raise IndexError(f"start frame {start} out of range: {self.path.name} has {total} frames")
         if count is None:
             count = total - start
         if count < 0:
-            raise IndexError(f"negative frame count {count} (start {start}) for {self.path.name}")
-        if count:
-            self._check_index(start)
-            if start + count > total:
-                raise IndexError(
-                    f"frames {start}..{start + count - 1} out of range: {self.path.name} has {total} frames"
-                )
+            raise IndexError(f"negative frame count {count} for {self.path.name}")
+        if start + count > total:
+            raise IndexError(
+                f"frames {start}..{start + count - 1} out of range: {self.path.name} has {total} frames"
+            )
         return self._read_range(start, count)
 
 
