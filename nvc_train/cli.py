@@ -29,10 +29,10 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is the whole story: printed as one line, no traceback."""
     from nvc_train.bdrate import BDRateError
     from nvc_train.codecs.base import CodecError
-    from nvc_train.ctc import MissingSequencesError
+    from nvc_train.ctc import MissingSequencesError, RegistryError
     from nvc_train.video.readers import VideoFormatError
 
-    return (CodecError, MissingSequencesError, VideoFormatError, BDRateError, FileNotFoundError)
+    return (CodecError, MissingSequencesError, RegistryError, VideoFormatError, BDRateError, FileNotFoundError)
 
 
 def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:

@@ -35,9 +35,9 @@ def test_table() -> None:
     assert len({spec.source for spec in EMBEDDED_CLIPS}) == 4
     assert len({spec.motion for spec in EMBEDDED_CLIPS}) == 4  # a different camera path per clip
     for spec in EMBEDDED_CLIPS:
-        assert (spec.width, spec.height, spec.frames, spec.fps) == (256, 192, 32, 30)
-        assert spec.file_name == f"{spec.name}_256x192_30.yuv"
-        assert spec.info == VideoInfo(256, 192, 8, 30.0, 32)
+        assert (spec.width, spec.height, spec.frames, spec.fps) == (320, 256, 32, 30)
+        assert spec.file_name == f"{spec.name}_320x256_30.yuv"
+        assert spec.info == VideoInfo(320, 256, 8, 30.0, 32)
 
 
 def test_clips_on_disk(clips: dict[str, Path]) -> None:
@@ -67,7 +67,7 @@ def test_sequences(clips: dict[str, Path]) -> None:
     sequences = embedded_sequences(directory)
     assert [seq.name for seq in sequences] == [spec.name for spec in EMBEDDED_CLIPS]
     assert all(seq.test_set == "embedded" and seq.path.is_file() for seq in sequences)
-    assert sequences[0].info == VideoInfo(256, 192, 8, 30.0, 32)
+    assert sequences[0].info == VideoInfo(320, 256, 8, 30.0, 32)
 
 
 def test_deterministic(tmp_path: Path, clips: dict[str, Path]) -> None:

@@ -57,13 +57,9 @@ def _csv_cell(value: Any) -> Any:
     if value is None:
         return ""
     if isinstance(value, float):
-        if value != value:  # NaN: an unavailable metric stays an empty cell
-            return ""
-        return (
-            f"{value:.6g}"
-            if abs(value) < 1e-3 or abs(value) >= 1e6
-            else f"{value:.6f}".rstrip("0").rstrip(".")
-        )
+        # NaN (an unavailable metric) stays an empty cell; other floats keep every digit (repr
+        # round-trips), so that points re-imported from the CSV give the very same BD-rates.
+        return "" if value != value else repr(value)
     return value
 
 
