@@ -32,7 +32,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from nvc_train.ctc import MissingSequencesError, RegistryError
     from nvc_train.video.readers import VideoFormatError
 
-    return (CodecError, MissingSequencesError, RegistryError, VideoFormatError, BDRateError, FileNotFoundError)
+    return (
+        CodecError, MissingSequencesError, RegistryError, VideoFormatError, BDRateError, FileNotFoundError,
+    )  # fmt: skip
 
 
 def run_task(task: Callable[[Any], Any], cfg: Any) -> Any:

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -46,7 +45,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from nvc_train.video.frame import VideoInfo
-from nvc_train.video.readers import RAW_SUFFIXES, Y4M_SUFFIXES, VideoFormatError, open_video
+from nvc_train.video.readers import RAW_SUFFIXES, Y4M_SUFFIXES, VideoFormatError, open_video, raw_name_fields
 
 
 @dataclass(frozen=True)
@@ -431,38 +430,6 @@ def _generate_embedded(set_name: str, root: Path | None) -> Path:
 
 # ---- folder scan -------------------------------------------------------------------------------
 
-_SIZE_RE = re.compile(r"(?:^|[_\-.])(\d+)x(\d+)", re.IGNORECASE)
-_FPS_AFTER_SIZE_RE = re.compile(r"^p?[_\-]?(\d+(?:\.\d+)?)(?:fps|hz|p)?(?=$|[_\-.])", re.IGNORECASE)
-_DEPTH_RE = re.compile(r"(?:^|[_\-.])(8|10)[_\-]?bits?(?=$|[_\-.])|p(10)le", re.IGNORECASE)
-# Names write NTSC rates as 2997 / 5994; keep them exact.
-_NTSC_RATES = {
-    "2398": 24000 / 1001,
-    "2397": 24000 / 1001,
-    "2997": 30000 / 1001,
-    "5994": 60000 / 1001,
-    "11988": 120000 / 1001,
-}
-
-
-def _raw_name_info(stem: str) -> tuple[int, int, float | None, int | None] | None:
-    """(width, height, fps or None, bit depth or None) from a raw file's name; None without a size."""
-    size = _SIZE_RE.search(stem)
-    if size is None:
-        return None
-    width, height = int(size.group(1)), int(size.group(2))
-    fps: float | None = None
-    rate = _FPS_AFTER_SIZE_RE.match(stem[size.end() :])
-    if rate:
-        text = rate.group(1)
-        if text in _NTSC_RATES:
-            fps = _NTSC_RATES[text]
-        elif 0 < float(text) <= 300:
-            fps = float(text)
-    depth_match = _DEPTH_RE.search(stem)
-    depth = int(depth_match.group(1) or depth_match.group(2)) if depth_match else None
-    return width, height, fps, depth
-
-
 def _scan_folder_checked(
     path: Any, default_fps: Any, default_depth: Any, max_frames: int | None, start_frame: int
 ) -> tuple[list[Sequence], list[str]]:
@@ -486,7 +453,7 @@ def _scan_folder_checked(
                 continue
             info, held = reader.info, len(reader)
         elif suffix in RAW_SUFFIXES:
-            parsed = _raw_name_info(file.stem)
+            parsed = raw_name_fields(file.name)
             if parsed is None:
                 unsized.append(file.name)
                 continue

@@ -28,13 +28,13 @@ from nvc_train.ctc import (
     MissingSequencesError,
     RegistryError,
     SequenceFileError,
-    _raw_name_info,
     list_suites,
     load_sequences,
     parse_fps,
     scan_folder,
 )
 from nvc_train.video.frame import VideoInfo
+from nvc_train.video.readers import raw_name_fields
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 
@@ -152,7 +152,7 @@ def test_names_agree_with_the_data_where_they_state_it(hydra_configs: None, suit
     """Where a distributed file name states size, rate or depth, the registry says the same."""
     for spec in registry(suite)["test_sets"].values():
         for name, seq in spec["sequences"].items():
-            parsed = _raw_name_info(Path(seq["file"]).stem)
+            parsed = raw_name_fields(seq["file"])
             if parsed is None:
                 continue
             width, height, fps, depth = parsed
@@ -413,7 +413,7 @@ def test_the_module_imports_neither_torch_nor_lightning() -> None:
     ],
 )
 def test_raw_names(stem: str, expected: tuple | None) -> None:
-    assert _raw_name_info(stem) == expected
+    assert raw_name_fields(stem + ".yuv") == expected
 
 
 def test_folder_scan(tmp_path: Path, hydra_configs: None) -> None:

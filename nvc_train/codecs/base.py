@@ -59,7 +59,8 @@ class Codec(abc.ABC):
         return self.name
 
     def check_structure(self, structure: CodingStructure) -> None:
-        """Raise :class:`CodecError` if this codec cannot honour ``structure``."""
+        """Raise :class:`CodecError` if this codec cannot honour ``structure`` (default: any is fine)."""
+        return None
 
     def complexity(self) -> dict:
         """Parameters (M) and kMAC/pixel where the codec knows them; empty for conventional codecs."""

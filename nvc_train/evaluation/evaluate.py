@@ -55,9 +55,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     log.info(
         "%d sequences x rate points x codecs = %d points; run folder %s", len(sequences), len(jobs), run_dir
     )
-    run_jobs(jobs, structure, run_dir, options, shard)
-    for notice in options.notices:
-        log.warning(notice)
+    run_jobs(jobs, structure, run_dir, options, shard)  # metric notices are logged once, where they arise
     if shard.rank != 0:
         return {"run_dir": run_dir, "rows": [], "bdrate": []}
 

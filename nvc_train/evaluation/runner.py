@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,6 @@ class MeasureOptions:
     keep_reconstructions: bool = False
     force: bool = False
     progress: bool = True
-    notices: list[str] = field(default_factory=list)
 
 
 def make_jobs(codecs: Iterable[Codec], sequences: Sequence[CTCSequence]) -> list[Job]:
@@ -112,9 +111,6 @@ def run_job(job: Job, structure: CodingStructure, run_dir: Path, options: Measur
         vmaf_ffmpeg=options.vmaf_ffmpeg,
         num_frames=job.sequence.info.num_frames,
     )
-    for notice in scores.unavailable.values():
-        if notice not in options.notices:
-            options.notices.append(notice)
     if not options.keep_reconstructions:
         Path(decoded.reconstruction).unlink(missing_ok=True)
 

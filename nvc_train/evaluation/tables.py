@@ -220,7 +220,7 @@ def bdrate_markdown(
     averaging_text = bdrate.averaging_caption(averaging)
     caption = (
         f"BD-rate (%) against {anchor} ({structure}); negative = fewer bits than the anchor for the same "
-        f"quality. Interpolation: {method}. {averaging_text}. {aggregation_rule} {BITS_RULE} "
+        f"quality. Interpolation: {method}. {averaging_text}. Aggregation: {aggregation_rule}. {BITS_RULE} "
         "Best per column in **bold**, second best <u>underlined</u>; "
         "empty cells: not measurable (see bdrate.csv)."
     )

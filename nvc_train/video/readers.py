@@ -38,12 +38,42 @@ _Y4M_MAX_LINE = 4096  # a header or FRAME line longer than this is not y4m
 # y4m colour tags that mean 4:2:0 (8-bit ones differ only in chroma siting) and their bit depth.
 _Y4M_420_TAGS = {"420jpeg": 8, "420mpeg2": 8, "420paldv": 8, "420": 8, "420p10": 10}
 
-# `_1920x1080`, then optionally `_50` / `_50fps` / `_59.94hz` (a frame rate) but not `_30f` (a frame
-# count) or `_10bit` (a bit depth).
-_NAME_SIZE = re.compile(
-    r"(?<![0-9a-z])(\d+)x(\d+)(?![0-9])(?:_(\d+(?:\.\d+)?)(?:fps|hz)?(?=[_.\-]|$))?", re.IGNORECASE
+# Raw-name conventions: `_1920x1080`, then optionally a frame rate (`_50`, `_50fps`, `p50`,
+# `_59.94hz`, NTSC `_5994`) but not `_30f` (a frame count); `10bit` / `_10b` / `p10le` for 10-bit.
+_NAME_SIZE = re.compile(r"(?:^|[_\-.])(\d+)x(\d+)(?![0-9])", re.IGNORECASE)
+_NAME_FPS_AFTER_SIZE = re.compile(r"^p?[_\-]?(\d+(?:\.\d+)?)(?:fps|hz|p)?(?=$|[_\-.])", re.IGNORECASE)
+_NAME_DEPTH = re.compile(
+    r"(?:^|[_\-.])(8|10)[_\-]?bits?(?=$|[_\-.])|(?<![0-9a-z])(10)b(?![0-9a-z])|p(10)le|yuv420p(10)",
+    re.IGNORECASE,
 )
-_NAME_10BIT = re.compile(r"10bit|(?<![0-9a-z])10b(?![0-9a-z])|yuv420p10", re.IGNORECASE)
+# Names write NTSC rates as 2997 / 5994; keep them exact.
+_NTSC_RATES = {"2398": 24000 / 1001, "2397": 24000 / 1001, "2997": 30000 / 1001, "5994": 60000 / 1001,
+               "11988": 120000 / 1001}  # fmt: skip
+
+
+def raw_name_fields(name: str) -> tuple[int, int, float | None, int | None] | None:
+    """(width, height, fps or None, bit depth or None) from a raw file's name; None without a size.
+
+    The one parser of CTC file-name habits, used by :func:`parse_yuv_name` and the folder scan of
+    ``ctc=folder``: ``BasketballDrive_1920x1080_50.yuv``, ``Beauty_1920x1080_120fps_420_8bit_YUV.yuv``,
+    ``foo_416x240_30f.yuv`` (30 *frames*, no rate), ``x_1920x1080_10bit.yuv``, ``_5994`` = 59.94 fps.
+    """
+    stem = Path(name).stem if Path(name).suffix.lower() in (".yuv", ".raw", ".y4m") else Path(name).name
+    size = _NAME_SIZE.search(stem)
+    if size is None:
+        return None
+    width, height = int(size.group(1)), int(size.group(2))
+    fps: float | None = None
+    rate = _NAME_FPS_AFTER_SIZE.match(stem[size.end() :])
+    if rate:
+        text = rate.group(1)
+        if text in _NTSC_RATES:
+            fps = _NTSC_RATES[text]
+        elif 0 < float(text) <= 300:
+            fps = float(text)
+    depth_match = _NAME_DEPTH.search(stem)
+    depth = int(next(g for g in depth_match.groups() if g)) if depth_match else None
+    return width, height, fps, depth
 
 
 class VideoFormatError(ValueError):
@@ -148,20 +178,17 @@ def parse_yuv_name(path: str | os.PathLike[str]) -> VideoInfo:
     log warning: pass a :class:`VideoInfo` (from the CTC registry) where the rate matters.
     """
     name = Path(path).name
-    stem = name[: -len(Path(name).suffix)] if Path(name).suffix else name
-    match = _NAME_SIZE.search(stem)
-    if match is None:
+    fields = raw_name_fields(name)
+    if fields is None:
         raise VideoFormatError(
             f"cannot tell the frame size of raw video {name!r}: its name has no WIDTHxHEIGHT "
             f"(like foo_1920x1080_50.yuv); pass width and height (a VideoInfo) to open_video"
         )
-    width, height = int(match.group(1)), int(match.group(2))
-    if match.group(3) is not None:
-        fps = float(match.group(3))
-    else:
+    width, height, fps, depth = fields
+    if fps is None:
         fps = 30.0
         log.warning("no frame rate in the name of %s; assuming 30 fps (pass a VideoInfo to set it)", name)
-    bit_depth = 10 if _NAME_10BIT.search(stem) else 8
+    bit_depth = depth if depth is not None else 8
     try:
         return VideoInfo(width=width, height=height, bit_depth=bit_depth, fps=fps)
     except ValueError as error:
