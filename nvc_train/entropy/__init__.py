@@ -1,0 +1,24 @@
+"""Entropy models: likelihoods for training and real, deterministic coding through constriction.
+
+- :class:`EntropyBottleneck`: factorized learned per-channel density (hyper-latents z).
+- :class:`GaussianConditional`: Gaussian with mean and scale from a hyperprior / context (latents y).
+- :func:`quantize`: the named rounding roles (``noise``, ``ste``, ``dequantize``, ``symbols``).
+
+Both models pair ``forward`` (values and likelihoods) with ``compress``/``decompress`` over integer
+CDF tables that ``update()`` builds into checkpointed buffers; see :mod:`nvc_train.entropy.coder`
+for how encoder and decoder are guaranteed the same integer model.
+"""
+
+from nvc_train.entropy.bottleneck import EntropyBottleneck
+from nvc_train.entropy.coder import PRECISION, EntropyCoderError
+from nvc_train.entropy.gaussian import GaussianConditional
+from nvc_train.entropy.ops import lower_bound, quantize
+
+__all__ = [
+    "PRECISION",
+    "EntropyBottleneck",
+    "EntropyCoderError",
+    "GaussianConditional",
+    "lower_bound",
+    "quantize",
+]
