@@ -214,6 +214,9 @@ def test_scale_indexes_are_bucketize_on_stored_bounds(gaussian: GaussianConditio
     assert indexes.dtype == torch.int64
     assert torch.equal(indexes, torch.bucketize(scales, bounds))
     assert int(indexes.min()) == 0 and int(indexes.max()) == len(gaussian.scale_table) - 1
+    dense = GaussianConditional(scale_min=1.0, scale_max=1.2, num_scales=500)  # several per bucket
+    scales = torch.empty(100_000).uniform_(0.9, 1.3)
+    assert torch.equal(dense.scale_indexes(scales), torch.bucketize(scales, dense.scale_bounds))
 
 
 # ---------------------------------------------------------------------------------------- errors
@@ -241,6 +244,8 @@ def test_wrong_shapes_and_values_raise(gaussian: GaussianConditional, bottleneck
     y_bad[0, 0, 0, 0] = float("nan")
     with pytest.raises(EntropyCoderError, match="NaN"):
         gaussian.compress(y_bad, scales, means)
+    with pytest.raises(EntropyCoderError, match="NaN"):
+        gaussian.compress(y, scales, torch.full_like(means, float("-inf")))
     with pytest.raises(EntropyCoderError, match="finite"):
         gaussian.compress(y, scales.clone().fill_(float("inf")), means)
     for z in (torch.zeros(1, 7, 4, 4), torch.zeros(2, 8, 4, 4), torch.zeros(8, 4, 4), torch.zeros(1, 8, 4)):

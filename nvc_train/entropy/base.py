@@ -66,12 +66,14 @@ class TableEntropyModel(nn.Module):
     def _symbols(x: Tensor, means: Tensor | None) -> Tensor:
         """``quantize(x, "symbols", means)``, refusing values an int64 symbol cannot carry.
 
-        Checked on the rounded floats: converting 1e20 to int64 would silently wrap.
+        Checked on the rounded floats (converting 1e20 or NaN to int64 would silently wrap); one
+        check covers non-finite inputs and means too.
         """
         rounded = _rounded(x.detach(), None if means is None else means.detach())
-        if (rounded.abs() >= 2.0**MAX_ESCAPE_BITS).any():
+        if not bool((rounded.abs() < 2.0**MAX_ESCAPE_BITS).all()):  # also false for NaN
             raise EntropyCoderError(
-                f"a value is 2**{MAX_ESCAPE_BITS} or more away from its mean: not codable as a symbol"
+                f"a value is NaN, infinite or 2**{MAX_ESCAPE_BITS} or more away from its mean: "
+                "not codable as a symbol"
             )
         return rounded.to(torch.int64)  # exactly quantize(x, "symbols", means)
 

@@ -221,8 +221,6 @@ class EntropyBottleneck(TableEntropyModel):
         self._tables(self.channels)
         if z.dim() != 4 or z.shape[0] != 1 or z.shape[1] != self.channels:
             raise EntropyCoderError(f"z must be (1, {self.channels}, H, W), got {tuple(z.shape)}")
-        if not torch.isfinite(z).all():
-            raise EntropyCoderError("z contains NaN or infinite values: cannot be coded")
         means = self._medians.to(device=z.device, dtype=z.dtype).view(1, -1, 1, 1)
         symbols = self._symbols(z, means)
         return self._encode(symbols, self._rows(z.shape[2] * z.shape[3]), self.channels)

@@ -174,7 +174,9 @@ def _group_order(rows_of_symbols: np.ndarray, rows: int) -> tuple[np.ndarray, np
 
     Derived from the row indexes alone, so the decoder reproduces it without any symbol.
     """
-    key = rows_of_symbols.astype(np.int16 if rows < 2**15 else np.int64)  # int16: numpy's radix sort
+    if rows_of_symbols.size and (rows_of_symbols.min() < 0 or rows_of_symbols.max() >= rows):
+        raise EntropyCoderError(f"table row indexes must lie in [0, {rows})")
+    key = rows_of_symbols.astype(np.int16 if rows < 2**15 else np.int64, copy=False)  # int16: radix sort
     order = np.argsort(key, kind="stable")
     counts = np.bincount(rows_of_symbols, minlength=rows)
     return order, counts
@@ -223,28 +225,34 @@ def encode_symbols(
     followed by their excess (see the module docstring); |symbol| must be below 2**62.
     """
     symbols = np.asarray(symbols, dtype=np.int64).ravel()
-    rows_of_symbols = np.asarray(rows_of_symbols, dtype=np.int64).ravel()
+    rows_of_symbols = np.asarray(rows_of_symbols).ravel()
     rows = cdf.shape[0]
-    if (np.abs(symbols) >= 2**MAX_ESCAPE_BITS).any():
+    limit = 2**MAX_ESCAPE_BITS
+    if symbols.size and (symbols.min() <= -limit or symbols.max() >= limit):
         raise EntropyCoderError(f"a symbol's magnitude is 2**{MAX_ESCAPE_BITS} or more: not codable")
     order, counts = _group_order(rows_of_symbols, rows)
-    n_symbols = np.repeat(cdf_length.astype(np.int64), counts)  # per symbol, in coding order
-    values = symbols[order] - np.repeat(offset.astype(np.int64), counts)
-    below = values < 0
-    above = values >= n_symbols - 1
-    escaped = below | above
-    coded = np.where(escaped, n_symbols - 1, values).astype(np.int32)
+    ordered = symbols[order]
 
     segments: list[tuple[np.ndarray, object, tuple[np.ndarray, ...]]] = []
+    excess: list[np.ndarray] = []
+    negative: list[np.ndarray] = []
     start = 0
     for r in range(rows):
         stop = start + int(counts[r])
-        if stop > start:
-            segments.append((coded[start:stop], _row_model(cdf[r], int(cdf_length[r])), ()))
+        if stop == start:
+            continue
+        top = int(cdf_length[r]) - 1  # the escape symbol; the table's own values are 0 .. top - 1
+        values = ordered[start:stop] - int(offset[r])
+        if values.min() < 0 or values.max() >= top:  # rare: per-row test keeps the common path lean
+            below = values < 0
+            escaped = below | (values >= top)
+            excess.append(np.where(below, -values - 1, values - top)[escaped])
+            negative.append(below[escaped])
+            values = np.where(escaped, top, values)
+        segments.append((values.astype(np.int32), _row_model(cdf[r], top + 1), ()))
         start = stop
-    if escaped.any():
-        excess = np.where(below, -values - 1, values - (n_symbols - 1))[escaped]
-        segments += _escape_segments(excess, below[escaped])
+    if excess:  # in coding order, as the decoder meets the escape symbols
+        segments += _escape_segments(np.concatenate(excess), np.concatenate(negative))
 
     coder = constriction.stream.stack.AnsCoder()
     try:
@@ -269,27 +277,32 @@ def decode_symbols(
         raise EntropyCoderError(f"payload must be bytes, got {type(data).__name__}")
     if len(data) % 4:
         raise EntropyCoderError(f"payload of {len(data)} bytes is not a whole number of 32-bit words")
-    rows_of_symbols = np.asarray(rows_of_symbols, dtype=np.int64).ravel()
+    rows_of_symbols = np.asarray(rows_of_symbols).ravel()
     rows = cdf.shape[0]
     words = np.frombuffer(bytes(data), dtype="<u4").astype(np.uint32)
     order, counts = _group_order(rows_of_symbols, rows)
+    ordered = np.empty(len(order), dtype=np.int64)  # symbols in coding order
+    escapes: list[tuple[np.ndarray, int, int]] = []  # (positions in coding order, top, offset)
     try:
         coder = constriction.stream.stack.AnsCoder(words)
-        coded = np.empty(len(order), dtype=np.int64)
         start = 0
         for r in range(rows):
             stop = start + int(counts[r])
-            if stop > start:
-                coded[start:stop] = coder.decode(_row_model(cdf[r], int(cdf_length[r])), stop - start)
+            if stop == start:
+                continue
+            top = int(cdf_length[r]) - 1
+            coded = coder.decode(_row_model(cdf[r], top + 1), stop - start)
+            if coded.max() == top:  # rare: escapes are resolved after all rows, as they were coded
+                escapes.append((start + np.flatnonzero(coded == top), top, int(offset[r])))
+            ordered[start:stop] = coded
+            ordered[start:stop] += int(offset[r])
             start = stop
-        n_symbols = np.repeat(cdf_length.astype(np.int64), counts)
-        escaped = coded == n_symbols - 1
-        values = coded
-        if escaped.any():
-            excess, below = _decode_escapes(coder, int(escaped.sum()))
-            top = n_symbols[escaped] - 1
-            values = coded.copy()
-            values[escaped] = np.where(below, -excess - 1, top + excess)
+        if escapes:
+            positions = np.concatenate([p for p, _, _ in escapes])
+            tops = np.concatenate([np.full(len(p), t, dtype=np.int64) for p, t, _ in escapes])
+            offsets = np.concatenate([np.full(len(p), o, dtype=np.int64) for p, _, o in escapes])
+            excess, below = _decode_escapes(coder, len(positions))
+            ordered[positions] = np.where(below, -excess - 1, tops + excess) + offsets
         if not coder.is_empty():
             raise EntropyCoderError(
                 f"payload inconsistent with the tables: {coder.num_words()} words left after decoding"
@@ -297,7 +310,7 @@ def decode_symbols(
     except BaseException as error:
         _reraise(error, "payload cannot be decoded")
     symbols = np.empty(len(order), dtype=np.int64)
-    symbols[order] = values + np.repeat(offset.astype(np.int64), counts)
+    symbols[order] = ordered
     return symbols
 
 

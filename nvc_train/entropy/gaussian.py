@@ -111,29 +111,34 @@ class GaussianConditional(TableEntropyModel):
         give equal indexes on any machine; scales below the first or above the last level use that
         level. ``compress``/``decompress`` call this same method.
         """
-        return torch.from_numpy(self._level_of(scales)).view(scales.shape).to(scales.device)
+        indexes = torch.from_numpy(self._level_of(scales).astype(np.int64))
+        return indexes.view(scales.shape).to(scales.device)
 
     def _level_of(self, scales: Tensor) -> np.ndarray:
-        """Flat numpy body of :meth:`scale_indexes` (so coding avoids a round trip through torch).
+        """Flat numpy body of :meth:`scale_indexes` (int16; coding avoids a round trip via torch).
 
-        Fast and exact: positive float32 values order like their int32 bit patterns, so the top 16
-        bits pick a precomputed first guess (the count of bounds below that bucket's smallest value)
-        and comparisons with the actual bounds correct it, usually in one step.
+        Fast and exact: non-negative float32 values order like their bit patterns, so the top 16
+        bits pick a precomputed first guess (the count of bounds below that bucket's smallest value;
+        0 for negative values) and comparisons with the actual bounds correct it: one pass when
+        neighbouring bounds are further apart than a bucket (ratio 1 + 2**-7), more otherwise.
         """
-        if not torch.isfinite(scales).all():
-            raise EntropyCoderError("scales must be finite to be coded")
         values = np.ascontiguousarray(scales.detach().cpu().to(torch.float32).numpy().ravel())
+        if not np.isfinite(values).all():
+            raise EntropyCoderError("scales must be finite to be coded")
         bounds = self.scale_bounds.detach().cpu().to(torch.float32).numpy()
-        bucket_start = (np.arange(1 << 15, dtype=np.int32) << 16).view(np.float32)  # positive floats
-        guess = np.searchsorted(bounds, bucket_start, side="left").astype(np.int64)
-        bits = values.view(np.int32)
-        index = np.where(bits > 0, guess[np.maximum(bits, 0) >> 16], 0)
+        if len(bounds) >= 2**15 - 1:
+            raise EntropyCoderError(f"{len(bounds) + 1} scale levels: at most 32767 are supported")
+        bucket_start = (np.arange(1 << 15, dtype=np.uint32) << 16).view(np.float32)
+        guess = np.zeros(1 << 16, dtype=np.int16)  # upper half: sign bit set, negative values -> 0
+        guess[: 1 << 15] = np.searchsorted(bounds, bucket_start, side="left")
+        index = guess[values.view(np.uint32) >> 16]
         padded = np.append(bounds, np.float32(np.inf))
-        for _ in range(len(bounds)):  # exact for any bounds; one pass when levels are spaced > 1/128
+        one_pass = len(bounds) < 2 or bool((bounds[1:] > bounds[:-1] * np.float32(1 + 2**-6)).all())
+        for _ in range(len(bounds) + 1):
             step = values > padded[index]
-            if not step.any():
-                break
             index += step
+            if one_pass or not step.any():
+                break
         return index
 
     def update(self) -> None:
@@ -153,20 +158,16 @@ class GaussianConditional(TableEntropyModel):
 
     # ------------------------------------------------------------------------------------- coding
     @staticmethod
-    def _check(name: str, tensor: Tensor | None, shape: torch.Size, finite: bool = True) -> None:
-        """Shape (and finiteness) checks with a message naming the argument."""
-        if tensor is None:
-            return
-        if tensor.shape != shape:
+    def _check(name: str, tensor: Tensor | None, shape: torch.Size) -> None:
+        """Shape check with a message naming the argument."""
+        if tensor is not None and tensor.shape != shape:
             raise EntropyCoderError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
-        if finite and not torch.isfinite(tensor).all():
-            raise EntropyCoderError(f"{name} contains NaN or infinite values: cannot be coded")
 
     def compress(self, y: Tensor, scales: Tensor, means: Tensor | None = None) -> bytes:
         """Code ``round(y - means)`` with the tables of ``scale_indexes(scales)``; returns the payload."""
         self._tables(len(self.scale_table))  # clear error before any work when update() is missing
-        self._check("y", y, y.shape)
-        self._check("scales", scales, y.shape, finite=False)  # _level_of checks finiteness
+        # Finiteness: _symbols refuses non-finite y - means, _level_of non-finite scales.
+        self._check("scales", scales, y.shape)
         self._check("means", means, y.shape)
         symbols = self._symbols(y, means)
         indexes = self._level_of(scales)
