@@ -13,7 +13,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from nvc_train.cli import expand_group_lists, run_task
+from nvc_train.cli import expand_group_lists, reexec_with_malloc_settings, run_task
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
@@ -24,5 +24,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    reexec_with_malloc_settings()
     sys.argv = expand_group_lists(sys.argv, groups=("ctc",))
     main()
