@@ -1,0 +1,422 @@
+"""dcvc_lite: a compact conditional P-frame codec in the style of DCVC, with its intra codec; YUV 4:2:0.
+
+What it is: the ideas of DCVC (Li, Li, Lu, NeurIPS 2021) at a size that trains on a CPU: conditional
+coding (the encoder and the decoder of a P frame see a context computed from the previous decoded
+frame, instead of coding a residual), an entropy model that fuses a hyperprior with a temporal prior
+from that context, and DCVC-DC-style variable rate (per-channel quantization steps chosen by a
+q_index, one set for intra and one for inter). Frames are coded in YUV 4:2:0 directly by packing
+the four luma phases beside the chroma planes.
+
+What it is not: not DCVC, DCVC-TCM, DCVC-DC, DCVC-FM or DCVC-RT (DCVC-RT has its own faithful
+module and config). There is no motion estimation or motion coding, no multi-scale context, no
+spatial auto-regressive or checkerboard context in the entropy model, no per-frame-type adaptive
+quality, and no published numbers to match: its sizes are chosen for a quick first codec of the
+framework. Motion is handled only implicitly, by the receptive field of the conditional transforms.
+
+The file reads top to bottom: the model's blocks, the model, the builder, reference numbers and the
+registered variants.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from models import register_model
+from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_payload, unpack_payload
+from models.blocks import (
+    HyperpriorLatentCodec,
+    ResBlock,
+    act,
+    analysis_transform,
+    conv3x3,
+    down,
+    pack_yuv420,
+    synthesis_transform,
+    unpack_yuv420,
+)
+from nvc_train.entropy import EntropyCoderError
+
+__all__ = ["DCVCLite", "InterCodec", "IntraCodec", "Reference", "dcvc_lite", "dcvc_lite_tiny"]
+
+PACKED_CHANNELS = 6  # 4 luma phases + U + V at chroma resolution
+LATENT_STAGES = 3  # packed (1/2 of luma) -> latent at 1/16 of luma
+TAG_INTRA = ord("I")
+TAG_INTER = ord("P")
+PAYLOAD_PARTS = ("z", "y")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Blocks
+
+
+@dataclass
+class Reference:
+    """What a decoded frame leaves for the next P frame; both at packed (chroma) resolution.
+
+    ``frame`` is the packed reconstruction clamped to [0, 1] (the picture the decoder shows) and
+    ``feature`` the decoder's last features, which carry more than the picture (as in DCVC-TCM's
+    feature propagation) at ``ref_channels`` channels, small enough to keep between frames.
+    """
+
+    frame: Tensor  # (B, 6, H/2, W/2)
+    feature: Tensor  # (B, ref_channels, H/2, W/2)
+
+    def detach(self) -> Reference:
+        """Cut the graph here (cascaded training that stops gradients between frames)."""
+        return Reference(self.frame.detach(), self.feature.detach())
+
+
+class _Reconstruction(nn.Module):
+    """Decoder tail: features at packed resolution -> packed frame, and -> reference features."""
+
+    def __init__(self, channels: int, ref_channels: int) -> None:
+        super().__init__()
+        self.frame = conv3x3(channels, PACKED_CHANNELS)
+        self.feature = conv3x3(channels, ref_channels)
+
+    def forward(self, feature: Tensor) -> tuple[Tensor, Tensor]:
+        return self.frame(feature), self.feature(feature)
+
+
+class IntraCodec(nn.Module):
+    """The I-frame codec: a mean-scale hyperprior image codec on the packed frame.
+
+    ::
+
+        x (6, H/2) ─g_a─► y (M, H/16) ─► HyperpriorLatentCodec ─► y_hat ─g_s─► features (C, H/2)
+                                                                              │
+                                                       ┌──────────────────────┤
+                                                       ▼                      ▼
+                                                 x_hat (6, H/2)      ref feature (R, H/2)
+    """
+
+    def __init__(
+        self, channels: int, latent_channels: int, ref_channels: int, num_res: int, **latent: Any
+    ) -> None:
+        super().__init__()
+        self.g_a = analysis_transform(PACKED_CHANNELS, channels, latent_channels, LATENT_STAGES, num_res)
+        self.g_s = synthesis_transform(latent_channels, channels, LATENT_STAGES, num_res)
+        self.tail = _Reconstruction(channels, ref_channels)
+        self.latent = HyperpriorLatentCodec(latent_channels, **latent)
+
+    def forward(self, x: Tensor, q_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        out = self.latent(self.g_a(x), q_index)
+        return *self.tail(self.g_s(out["y_hat"])), out["bits"]
+
+    def compress(self, x: Tensor, q_index: int) -> tuple[list[bytes], Tensor, Tensor, Tensor]:
+        out = self.latent.compress(self.g_a(x), q_index)
+        return out["strings"], *self.tail(self.g_s(out["y_hat"])), out["bits"]
+
+    def decompress(
+        self, strings: list[bytes], q_index: int, latent_size: tuple[int, int]
+    ) -> tuple[Tensor, Tensor]:
+        out = self.latent.decompress(strings, q_index, latent_size)
+        return self.tail(self.g_s(out["y_hat"]))
+
+
+class InterCodec(nn.Module):
+    """The P-frame codec: conditional coding on a context from the reference, with a temporal prior.
+
+    ::
+
+        ref (frame 6 + feature R, H/2) ─ctx─► context (C, H/2) ──┬─────────────┬──────────────┐
+                                                                  │             │ temporal     │
+        x (6, H/2) ──────────── concat ◄──────────────────────────┘             │ prior (3x s2)│
+                                  │                                             ▼              │
+                                  └─g_a─► y (M, H/16) ─► HyperpriorLatentCodec(side = prior)   │
+                                                               │                               │
+                                                               ▼ y_hat                         │
+                                           g_s ─► features (C, H/2) ── concat ◄────────────────┘
+                                                                         │ fuse (conv, ResBlock)
+                                                                         ▼
+                                                         x_hat (6, H/2), ref feature (R, H/2)
+
+    The context and the temporal prior depend only on the reference, which the decoder has, so the
+    same functions serve both directions.
+    """
+
+    def __init__(
+        self, channels: int, latent_channels: int, ref_channels: int, num_res: int, **latent: Any
+    ) -> None:
+        super().__init__()
+        c, m = channels, latent_channels
+        self.context = nn.Sequential(
+            conv3x3(PACKED_CHANNELS + ref_channels, c), *[ResBlock(c) for _ in range(max(num_res, 1))]
+        )
+        self.temporal_prior = nn.Sequential(down(c, c), act(), down(c, c), act(), down(c, m))
+        self.g_a = analysis_transform(PACKED_CHANNELS + c, c, m, LATENT_STAGES, num_res)
+        self.g_s = synthesis_transform(m, c, LATENT_STAGES, num_res)
+        self.fuse = nn.Sequential(conv3x3(2 * c, c), ResBlock(c))
+        self.tail = _Reconstruction(c, ref_channels)
+        self.latent = HyperpriorLatentCodec(m, side_channels=m, **latent)
+
+    def conditions(self, ref: Reference) -> tuple[Tensor, Tensor]:
+        """(context, temporal prior) from the reference: the part shared by encoder and decoder."""
+        context = self.context(torch.cat([ref.frame, ref.feature], dim=1))
+        return context, self.temporal_prior(context)
+
+    def _synthesis(self, y_hat: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
+        return self.tail(self.fuse(torch.cat([self.g_s(y_hat), context], dim=1)))
+
+    def forward(self, x: Tensor, q_index: Tensor, ref: Reference) -> tuple[Tensor, Tensor, Tensor]:
+        context, prior = self.conditions(ref)
+        out = self.latent(self.g_a(torch.cat([x, context], dim=1)), q_index, prior)
+        return *self._synthesis(out["y_hat"], context), out["bits"]
+
+    def compress(self, x: Tensor, q_index: int, ref: Reference) -> tuple[list[bytes], Tensor, Tensor, Tensor]:
+        context, prior = self.conditions(ref)
+        out = self.latent.compress(self.g_a(torch.cat([x, context], dim=1)), q_index, prior)
+        return out["strings"], *self._synthesis(out["y_hat"], context), out["bits"]
+
+    def decompress(
+        self, strings: list[bytes], q_index: int, latent_size: tuple[int, int], ref: Reference
+    ) -> tuple[Tensor, Tensor]:
+        context, prior = self.conditions(ref)
+        out = self.latent.decompress(strings, q_index, latent_size, prior)
+        return self._synthesis(out["y_hat"], context)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model
+
+
+class DCVCLite(NeuralVideoCodec):
+    """dcvc_lite: intra hyperprior codec + conditional P-frame codec, variable rate, YUV 4:2:0.
+
+    ::
+
+        (Y, UV) ─pack─► x (6, H/2, W/2)
+                          │
+              ref None ───┼──► IntraCodec ────────────┐
+              ref given ──┴──► InterCodec(x, ref) ────┤──► x_hat, ref feature, bits
+                                                      ▼
+        (Y_hat, UV_hat) ◄─unpack─ x_hat      Reference(clamp(x_hat, 0, 1), ref feature) ─► next frame
+
+    Latents are at 1/16 of the luma resolution and hyper latents a further ``2**hyper_stages``
+    smaller, hence ``pad_multiple = 16 * 2**hyper_stages``. ``q_index`` picks a row of per-channel
+    quantization steps (separate for intra and inter), log-spaced from ``q_max`` to ``q_min`` at
+    initialisation and learned afterwards.
+
+    ``forward_frame`` returns unclamped pictures (the distortion sees what the network made);
+    ``compress_frame`` and ``decompress_frame`` return them clamped to [0, 1], identical on both sides.
+    The reference always holds the clamped frame, so training and coding see the same kind of input.
+
+    Determinism: the encoder decodes its own byte strings and both sides compute the entropy
+    parameters with the same functions in eval mode, so within one process, and between processes
+    on the same machine and PyTorch build, the decoder reproduces the encoder's pictures bit for bit.
+    Across devices or builds, float convolutions may differ in the last bits and move a scale across
+    a table boundary; making the entropy parameters device-independent is left to a later issue.
+    """
+
+    def __init__(
+        self,
+        channels: int = 64,
+        latent_channels: int = 96,
+        hyper_channels: int = 64,
+        z_channels: int = 64,
+        ref_channels: int = 32,
+        num_res: int = 1,
+        hyper_stages: int = 2,
+        num_q: int = 64,
+        q_max: float = 4.0,
+        q_min: float = 0.25,
+    ) -> None:
+        super().__init__()
+        self.config = {
+            "channels": channels,
+            "latent_channels": latent_channels,
+            "hyper_channels": hyper_channels,
+            "z_channels": z_channels,
+            "ref_channels": ref_channels,
+            "num_res": num_res,
+            "hyper_stages": hyper_stages,
+            "num_q": num_q,
+            "q_max": q_max,
+            "q_min": q_min,
+        }
+        self.num_q = num_q
+        self.pad_multiple = 2 ** (LATENT_STAGES + 1 + hyper_stages)
+        latent = {
+            "hyper_channels": hyper_channels,
+            "z_channels": z_channels,
+            "hyper_stages": hyper_stages,
+            "num_q": num_q,
+            "q_max": q_max,
+            "q_min": q_min,
+        }
+        self.intra = IntraCodec(channels, latent_channels, ref_channels, num_res, **latent)
+        self.inter = InterCodec(channels, latent_channels, ref_channels, num_res, **latent)
+
+    # Training / evaluation path
+
+    def forward_frame(
+        self, y: Tensor, uv: Tensor, q_index: Tensor | int, ref: Reference | None
+    ) -> FrameOutput:
+        self.check_frame(y, uv)
+        q = self._q_tensor(q_index, y.shape[0], y.device)
+        x = pack_yuv420(y, uv)
+        if ref is None:
+            x_hat, feature, bits = self.intra(x, q)
+        else:
+            self._check_ref(ref, x)
+            x_hat, feature, bits = self.inter(x, q, ref)
+        return self._output(x_hat, feature, bits, clamp=False)
+
+    def update(self, force: bool = False) -> None:
+        self.intra.latent.update(force=force)
+        self.inter.latent.update(force=force)
+
+    # Real coding
+
+    def compress_frame(
+        self, y: Tensor, uv: Tensor, q_index: int, ref: Reference | None
+    ) -> tuple[bytes, FrameOutput]:
+        self.check_frame(y, uv)
+        if y.shape[0] != 1:
+            raise ValueError(f"compress_frame codes one frame at a time (batch 1), got batch {y.shape[0]}")
+        q = self.check_q_index(q_index)
+        with eval_mode(self):
+            x = pack_yuv420(y, uv)
+            if ref is None:
+                strings, x_hat, feature, bits = self.intra.compress(x, q)
+                tag = TAG_INTRA
+            else:
+                self._check_ref(ref, x)
+                strings, x_hat, feature, bits = self.inter.compress(x, q, ref)
+                tag = TAG_INTER
+            return pack_payload(tag, strings), self._output(x_hat, feature, bits, clamp=True)
+
+    def decompress_frame(
+        self, data: bytes, q_index: int, ref: Reference | None, height: int, width: int
+    ) -> tuple[Tensor, Tensor, Reference]:
+        self.check_size(height, width)
+        q = self.check_q_index(q_index)
+        tag = TAG_INTRA if ref is None else TAG_INTER
+        if data and data[0] in (TAG_INTRA, TAG_INTER) and data[0] != tag:
+            kind = "an intra (I)" if data[0] == TAG_INTRA else "a predicted (P)"
+            raise PayloadError(f"payload is {kind} frame but ref is {'None' if ref is None else 'given'}")
+        strings = unpack_payload(data, tag, PAYLOAD_PARTS)
+        latent_size = (height // 16, width // 16)
+        try:
+            with eval_mode(self):
+                if ref is None:
+                    x_hat, feature = self.intra.decompress(strings, q, latent_size)
+                else:
+                    if ref.frame.shape[-2:] != (height // 2, width // 2):
+                        raise ValueError(
+                            f"reference is {tuple(ref.frame.shape[-2:])} packed; a {height}x{width} frame "
+                            f"needs {(height // 2, width // 2)}"
+                        )
+                    x_hat, feature = self.inter.decompress(strings, q, latent_size, ref)
+        except EntropyCoderError as error:
+            raise PayloadError(f"frame payload does not decode: {error}") from error
+        out = self._output(x_hat, feature, torch.zeros(1), clamp=True)
+        return out.y_hat, out.uv_hat, out.ref
+
+    def complexity(self) -> dict[str, float]:
+        count = lambda module: sum(p.numel() for p in module.parameters()) / 1e6  # noqa: E731
+        return {
+            "params_m": count(self),
+            "params_intra_m": count(self.intra),
+            "params_inter_m": count(self.inter),
+        }
+
+    # Helpers
+
+    def _q_tensor(self, q_index: Tensor | int, batch: int, device: torch.device) -> Tensor:
+        """A (B,) long tensor of valid rate points; a bad index must not reach a gather (device assert)."""
+        q = torch.as_tensor(q_index, device=device).long().reshape(-1)
+        if q.numel() == 1 and batch > 1:
+            q = q.expand(batch)
+        if q.numel() != batch:
+            raise ValueError(f"q_index has {q.numel()} entries for a batch of {batch}")
+        if bool((q < 0).any()) or bool((q >= self.num_q).any()):
+            raise ValueError(f"q_index values must lie in [0, {self.num_q}), got {q.tolist()}")
+        return q
+
+    @staticmethod
+    def _check_ref(ref: Any, x: Tensor) -> None:
+        if not isinstance(ref, Reference):
+            raise TypeError(f"ref must be the Reference a previous frame returned, got {type(ref).__name__}")
+        if ref.frame.shape[0] != x.shape[0] or ref.frame.shape[-2:] != x.shape[-2:]:
+            raise ValueError(
+                f"reference frame {tuple(ref.frame.shape)} does not match the packed frame {tuple(x.shape)}"
+            )
+
+    @staticmethod
+    def _output(x_hat: Tensor, feature: Tensor, bits: Tensor, clamp: bool) -> FrameOutput:
+        frame = x_hat.clamp(0.0, 1.0)
+        y_hat, uv_hat = unpack_yuv420(frame if clamp else x_hat)
+        return FrameOutput(y_hat=y_hat, uv_hat=uv_hat, bits=bits, ref=Reference(frame, feature))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Builder
+
+
+def _build(defaults: dict[str, Any], overrides: dict[str, Any]) -> DCVCLite:
+    """One variant = its numbers; keyword overrides (e.g. ``num_q``) replace single numbers."""
+    unknown = sorted(set(overrides) - set(defaults))
+    if unknown:
+        raise TypeError(f"unknown dcvc_lite arguments {unknown}; known: {sorted(defaults)}")
+    return DCVCLite(**{**defaults, **overrides})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Reference numbers. No paper to match: measured on this code (kMAC per luma pixel of one frame's
+# forward_frame, torch.utils.flop_counter, 256x256). Tests check the parameter counts exactly, so a
+# change to the architecture is a deliberate one that updates this table.
+
+VARIANTS: dict[str, dict[str, Any]] = {
+    "dcvc_lite": {
+        "channels": 64,
+        "latent_channels": 128,
+        "hyper_channels": 64,
+        "z_channels": 64,
+        "ref_channels": 32,
+        "num_res": 2,
+        "hyper_stages": 2,
+        "num_q": 64,
+        "q_max": 4.0,
+        "q_min": 0.25,
+    },
+    "dcvc_lite_tiny": {
+        "channels": 24,
+        "latent_channels": 32,
+        "hyper_channels": 24,
+        "z_channels": 16,
+        "ref_channels": 8,
+        "num_res": 1,
+        "hyper_stages": 1,
+        "num_q": 8,
+        "q_max": 4.0,
+        "q_min": 0.25,
+    },
+}
+
+REFERENCE: dict[str, dict[str, float]] = {
+    "dcvc_lite": {"params": 6_268_236, "params_intra": 2_866_790, "params_inter": 3_401_446,
+                  "kmac_px_intra": 122.4, "kmac_px_inter": 214.1},
+    "dcvc_lite_tiny": {"params": 516_940, "params_intra": 229_038, "params_inter": 287_902,
+                       "kmac_px_intra": 10.3, "kmac_px_inter": 20.6},
+}  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------
+# Registered variants
+
+
+@register_model
+def dcvc_lite(**overrides: Any) -> DCVCLite:
+    """Full size: the operating point for GPU training."""
+    return _build(VARIANTS["dcvc_lite"], overrides)
+
+
+@register_model
+def dcvc_lite_tiny(**overrides: Any) -> DCVCLite:
+    """Tiny: trains visibly in minutes on two CPU cores on 64x64 crops; what the tests run."""
+    return _build(VARIANTS["dcvc_lite_tiny"], overrides)
