@@ -459,3 +459,15 @@ def test_low_level_coder_with_rows_in_any_order() -> None:
     symbols[:3] = [-70, 2**40, -(2**61)]
     data = encode_symbols(symbols, rows, cdf, length, offset)
     assert np.array_equal(decode_symbols(data, rows, cdf, length, offset), symbols)
+
+
+def test_golden_payload_pins_the_integer_models() -> None:
+    """Hand-made integer tables give these exact bytes: a constriction upgrade that quantized our
+    tables differently (and so could not decode existing bitstreams) fails here, not in the field."""
+    cdf = np.array([[0, 1000, 60000, 65535, 65536, 65536], [0, 16384, 32768, 49152, 65535, 65536]])
+    length, offset = np.array([4, 5]), np.array([-1, 0])
+    rows = np.array([0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 0])
+    symbols = np.array([0, 3, 0, -1, 1, 2, 1, 0, -9, 77777, 0, 0])  # -9 and 77777 escape
+    golden = bytes.fromhex("7efa2e0ff41ffa9d4e6a925c04000000")
+    assert encode_symbols(symbols, rows, cdf, length, offset) == golden
+    assert np.array_equal(decode_symbols(golden, rows, cdf, length, offset), symbols)

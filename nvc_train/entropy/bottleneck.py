@@ -25,7 +25,7 @@ from nvc_train.entropy.base import TableEntropyModel
 from nvc_train.entropy.coder import MAX_HALF_RANGE, EntropyCoderError, _cdf_tables
 from nvc_train.entropy.ops import lower_bound, quantize
 
-_BISECTION_STEPS = 64  # halves the bracket past float64 resolution for any bracket below 2**11
+_BISECTION_STEPS = 64  # 64 halvings take any bracket up to 2**21 wide below float64 resolution
 _MAX_BRACKET = 2.0**20  # a density wider than this is pathological: the table cap handles it
 
 
@@ -72,7 +72,8 @@ class EntropyBottleneck(TableEntropyModel):
         self.biases = nn.ParameterList()
         self.factors = nn.ParameterList()
         for i in range(len(widths) - 1):
-            # softplus(init) * width_in ~ 1 / stage_scale: each stage shrinks the input a little.
+            # softplus(init) = 1 / (stage_scale * width_out): each stage narrows the initial slope so
+            # the composed CDF starts about init_scale quantization steps wide.
             init = math.log(math.expm1(1.0 / stage_scale / widths[i + 1]))
             self.matrices.append(nn.Parameter(torch.full((channels, widths[i + 1], widths[i]), init)))
             self.biases.append(nn.Parameter(torch.empty(channels, widths[i + 1], 1).uniform_(-0.5, 0.5)))

@@ -12,7 +12,9 @@ from the moment ``update()`` has run, and this module only ever sees integers:
    buffers and travel in the checkpoint, so a decoder never recomputes them from floats.
 2. Which table codes which symbol is an integer too: the channel for the factorized bottleneck, the
    result of ``GaussianConditional.scale_indexes`` (comparisons against a stored boundary table,
-   no ``log``) for the Gaussian. Both sides call the same function on the same inputs.
+   no ``log``) for the Gaussian. Both sides call the same function on the same inputs. (That the
+   inputs, e.g. scales from a hyper decoder, are bit-identical on both sides is the codec's part:
+   it must compute them from decoded values only, with the same arithmetic.)
 3. Handing a table to constriction involves no inexact float operation. ``_row_model`` passes
    ``counts / 2**16`` as float64: those are dyadic numbers with 16 fractional bits, so their
    running sum is exact and equals 1.0 exactly. constriction 0.5.0 (``Categorical(perfect=False)``,
@@ -92,20 +94,18 @@ def _integer_counts(probabilities: np.ndarray, total: int) -> np.ndarray:
     return counts
 
 
-def _cdf_tables(
-    pmf: np.ndarray, lengths: np.ndarray, tails: np.ndarray, precision: int = PRECISION
-) -> tuple[np.ndarray, np.ndarray]:
+def _cdf_tables(pmf: np.ndarray, lengths: np.ndarray, tails: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """THE conversion from float masses to the integer CDF tables both coding directions use.
 
     ``pmf`` is (rows, L) with row r's table masses in its first ``lengths[r]`` entries (lowest symbol
     first), ``tails`` (rows,) the mass outside the table, given to the escape symbol appended last.
-    Returns ``cdf`` int32 (rows, max(lengths) + 2), each row ``0, c0, c0+c1, ..., 2**precision``
-    padded with ``2**precision``, and ``cdf_length`` int32 (rows,): symbols per row incl. escape.
+    Returns ``cdf`` int32 (rows, max(lengths) + 2), each row ``0, c0, c0+c1, ..., 2**PRECISION``
+    padded with ``2**PRECISION``, and ``cdf_length`` int32 (rows,): symbols per row incl. escape.
     """
     pmf = np.asarray(pmf, dtype=np.float64)
     lengths = np.asarray(lengths, dtype=np.int64)
     tails = np.asarray(tails, dtype=np.float64)
-    total = 1 << precision
+    total = 1 << PRECISION
     rows = pmf.shape[0]
     width = int(lengths.max()) + 2 if rows else 2
     cdf = np.full((rows, width), total, dtype=np.int64)
@@ -118,7 +118,11 @@ def _cdf_tables(
 
 
 def _length_table() -> np.ndarray:
-    """Fixed integer CDF of the escape bit length k (1..MAX_ESCAPE_BITS), P(k) ~ 2**-k: Elias gamma."""
+    """Fixed integer CDF of the escape bit length k (1..MAX_ESCAPE_BITS), P(k) ~ 2**-k: Elias gamma.
+
+    Built at import on both sides; every float step on these powers of two is exact, and the
+    golden-payload test pins the result.
+    """
     masses = np.array([2.0**-k for k in range(1, MAX_ESCAPE_BITS + 1)])
     cdf, _ = _cdf_tables(masses[None, :-1], np.array([MAX_ESCAPE_BITS - 1]), masses[-1:])
     return cdf[0]

@@ -38,9 +38,10 @@ def _scale_levels(scale_min: float, scale_max: float, num_scales: int) -> tuple[
     """The fixed log-spaced scale table (float32) and the float32 decision bounds between levels.
 
     A bound sits where coding ``N(0, s)`` with either neighbour costs the same expected KL
-    (``s**2 = 2 ln(t2/t1) / (1/t1**2 - 1/t2**2)``), a little above the geometric mean, because
-    underestimating a scale costs more than overestimating it. Computed once in float64 and stored
-    as float32 buffers, so indexes are comparisons only (no ``log`` at coding time).
+    (``s**2 = 2 ln(t2/t1) / (1/t1**2 - 1/t2**2)``), a little below the geometric mean: coding with
+    too small a scale costs more than with too large a one, so the larger level wins more often.
+    Computed once in float64 and stored as float32 buffers (the checkpoint carries them), so
+    indexes are comparisons only (no ``log`` at coding time).
     """
     levels = np.exp(np.linspace(math.log(scale_min), math.log(scale_max), num_scales)).astype(np.float32)
     t = levels.astype(np.float64)
