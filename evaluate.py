@@ -3,6 +3,7 @@
     python evaluate.py                          # x265 vs x264 on the embedded clips, low delay
     python evaluate.py codec=svtav1 anchor=x265 ctc=hevc_b,uvg structure=ra frames=96
     python evaluate.py ctc=folder ctc.path=/data/clips
+    python evaluate.py ckpt=runs/train/RUN/checkpoints/last.ckpt   # a trained model against x265
 
 Writes points.csv/json, bdrate.csv/md, complexity.csv and rd_*.png into the run folder
 (``hydra.run.dir=DIR`` to choose it; re-running resumes).
@@ -13,7 +14,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from nvc_train.cli import expand_group_lists, reexec_with_malloc_settings, run_task
+from nvc_train.cli import apply_checkpoint_defaults, expand_group_lists, reexec_with_malloc_settings, run_task
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
@@ -25,5 +26,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     reexec_with_malloc_settings()
-    sys.argv = expand_group_lists(sys.argv, groups=("ctc",))
+    sys.argv = apply_checkpoint_defaults(expand_group_lists(sys.argv, groups=("ctc",)))
     main()

@@ -40,15 +40,27 @@ def reexec_with_malloc_settings() -> None:
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
 
 
+def apply_checkpoint_defaults(argv: Sequence[str]) -> list[str]:
+    """``ckpt=PATH`` means: evaluate that model (``codec=checkpoint``) against x265 unless told otherwise."""
+    keys = {arg.partition("=")[0].lstrip("+~") for arg in argv[1:]}
+    if "ckpt" not in keys:
+        return list(argv)
+    extra = [] if "codec" in keys else ["codec=checkpoint"]
+    extra += [] if "anchor" in keys else ["anchor=x265"]
+    return [*argv, *extra]
+
+
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message is the whole story: printed as one line, no traceback."""
     from nvc_train.bdrate import BDRateError
+    from nvc_train.bitstream import BitstreamError
     from nvc_train.codecs.base import CodecError
     from nvc_train.ctc import MissingSequencesError, RegistryError
     from nvc_train.video.readers import VideoFormatError
 
     return (
-        CodecError, MissingSequencesError, RegistryError, VideoFormatError, BDRateError, FileNotFoundError,
+        CodecError, MissingSequencesError, RegistryError, VideoFormatError, BDRateError, BitstreamError,
+        FileNotFoundError,
     )  # fmt: skip
 
 
