@@ -47,7 +47,11 @@ class NeuralCodec(Codec):
         name: str,
         rate_points: list[int] | None = None,
         device: str = "cpu",
+        encoder_reconstruction: bool = False,
     ) -> None:
+        # encoder_reconstruction: also write what the encoder reconstructed, beside the bitstream
+        # (``<bitstream>.enc.yuv``), so that a decoder elsewhere can be checked against it byte for byte.
+        self.encoder_reconstruction = encoder_reconstruction
         self.net = net.to(device).eval()
         self.name = name
         self.device = torch.device(device)
@@ -67,6 +71,7 @@ class NeuralCodec(Codec):
         name: str | None = None,
         rate_points: list[int] | None = None,
         device: str = "cpu",
+        encoder_reconstruction: bool = False,
     ) -> NeuralCodec:
         """Rebuild the network from the checkpoint's own resolved config (loaded with weights_only=True)."""
         from hydra.utils import instantiate
@@ -83,7 +88,7 @@ class NeuralCodec(Codec):
         state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         net.load_state_dict(state)
         model_name = name or config.get("model_name") or type(net).__name__.lower()
-        return cls(net, model_name, rate_points, device)
+        return cls(net, model_name, rate_points, device, encoder_reconstruction)
 
     def description(self) -> str:
         return f"{self.name} ({type(self.net).__name__}, weights {self.weights_hash.hex()[:8]})"
@@ -108,6 +113,7 @@ class NeuralCodec(Codec):
         info = sequence.info
         reader = open_video(sequence.path, info)
         units, estimated, ref = [], 0.0, None
+        writer = YUVWriter(Path(f"{bitstream}.enc.yuv")) if self.encoder_reconstruction else None
         started = time.perf_counter()
         for index, frame in enumerate(reader.read(sequence.start_frame, info.num_frames)):
             intra = structure.is_intra(index)
@@ -116,6 +122,10 @@ class NeuralCodec(Codec):
             ref = out.ref
             estimated += float(out.bits.sum())
             units.append(Unit(KIND_I if intra else KIND_P, q, payload))
+            if writer is not None:
+                writer.write(self._to_frame(out.y_hat, out.uv_hat, info.height, info.width, info.bit_depth))
+        if writer is not None:
+            writer.close()
         header = self._header(sequence, structure, q)
         write_stream(bitstream, header, units)
         return EncodeResult(Path(bitstream), time.perf_counter() - started, estimated_bits=estimated)

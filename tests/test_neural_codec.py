@@ -1,0 +1,121 @@
+"""The neural codec adapter: real files, decoding in another process, bad streams refused."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import models
+from nvc_train.bitstream import BitstreamError
+from nvc_train.codecs import CodecError
+from nvc_train.codecs.neural import NeuralCodec, spread_rate_points
+from nvc_train.embedded import embedded_sequences
+from nvc_train.structure import CodingStructure
+from tests.conftest import REPO_ROOT
+
+MODEL = "dcvc_lite_tiny"
+LD = CodingStructure("ld", intra_period=2, gop_size=1)  # I P I: both frame types and a refresh
+
+DECODE_SCRIPT = """
+import sys, torch
+import models
+from nvc_train.codecs.neural import NeuralCodec
+from nvc_train.embedded import embedded_sequences
+from nvc_train.video.frame import VideoInfo
+import dataclasses
+state, stream, out, name, frames = sys.argv[1:6]
+net = models.build_model(name)
+net.load_state_dict(torch.load(state, weights_only=True))
+seq = embedded_sequences()[0]
+seq = dataclasses.replace(seq, info=dataclasses.replace(seq.info, num_frames=int(frames)))
+NeuralCodec(net, name).decode(stream, seq, out)
+"""
+
+
+def tiny_codec(**kwargs) -> NeuralCodec:
+    torch.manual_seed(0)
+    return NeuralCodec(models.build_model(MODEL), MODEL, **kwargs)
+
+
+def short(sequence, frames: int):
+    return dataclasses.replace(sequence, info=dataclasses.replace(sequence.info, num_frames=frames))
+
+
+@pytest.fixture(scope="module")
+def encoded(tmp_path_factory):
+    """An untrained tiny model's stream of 3 embedded frames, with its encoder-side reconstruction."""
+    folder = tmp_path_factory.mktemp("neural")
+    codec = tiny_codec(rate_points=[0, 7], encoder_reconstruction=True)
+    sequence = short(embedded_sequences()[0], 3)
+    result = codec.encode(sequence, 7, LD, folder / "stream.nvc")
+    torch.save(codec.net.state_dict(), folder / "state.pt")
+    return codec, sequence, result, folder
+
+
+def test_rate_points_spread_over_the_range() -> None:
+    assert spread_rate_points(64) == [0, 21, 42, 63]
+    assert spread_rate_points(8) == [0, 2, 5, 7]
+    assert spread_rate_points(2) == [0, 1]
+
+
+def test_decoding_in_a_fresh_process_is_bit_exact(encoded) -> None:
+    codec, sequence, result, folder = encoded
+    decoded = folder / "decoded.yuv"
+    subprocess.run(
+        [sys.executable, "-c", DECODE_SCRIPT, str(folder / "state.pt"), str(result.bitstream), str(decoded),
+         MODEL, str(sequence.info.num_frames)],
+        cwd=REPO_ROOT, check=True, timeout=300,
+    )  # fmt: skip
+    encoder_side = Path(f"{result.bitstream}.enc.yuv").read_bytes()
+    assert len(encoder_side) == sequence.info.frame_bytes * 3
+    assert decoded.read_bytes() == encoder_side
+
+
+def test_file_bits_are_close_to_the_estimate(encoded) -> None:
+    _, _, result, _ = encoded
+    file_bits = result.bitstream.stat().st_size * 8
+    assert result.estimated_bits > 0
+    assert 1.0 <= file_bits / result.estimated_bits < 1.1  # container + coder overhead, never below
+
+
+def test_corrupted_stream_is_refused(encoded, tmp_path: Path) -> None:
+    codec, sequence, result, _ = encoded
+    data = bytearray(result.bitstream.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    broken = tmp_path / "broken.nvc"
+    broken.write_bytes(bytes(data))
+    with pytest.raises(BitstreamError, match="CRC"):
+        codec.decode(broken, sequence, tmp_path / "out.yuv")
+    assert not (tmp_path / "out.yuv").exists()
+
+
+def test_other_weights_are_refused(encoded, tmp_path: Path) -> None:
+    _, sequence, result, _ = encoded
+    other = tiny_codec()
+    with torch.no_grad():
+        next(other.net.parameters()).add_(1e-3)
+    other = NeuralCodec(other.net, MODEL)
+    with pytest.raises(BitstreamError, match="weights"):
+        other.decode(result.bitstream, sequence, tmp_path / "out.yuv")
+
+
+def test_random_access_is_refused_with_a_reason() -> None:
+    with pytest.raises(CodecError, match="low delay"):
+        tiny_codec().check_structure(CodingStructure("ra", intra_period=32, gop_size=16))
+
+
+def test_sizes_that_need_padding_round_trip(clips_dir: Path, tmp_path: Path) -> None:
+    """416x240 is not a multiple of the model's 32: padded for coding, cropped back exactly."""
+    from nvc_train.ctc import scan_folder
+
+    sequence = next(s for s in scan_folder(clips_dir, max_frames=2) if s.name.startswith("city_night"))
+    codec = tiny_codec(encoder_reconstruction=True)
+    result = codec.encode(sequence, 3, LD, tmp_path / "s.nvc")
+    decoded = codec.decode(result.bitstream, sequence, tmp_path / "d.yuv").reconstruction
+    assert decoded.stat().st_size == sequence.info.frame_bytes * 2
+    assert decoded.read_bytes() == Path(f"{result.bitstream}.enc.yuv").read_bytes()
