@@ -1,0 +1,180 @@
+"""``train(cfg)``: the function behind ``train.py`` (and the tests, which call it directly).
+
+Everything is built from the config's ``_target_`` entries: the data module (``data``), the codec
+network (``model``), the RD module around it (``module``), the Trainer (``trainer``), and the
+callbacks and loggers as dicts of named entries (``callbacks``, ``logger``) built in a loop, so
+switching one off is a config edit (``~callbacks.lr_monitor`` or ``logger=csv``).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import subprocess
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
+
+from nvc_train.training.loggers import finish_wandb
+
+log = logging.getLogger(__name__)
+
+RESUME_OFF = (None, False, "never", "none", "")
+
+
+def instantiate_named(group: Mapping[str, Any] | None, what: str) -> list[Any]:
+    """Build every named ``_target_`` entry of a config dict (callbacks, loggers), in order.
+
+    An entry set to null is switched off (``callbacks.lr_monitor=null``); an entry without a
+    ``_target_`` is a mistake worth an error, not a silent skip.
+    """
+    built: list[Any] = []
+    if not group:
+        return built
+    for name, entry in group.items():
+        if entry is None:
+            log.info("%s %s switched off", what, name)
+            continue
+        if not isinstance(entry, Mapping) or "_target_" not in entry:
+            raise ValueError(f"{what} {name!r} has no _target_: {entry!r}")
+        built.append(instantiate(entry, _convert_="all"))
+    return built
+
+
+def resume_checkpoint(resume: Any, checkpoint_dir: Path) -> str | None:
+    """The checkpoint to continue from: ``auto`` takes ``<checkpoint_dir>/last.ckpt`` when it exists,
+    a path must exist, ``never`` / null starts afresh."""
+    if resume in RESUME_OFF:
+        return None
+    if resume == "auto":
+        last = checkpoint_dir / "last.ckpt"
+        return str(last) if last.is_file() else None
+    path = Path(str(resume)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"resume checkpoint not found: {path}")
+    return str(path)
+
+
+@rank_zero_only
+def record_run(run_dir: Path) -> None:
+    """Write what is needed to reproduce the run beside it: git commit and diff, installed packages.
+
+    (Hydra already writes the composed config to ``.hydra/``; the checkpoint carries it too.)
+    """
+    info_dir = run_dir / "run_info"
+    info_dir.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[2]
+    for name, args in (("git_commit.txt", ["rev-parse", "HEAD"]), ("git_diff.patch", ["diff", "HEAD"])):
+        try:
+            out = subprocess.run(
+                ["git", "-C", str(repo), *args], capture_output=True, text=True, timeout=20, check=False
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired) as error:
+            out = f"unavailable: {error}\n"
+        (info_dir / name).write_text(out)
+    packages = sorted(f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions())
+    (info_dir / "packages.txt").write_text("\n".join(packages) + "\n")
+
+
+def save_last_if_behind(trainer: pl.Trainer) -> None:
+    """Make ``last.ckpt`` the state at the end of training, also when the last steps came after the
+    last validation (``max_steps`` not a multiple of ``val_check_interval``): Lightning writes
+    ``last.ckpt`` only together with a monitored checkpoint, so those steps would be lost on resume."""
+    if trainer.fast_dev_run or trainer.global_step == 0:
+        return
+    for callback in trainer.checkpoint_callbacks:
+        saved_at = getattr(callback, "_last_global_step_saved", None)
+        if not callback.save_last or not callback.dirpath or saved_at == trainer.global_step:
+            continue
+        names = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+        path = callback.format_checkpoint_name(names, filename=callback.CHECKPOINT_NAME_LAST)
+        trainer.save_checkpoint(path, weights_only=False)
+        callback.last_model_path = path
+        log.info("saved %s at the final step %d", path, trainer.global_step)
+
+
+def _plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def train(cfg: DictConfig) -> dict[str, Any]:
+    """Train the configured codec; return metrics, checkpoint paths and the built objects.
+
+    Returns a dict with ``run_dir`` (Path), ``ckpt_path`` (the ``last.ckpt`` written, or None, e.g.
+    under ``fast_dev_run``), ``best_ckpt_path``, ``metrics`` (the last logged value of every metric,
+    as floats), ``global_step``, ``skipped_steps``, ``resumed_from``, ``fit_s`` (seconds in ``fit``)
+    and the ``trainer``, ``module`` and ``datamodule``.
+
+    ``resume: auto`` continues from ``<run_dir>/checkpoints/last.ckpt`` when it exists. However the
+    run ends, an open W&B run is closed and the run folder is logged.
+    """
+    run_dir = Path(cfg.paths.run_dir)
+    checkpoint_dir = Path(cfg.paths.checkpoint_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    threads_before = torch.get_num_threads()
+    if cfg.get("torch_threads"):
+        torch.set_num_threads(int(cfg.torch_threads))
+    try:
+        return _train(cfg, run_dir, checkpoint_dir)
+    finally:
+        torch.set_num_threads(threads_before)  # a test process calling train() keeps its own setting
+
+
+def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, Any]:
+    if cfg.get("seed") is not None:
+        pl.seed_everything(int(cfg.seed), workers=True)
+    record_run(run_dir)
+
+    datamodule = instantiate(cfg.data, _convert_="all")
+    net = instantiate(cfg.model, _convert_="all")
+    module = instantiate(cfg.module, net=net, _convert_="all")
+    module.nvc_config = OmegaConf.to_container(cfg, resolve=True)
+    callbacks = instantiate_named(cfg.get("callbacks"), "callback")
+    loggers = instantiate_named(cfg.get("logger"), "logger")
+    trainer: pl.Trainer = instantiate(
+        cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
+    )
+
+    for logger in trainer.loggers:  # the whole run config beside the metrics (W&B config, hparams.yaml)
+        logger.log_hyperparams(module.nvc_config)
+
+    ckpt_path = resume_checkpoint(cfg.get("resume"), checkpoint_dir)
+    if ckpt_path:
+        log.info("resuming from %s", ckpt_path)
+    failed = True
+    start = time.perf_counter()
+    try:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        save_last_if_behind(trainer)
+        failed = False
+    except BaseException:
+        log.exception("training failed; run folder: %s", run_dir)
+        raise
+    finally:
+        finish_wandb(failed)
+    fit_s = time.perf_counter() - start
+
+    checkpoint = trainer.checkpoint_callback
+    last = getattr(checkpoint, "last_model_path", "") or None
+    best = getattr(checkpoint, "best_model_path", "") or None
+    log.info("run folder: %s; last checkpoint: %s", run_dir, last)
+    return {
+        "run_dir": run_dir,
+        "ckpt_path": last,
+        "best_ckpt_path": best,
+        "metrics": _plain_metrics(trainer.callback_metrics),
+        "global_step": trainer.global_step,
+        "skipped_steps": module.skipped_steps,
+        "resumed_from": ckpt_path,
+        "fit_s": fit_s,
+        "trainer": trainer,
+        "module": module,
+        "datamodule": datamodule,
+    }
