@@ -233,6 +233,14 @@ def test_msssim_distortion_trains(tmp_path: Path) -> None:
     assert 0.0 < out["metrics"]["train/msssim_yuv"] <= 1.0
 
 
+def test_mixed_precision_keeps_the_loss_in_float32(tmp_path: Path) -> None:
+    """bf16 autocast (the gpu config's precision, here on the CPU) must not round the loss terms."""
+    out = train(make_cfg(tmp_path / "run", "trainer.precision=bf16-mixed", "trainer.fast_dev_run=true"))
+    mse = out["metrics"]["train/mse"]
+    assert math.isfinite(out["metrics"]["train/loss"])
+    assert torch.tensor(mse).bfloat16().float().item() != mse, "the MSE went through bf16"
+
+
 def test_no_clips_is_one_clear_error(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     cfg = make_cfg(

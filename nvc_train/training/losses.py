@@ -75,9 +75,12 @@ def plane_mses(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
 
 
 def combine_planes(values: Tensor) -> Tensor:
-    """6:1:1 combination of (B, 3) per-plane values into (B,)."""
-    weights = values.new_tensor(YUV_WEIGHTS)
-    return values @ weights
+    """6:1:1 combination of (B, 3) per-plane values into (B,).
+
+    An elementwise product and a sum, not a matmul: autocast runs matmuls in bf16/fp16, which
+    would round the loss to 2-3 significant digits.
+    """
+    return (values * values.new_tensor(YUV_WEIGHTS)).sum(dim=-1)
 
 
 def psnr_from_mse(mse: Tensor) -> Tensor:
@@ -161,9 +164,13 @@ def frame_terms(
     """Rate and distortion of one frame from the reconstruction and the estimated bits."""
     if distortion not in DISTORTIONS:
         raise ValueError(f"unknown distortion {distortion!r}; known: {', '.join(DISTORTIONS)}")
-    mses = plane_mses(y_hat, uv_hat, y, uv)
-    mse = combine_planes(mses)
-    psnr = combine_planes(psnr_from_mse(mses.detach()))
-    dist = mse if distortion == "mse" else 1.0 - combine_planes(plane_msssims(y_hat, uv_hat, y, uv))
-    bpp = bits / float(y.shape[-2] * y.shape[-1])
+    # The loss is always float32: under mixed precision, autocast would run MS-SSIM's convolutions
+    # in bf16/fp16 and round the distortion to 2-3 significant digits.
+    with torch.autocast(device_type=y.device.type, enabled=False):
+        y_hat, uv_hat, bits, y, uv = (t.float() for t in (y_hat, uv_hat, bits, y, uv))
+        mses = plane_mses(y_hat, uv_hat, y, uv)
+        mse = combine_planes(mses)
+        psnr = combine_planes(psnr_from_mse(mses.detach()))
+        dist = mse if distortion == "mse" else 1.0 - combine_planes(plane_msssims(y_hat, uv_hat, y, uv))
+        bpp = bits / float(y.shape[-2] * y.shape[-1])
     return FrameTerms(bpp=bpp, distortion=dist, mse=mse, psnr=psnr)

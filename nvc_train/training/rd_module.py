@@ -157,7 +157,7 @@ class RDModule(LightningModule):
             uv_hat = crop_to(out.uv_hat, tuple(chroma))
             if clamp:
                 y_hat, uv_hat = y_hat.clamp(0.0, 1.0), uv_hat.clamp(0.0, 1.0)
-            terms.append(frame_terms(y_hat, uv_hat, out.bits, y_t, uv_t, self.distortion))
+            terms.append(frame_terms(y_hat, uv_hat, out.bits, y_t, uv_t, self.distortion))  # float32 inside
         return terms
 
     def rd_loss(self, terms: Sequence[FrameTerms], q_index: Tensor) -> Tensor:
