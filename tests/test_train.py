@@ -280,33 +280,70 @@ def clean_wandb_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.slow
-def test_train_py_writes_loadable_checkpoint_and_offline_wandb(tmp_path: Path) -> None:
-    """The entry point with the default loggers (csv + wandb), WANDB_MODE unset and no API key."""
-    run_dir = tmp_path / "run"
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory) -> Path:
+    """``python train.py`` with the default loggers (csv + wandb), WANDB_MODE unset and no API key."""
+    tmp = tmp_path_factory.mktemp("cli")
+    run_dir = tmp / "run"
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(REPO_ROOT / "train.py"),
-            *SHRINK,
-            *SMALL_RUN,
-            f"hydra.run.dir={run_dir}",
-        ],
+        [sys.executable, str(REPO_ROOT / "train.py"), *SHRINK, *SMALL_RUN, f"hydra.run.dir={run_dir}"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
-        env=clean_wandb_env(tmp_path),
+        env=clean_wandb_env(tmp),
         timeout=600,  # a W&B prompt or network wait would hit this instead of hanging the suite
         stdin=subprocess.DEVNULL,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    return run_dir
+
+
+@pytest.mark.slow
+def test_train_py_writes_loadable_checkpoint(cli_run: Path) -> None:
+    checkpoint = torch.load(cli_run / "checkpoints" / "last.ckpt", weights_only=True)
     assert checkpoint["global_step"] == 2
-    assert checkpoint["nvc_config"]["paths"]["run_dir"] == str(run_dir)
-    assert checkpoint["nvc_config"]["data"]["crop"] == 64
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
-    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    config = checkpoint["nvc_config"]
+    assert config["paths"]["run_dir"] == str(cli_run)
+    assert config["data"]["crop"] == 64
+    assert config["model_name"] == "dcvc_lite_tiny"
+    assert (cli_run / ".hydra" / "config.yaml").is_file()
+    assert (cli_run / "run_info" / "git_commit.txt").is_file()
+
+
+@pytest.mark.slow
+def test_train_py_writes_an_offline_wandb_run_without_key_or_mode(cli_run: Path) -> None:
+    offline = list((cli_run / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].glob("*.wandb")), offline
+
+
+@pytest.mark.slow
+def test_evaluate_py_codes_the_trained_checkpoint(cli_run: Path, tmp_path: Path) -> None:
+    """Chain the entry points: evaluate.py rebuilds the model from last.ckpt alone and codes real files."""
+    eval_dir = tmp_path / "eval"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(REPO_ROOT / "evaluate.py"),
+            f"ckpt={cli_run / 'checkpoints' / 'last.ckpt'}",
+            "~anchor",
+            "frames=2",
+            "metrics=[psnr]",
+            "progress=false",
+            f"hydra.run.dir={eval_dir}",
+        ],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    with (eval_dir / "points.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {r["codec"] for r in rows} == {"dcvc_lite_tiny"}
+    for row in rows:
+        # file bits vs the likelihood estimate the training loss used: within 15 % for a tiny model
+        assert abs(float(row["bits"]) / float(row["est_bits"]) - 1.0) < 0.15, row
+        assert math.isfinite(float(row["psnr_yuv"]))
 
 
 @pytest.mark.slow

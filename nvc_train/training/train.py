@@ -100,6 +100,22 @@ def save_last_if_behind(trainer: pl.Trainer) -> None:
         log.info("saved %s at the final step %d", path, trainer.global_step)
 
 
+def run_config(cfg: DictConfig) -> dict[str, Any]:
+    """The resolved config as plain Python types (what checkpoints carry), with ``model_name`` set.
+
+    ``model_name`` names the model in evaluation tables; null means the name of the ``model``
+    config chosen (``dcvc_lite_tiny``), known only under Hydra's entry point.
+    """
+    config = OmegaConf.to_container(cfg, resolve=True)
+    assert isinstance(config, dict)
+    if not config.get("model_name"):
+        from hydra.core.hydra_config import HydraConfig
+
+        choice = HydraConfig.get().runtime.choices.get("model") if HydraConfig.initialized() else None
+        config["model_name"] = choice
+    return config
+
+
 def _plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items()}
 
@@ -135,7 +151,7 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, An
     datamodule = instantiate(cfg.data, _convert_="all")
     net = instantiate(cfg.model, _convert_="all")
     module = instantiate(cfg.module, net=net, _convert_="all")
-    module.nvc_config = OmegaConf.to_container(cfg, resolve=True)
+    module.nvc_config = run_config(cfg)
     callbacks = instantiate_named(cfg.get("callbacks"), "callback")
     loggers = instantiate_named(cfg.get("logger"), "logger")
     trainer: pl.Trainer = instantiate(
