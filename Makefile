@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 # torch on this machine kind installs from local disk at this version; elsewhere set TORCH_SPEC="torch torchvision".
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: help install system-deps test lint format evaluate bench
+.PHONY: help install system-deps test lint format train evaluate
 
 help: ## show this help
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -30,6 +30,9 @@ lint: ## ruff check and format check
 
 format: ## ruff format and fix imports
 	$(VENV)/bin/ruff check --fix . && $(VENV)/bin/ruff format .
+
+train: install ## the tiny codec on the embedded clips (about 5 minutes on 2 CPU cores)
+	$(PY) train.py
 
 evaluate: install ## x265 against x264 on the embedded clips
 	$(PY) evaluate.py

@@ -1,5 +1,5 @@
-"""LightningDataModules (Vimeo-90k, BVI-DVC, CTC sequences, the embedded default set).
+"""LightningDataModules: clips from a folder (``clips.ClipDataModule``) and the embedded default set.
 
-Empty until the training path lands; the embedded clips themselves are made by
-``nvc_train.embedded`` so that evaluation needs no data module.
+The embedded clips themselves are made by ``nvc_train.embedded`` so that evaluation needs no data
+module; Vimeo-90k and BVI-DVC come with the full-size codecs.
 """

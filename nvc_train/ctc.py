@@ -430,6 +430,7 @@ def _generate_embedded(set_name: str, root: Path | None) -> Path:
 
 # ---- folder scan -------------------------------------------------------------------------------
 
+
 def _scan_folder_checked(
     path: Any, default_fps: Any, default_depth: Any, max_frames: int | None, start_frame: int
 ) -> tuple[list[Sequence], list[str]]:
