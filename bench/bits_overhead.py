@@ -56,7 +56,8 @@ def main() -> None:
                     totals[key][2] += result.estimated_bits
     print(f"{codec.description()}, embedded set ({len(embedded_sequences())} clips), low delay")
     print(f"{'q_index':>8} {'file bits':>12} {'estimated':>12} {'file/est':>9} {'payload/est':>12}")
-    for key, (file_bits, payload_bits, estimate) in totals.items():
+    for key in [*codec.rate_points, "all"]:
+        file_bits, payload_bits, estimate = totals[key]
         print(
             f"{key!s:>8} {file_bits:12.0f} {estimate:12.0f} {file_bits / estimate:9.4f} "
             f"{payload_bits / estimate:12.4f}"
