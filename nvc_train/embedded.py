@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from nvc_train.atomic import atomic_write_text
 from nvc_train.ctc import Sequence
-from nvc_train.evaluation.files import atomic_write_text
 from nvc_train.video.frame import VideoInfo, YUVFrame
 from nvc_train.video.readers import YUVWriter
 

@@ -18,12 +18,12 @@ from __future__ import annotations
 import os
 import stat
 import struct
-import tempfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from nvc_train.atomic import atomic_write_bytes
 from nvc_train.structure import CodingStructure
 
 MAGIC = b"NVCB"
@@ -344,27 +344,8 @@ def write_stream(path: str | os.PathLike[str], header: StreamHeader, units: Sequ
     previous file or none - never a truncated stream that would later be measured as a rate.
     """
     data = encode_stream(header, units)
-    _atomic_write(Path(path), data)
+    atomic_write_bytes(Path(path), data)
     return len(data)
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    # Not nvc_train.evaluation.files.atomic_write_bytes: this package is a leaf that codecs' decoders
-    # import, and must not depend on (or drag in) the evaluation package.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600 files; bitstreams are for sharing
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 # ---- reading -------------------------------------------------------------------------------------

@@ -9,14 +9,15 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from nvc_train.atomic import atomic_write_csv
 from nvc_train.codecs.base import Codec
 from nvc_train.ctc import load_sequences
-from nvc_train.evaluation.files import atomic_write_csv
 from nvc_train.evaluation.plots import write_rd_plots
 from nvc_train.evaluation.points import structure_label
 from nvc_train.evaluation.runner import MeasureOptions, Shard, collect_rows, make_jobs, run_jobs
 from nvc_train.evaluation.tables import (
     COMPLEXITY_COLUMNS,
+    bdrate_markdown,
     complexity_rows,
     compute_bdrates,
     write_bdrate,
@@ -69,8 +70,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     bd_rows = []
     if anchor is not None:
         bd_rows = compute_bdrates(rows, anchor.name, cfg.bd_metrics, cfg.bd_methods, cfg.class_averaging)
-        write_bdrate(
-            run_dir,
+        markdown = bdrate_markdown(
             bd_rows,
             anchor=anchor.name,
             anchor_family=anchor.family,
@@ -80,6 +80,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             aggregation_rule=AGGREGATION_RULE,
             structure=structure_label(structure),
         )
+        write_bdrate(run_dir, bd_rows, markdown)
     known = {c.name: c.complexity() for c in coded}
     atomic_write_csv(run_dir / "complexity.csv", complexity_rows(rows, known), COMPLEXITY_COLUMNS)
     write_rd_plots(run_dir, rows, cfg.bd_metrics)

@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from nvc_train.evaluation.files import atomic_write_bytes
+from nvc_train.atomic import atomic_write_bytes
 from nvc_train.evaluation.tables import METRIC_LABELS
 
 

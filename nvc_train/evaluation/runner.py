@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nvc_train.atomic import atomic_write_json
 from nvc_train.codecs.base import Codec
 from nvc_train.ctc import Sequence as CTCSequence
-from nvc_train.evaluation.files import atomic_write_json
 from nvc_train.evaluation.points import Job, is_same_point, point_identity, rate_columns
 from nvc_train.structure import CodingStructure
 

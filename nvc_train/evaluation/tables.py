@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from nvc_train import bdrate
-from nvc_train.evaluation.files import atomic_write_csv, atomic_write_json, atomic_write_text
+from nvc_train.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from nvc_train.evaluation.points import POINT_COLUMNS
 
 FAMILY_ORDER = ("conventional", "scene-agnostic", "scene-adaptive")
@@ -148,25 +148,10 @@ def compute_bdrates(
     return out
 
 
-def write_bdrate(
-    run_dir: Path,
-    bd_rows: Sequence[BDRow],
-    anchor: str,
-    anchor_family: str,
-    metrics: Sequence[str],
-    method: str,
-    averaging: str,
-    aggregation_rule: str,
-    structure: str,
-) -> None:
-    """bdrate.csv (every method) and bdrate.md (the table of ``method``, review layout)."""
+def write_bdrate(run_dir: Path, bd_rows: Sequence[BDRow], markdown: str) -> None:
+    """bdrate.csv (every method) and bdrate.md (one table, from :func:`bdrate_markdown`)."""
     atomic_write_csv(run_dir / "bdrate.csv", [r.as_dict() for r in bd_rows], BDRATE_COLUMNS)
-    atomic_write_text(
-        run_dir / "bdrate.md",
-        bdrate_markdown(
-            bd_rows, anchor, anchor_family, metrics, method, averaging, aggregation_rule, structure
-        ),
-    )
+    atomic_write_text(run_dir / "bdrate.md", markdown)
 
 
 def bdrate_markdown(

@@ -1,4 +1,7 @@
-"""Atomic file writes: a killed run never leaves a half-written table, point or plot."""
+"""Atomic file writes (stdlib only, imported by every package that writes results or streams).
+
+A killed run never leaves a half-written table, point, plot or bitstream under its final name.
+"""
 
 from __future__ import annotations
 
