@@ -1,0 +1,217 @@
+"""Parameters, kMAC per pixel and encode / decode FPS of a neural video codec (the review's Table 5).
+
+Why the framework counts, not each model: a kMAC/px figure is only comparable between codecs when one
+counter with one convention produced all of them. The convention here is the NVC review's (and most
+papers'):
+
+* **Counted** (through :class:`torch.utils.flop_counter.FlopCounterMode`, which sees the aten ops a
+  forward pass really dispatches): convolutions and transposed convolutions (``aten.convolution``),
+  matrix products (``mm``, ``matmul``, ``addmm``, ``bmm``, ``baddbmm``; ``nn.Linear`` lowers to
+  ``addmm`` / ``mm``) and scaled dot-product attention. FlopCounterMode counts one multiply-add as 2
+  FLOPs for every one of these ops, so **MACs = FLOPs / 2**.
+* **Not counted**: elementwise ops (activations, additions, bias terms, normalisation, quantisation
+  rounding, likelihood evaluation), pooling, interpolation, and the arithmetic entropy coder itself.
+  Papers leave these out too; for convolutional codecs they are a few percent of the total.
+
+kMAC/px is the MACs of coding one frame (``forward_frame``: analysis, hyperprior, entropy parameters and
+synthesis; everything an encoder runs, a superset of the decoder) divided by the luma pixels of the
+*unpadded* frame, as papers report it at 1920x1080 (the network runs on the frame padded to its
+``pad_multiple``, and that padding is part of the cost).
+
+Memory and time at 1080p: counting runs real tensors on the network's device under ``torch.no_grad``
+(activations are freed as the forward goes, so the peak is a few activation maps). On two CPU cores
+``dcvc_lite`` at 1920x1080 (padded to 1088) takes about 11 s for an I frame and 20 s for a P frame (its
+reference intra frame included), at a peak of 1.8 GB resident; ``dcvc_lite_tiny`` about 3 s each, 1.2 GB.
+``device="meta"`` counts on a meta copy of the network instead (no memory, no arithmetic), but only
+networks without data-dependent Python (``.item()``, ``bool(tensor)``, range checks on ``q_index``) can
+run on meta tensors; ``dcvc_lite`` checks its ``q_index`` values and so cannot, which is why real
+tensors are the default.
+
+Run ``python -m nvc_train.complexity dcvc_lite --height 1080 --width 1920`` for a registered model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+__all__ = ["codec_complexity", "count_macs", "measure_fps", "padded_size", "synchronize"]
+
+
+def count_macs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
+    """Multiply-accumulates of one call ``fn(*args, **kwargs)``: conv / matmul / linear / attention only.
+
+    FlopCounterMode counts 2 FLOPs per multiply-add for every op it knows, so the MACs are exactly half
+    its total; elementwise ops are not counted (see the module docstring for the full convention).
+    """
+    with FlopCounterMode(display=False) as counter:
+        fn(*args, **kwargs)
+    return counter.get_total_flops() // 2
+
+
+def padded_size(height: int, width: int, multiple: int) -> tuple[int, int]:
+    """``height`` and ``width`` rounded up to ``multiple``, as the codec adapter pads a frame."""
+    return -(-height // multiple) * multiple, -(-width // multiple) * multiple
+
+
+def _test_frame(
+    height: int, width: int, device: torch.device, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fixed random 4:2:0 frame: MACs of a convolutional net do not depend on pixel values, but a
+    fixed seed keeps the count reproducible for any net whose path might."""
+    generator = torch.Generator().manual_seed(seed)
+    y = torch.rand(1, 1, height, width, generator=generator)
+    uv = torch.rand(1, 2, height // 2, width // 2, generator=generator)
+    return y.to(device), uv.to(device)
+
+
+def codec_complexity(
+    net: nn.Module,
+    height: int = 1080,
+    width: int = 1920,
+    frame_type: str = "P",
+    q_index: int | None = None,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Parameters (M) and kMAC per pixel of one ``frame_type`` frame ("I" or "P") at ``height x width``.
+
+    ``net`` is a ``models.base.NeuralVideoCodec`` (duck-typed: ``forward_frame``, ``pad_multiple``,
+    ``num_q``). The frame is padded to ``pad_multiple`` and run through ``forward_frame`` in eval mode
+    without gradients; a P frame is counted against the reference an intra frame left (the intra frame
+    itself is not counted). ``q_index`` defaults to the middle rate point (MACs of these nets do not
+    depend on it). ``device`` defaults to the net's own; ``"meta"`` counts on a meta copy (see the
+    module docstring). The net's training flag, parameters and buffers are left as they were.
+
+    Returns ``params_m`` (every parameter, as ``sum(p.numel())``), ``kmac_per_px``, ``macs`` (the
+    count over the padded frame) and the ``height``, ``width`` and ``frame_type`` it was counted at.
+    """
+    if frame_type not in ("I", "P"):
+        raise ValueError(f"frame_type must be 'I' or 'P', got {frame_type!r}")
+    if height <= 0 or width <= 0 or height % 2 or width % 2:
+        raise ValueError(f"a 4:2:0 frame needs even positive sizes, got {height}x{width}")
+    params_m = sum(p.numel() for p in net.parameters()) / 1e6
+    own = next(iter(net.parameters()), torch.empty(0)).device
+    target = torch.device(device) if device is not None else own
+    model = copy.deepcopy(net).to(target) if target.type == "meta" else net
+    padded_h, padded_w = padded_size(height, width, int(getattr(net, "pad_multiple", 1)))
+    q = int(getattr(net, "num_q", 1)) // 2 if q_index is None else int(q_index)
+    y, uv = _test_frame(padded_h, padded_w, torch.device("cpu"))
+    y, uv = y.to(target), uv.to(target)
+    q_tensor = torch.full((1,), q, dtype=torch.long, device=target)
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ref = None
+            if frame_type == "P":
+                ref = model.forward_frame(y, uv, q_tensor, None).ref
+            macs = count_macs(model.forward_frame, y, uv, q_tensor, ref)
+    except (RuntimeError, NotImplementedError) as error:
+        if target.type != "meta":
+            raise
+        raise ValueError(
+            f"{type(net).__name__}.forward_frame cannot run on meta tensors ({error}); count on real "
+            "tensors instead (device=None or 'cpu')"
+        ) from error
+    finally:
+        model.train(was_training)
+    return {
+        "params_m": params_m,
+        "kmac_per_px": macs / (height * width) / 1e3,
+        "macs": float(macs),
+        "height": height,
+        "width": width,
+        "frame_type": frame_type,
+    }
+
+
+def synchronize(device: str | torch.device | None = None) -> None:
+    """Wait for queued device work, so that a wall-clock reading covers it (CUDA / MPS run async).
+
+    ``None`` synchronises CUDA if this process has initialised it; CPU needs nothing.
+    """
+    kind = torch.device(device).type if device is not None else None
+    if kind == "cuda" or (kind is None and torch.cuda.is_available() and torch.cuda.is_initialized()):
+        torch.cuda.synchronize(device if kind == "cuda" else None)
+    elif kind == "mps":
+        torch.mps.synchronize()
+
+
+def measure_fps(
+    encode_fn: Callable[[Sequence[Any]], Any],
+    decode_fn: Callable[[Any], Any],
+    frames: Sequence[Any],
+    warmup: int = 1,
+    repeats: int = 3,
+    device: str | torch.device | None = None,
+) -> dict[str, float]:
+    """Encode and decode frames per second: ``encode_fn(frames) -> coded``, ``decode_fn(coded)``.
+
+    Why this shape: the first calls pay one-off costs (cuDNN autotuning, allocator growth, entropy
+    tables, lazy imports), and on a GPU a kernel launch returns before the work is done. So ``warmup``
+    untimed encode+decode rounds run first, every timed call is bracketed by :func:`synchronize`, and
+    the **median** of ``repeats`` timed rounds is reported (robust to one slow outlier). FPS is
+    ``len(frames)`` over that median; ``enc_s`` / ``dec_s`` are the median seconds of one round.
+    """
+    if not len(frames):
+        raise ValueError("measure_fps needs at least one frame")
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0, got {repeats}, {warmup}")
+    for _ in range(warmup):
+        decode_fn(encode_fn(frames))
+    synchronize(device)
+    enc_times, dec_times = [], []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        coded = encode_fn(frames)
+        synchronize(device)
+        middle = time.perf_counter()
+        decode_fn(coded)
+        synchronize(device)
+        enc_times.append(middle - started)
+        dec_times.append(time.perf_counter() - middle)
+    enc_s, dec_s = statistics.median(enc_times), statistics.median(dec_times)
+    return {
+        "enc_fps": len(frames) / enc_s if enc_s > 0 else float("inf"),
+        "dec_fps": len(frames) / dec_s if dec_s > 0 else float("inf"),
+        "enc_s": enc_s,
+        "dec_s": dec_s,
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m nvc_train.complexity MODEL [--height H --width W]``: params and kMAC/px, I and P."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("model", help="a registered model name (models.list_models())")
+    parser.add_argument("--height", type=int, default=1080)
+    parser.add_argument("--width", type=int, default=1920)
+    parser.add_argument("--device", default=None, help="cpu, cuda, meta (default: cpu)")
+    args = parser.parse_args(argv)
+
+    import importlib
+
+    # Imported by name only here, in the CLI: the framework itself never imports models/.
+    net = importlib.import_module("models").build_model(args.model).to(args.device or "cpu")
+    extra = {k: v for k, v in net.complexity().items() if k != "params_m"}
+    for frame_type in ("I", "P"):
+        started = time.perf_counter()
+        out = codec_complexity(net, args.height, args.width, frame_type, device=args.device)
+        print(
+            f"{args.model} {args.width}x{args.height} {frame_type}: params {out['params_m']:.3f} M, "
+            f"{out['kmac_per_px']:.1f} kMAC/px ({time.perf_counter() - started:.1f} s to count)"
+        )
+    for key, value in extra.items():
+        print(f"{args.model} {key}: {value:.3f}")
+
+
+if __name__ == "__main__":
+    main()
