@@ -280,11 +280,18 @@ class ClipDataModule(LightningDataModule):
             log.warning("%d clip(s) skipped for %s: %s", len(skipped), purpose, ", ".join(skipped))
         return keep
 
-    def _loader(self, dataset: Dataset, batch_size: int, drop_last: bool) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, drop_last: bool, shuffle: bool = False
+    ) -> DataLoader:
+        """A DataLoader with this module's worker settings.
+
+        ``shuffle`` stays off for clip crops (items are random draws already) and validation (a
+        fixed order); data sets with one item per sample (Vimeo-90k) turn it on for training.
+        """
         return DataLoader(
             dataset,
             batch_size=batch_size,
-            shuffle=False,  # items are random draws already; validation is a fixed order
+            shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
             drop_last=drop_last,
