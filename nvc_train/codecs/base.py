@@ -62,8 +62,13 @@ class Codec(abc.ABC):
         """Raise :class:`CodecError` if this codec cannot honour ``structure`` (default: any is fine)."""
         return None
 
-    def complexity(self) -> dict:
-        """Parameters (M) and kMAC/pixel where the codec knows them; empty for conventional codecs."""
+    def complexity(self, height: int = 1080, width: int = 1920) -> dict:
+        """Parameters (M) and kMAC/pixel of a ``height x width`` frame where the codec knows them.
+
+        The size is an argument because kMAC/px of a padded, possibly non-convolutional network
+        depends on it; papers report 1920x1080, and the runner passes the test sequences' size.
+        Conventional codecs know neither figure and return an empty dict.
+        """
         return {}
 
     @abc.abstractmethod

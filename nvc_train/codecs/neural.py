@@ -22,6 +22,7 @@ import torch
 
 from nvc_train.bitstream import KIND_I, KIND_P, StreamHeader, Unit, read_stream, weights_hash, write_stream
 from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint
+from nvc_train.complexity import codec_complexity
 from nvc_train.ctc import Sequence
 from nvc_train.structure import CodingStructure
 from nvc_train.video.frame import YUVFrame
@@ -53,6 +54,7 @@ class NeuralCodec(Codec):
         # (``<bitstream>.enc.yuv``), so that a decoder elsewhere can be checked against it byte for byte.
         self.encoder_reconstruction = encoder_reconstruction
         self.net = net.to(device).eval()
+        self._kmac_cache: dict[tuple[int, int], dict] = {}  # (height, width) -> kMAC/px figures
         self.name = name
         self.device = torch.device(device)
         self.rate_points = list(rate_points) if rate_points else spread_rate_points(net.num_q)
@@ -93,8 +95,24 @@ class NeuralCodec(Codec):
     def description(self) -> str:
         return f"{self.name} ({type(self.net).__name__}, weights {self.weights_hash.hex()[:8]})"
 
-    def complexity(self) -> dict:
-        return self.net.complexity()
+    def complexity(self, height: int = 1080, width: int = 1920) -> dict:
+        """The model's own figures (parameters, split intra/inter if it reports them) and kMAC/px.
+
+        ``kmac_per_px`` is a P frame's (the review's Table 5 reports inter coding; most frames of a
+        low-delay sequence are P frames), ``kmac_per_px_intra`` an I frame's, both counted by
+        :func:`nvc_train.complexity.codec_complexity` at ``height x width``. Counting a full-size
+        model at 1080p costs tens of seconds on a CPU, so each size is counted once per codec.
+        """
+        key = (int(height), int(width))
+        if key not in self._kmac_cache:
+            inter = codec_complexity(self.net, *key, frame_type="P", device=self.device)
+            intra = codec_complexity(self.net, *key, frame_type="I", device=self.device)
+            self._kmac_cache[key] = {
+                "kmac_per_px": inter["kmac_per_px"],
+                "kmac_per_px_intra": intra["kmac_per_px"],
+                "kmac_resolution": f"{key[1]}x{key[0]}",
+            }
+        return {**self.net.complexity(), **self._kmac_cache[key]}
 
     def check_structure(self, structure: CodingStructure) -> None:
         if structure.kind not in ("ld", "ai"):

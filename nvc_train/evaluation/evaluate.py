@@ -81,7 +81,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             structure=structure_label(structure),
         )
         write_bdrate(run_dir, bd_rows, markdown)
-    known = {c.name: c.complexity() for c in coded}
+    # kMAC/px at the first test sequence's size (one count per codec: 1080p costs seconds on a CPU).
+    size = (sequences[0].info.height, sequences[0].info.width) if sequences else (1080, 1920)
+    known = {c.name: c.complexity(*size) for c in coded}
     atomic_write_csv(run_dir / "complexity.csv", complexity_rows(rows, known), COMPLEXITY_COLUMNS)
     write_rd_plots(run_dir, rows, cfg.bd_metrics)
     log.info("aggregation: %s", AGGREGATION_RULE)

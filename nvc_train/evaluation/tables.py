@@ -232,6 +232,8 @@ COMPLEXITY_COLUMNS = [
     "family",
     "params_m",
     "kmac_per_px",
+    "kmac_per_px_intra",
+    "kmac_resolution",
     "enc_fps",
     "dec_fps",
     "resolution",
@@ -240,7 +242,11 @@ COMPLEXITY_COLUMNS = [
 
 
 def complexity_rows(rows: Sequence[Mapping[str, Any]], known: Mapping[str, Mapping[str, Any]]) -> list[dict]:
-    """Per codec: parameters and kMAC/px where the codec reports them, mean encode/decode FPS measured."""
+    """Per codec: parameters and kMAC/px where the codec reports them, mean encode/decode FPS measured.
+
+    ``known`` maps a codec name to its ``Codec.complexity(height, width)``; kMAC/px is counted at one
+    size (``kmac_resolution``), while ``resolution`` lists every size the FPS were averaged over.
+    """
     out = []
     for codec in sorted({str(r["codec"]) for r in rows}):
         mine = [r for r in rows if str(r["codec"]) == codec and r.get("enc_fps") not in (None, "")]
@@ -252,6 +258,8 @@ def complexity_rows(rows: Sequence[Mapping[str, Any]], known: Mapping[str, Mappi
             "family": mine[0].get("family", ""),
             "params_m": known.get(codec, {}).get("params_m"),
             "kmac_per_px": known.get(codec, {}).get("kmac_per_px"),
+            "kmac_per_px_intra": known.get(codec, {}).get("kmac_per_px_intra"),
+            "kmac_resolution": known.get(codec, {}).get("kmac_resolution"),
             "enc_fps": sum(float(r["enc_fps"]) for r in mine) / len(mine),
             "dec_fps": sum(float(r["dec_fps"]) for r in mine) / len(mine),
             "resolution": ",".join(sizes),
