@@ -344,6 +344,9 @@ def test_evaluate_py_codes_the_trained_checkpoint(cli_run: Path, tmp_path: Path)
         # file bits vs the likelihood estimate the training loss used: within 15 % for a tiny model
         assert abs(float(row["bits"]) / float(row["est_bits"]) - 1.0) < 0.15, row
         assert math.isfinite(float(row["psnr_yuv"]))
+    with (eval_dir / "complexity.csv").open() as handle:
+        (complexity,) = list(csv.DictReader(handle))  # kMAC/px counted at the test sequences' size
+    assert 0 < float(complexity["kmac_per_px_intra"]) < float(complexity["kmac_per_px"])
 
 
 @pytest.mark.slow
