@@ -6,11 +6,15 @@ and :meth:`NeuralVideoCodec.decompress_frame` (real bytes). Neither knows which 
 contract lives here, once. The adapter owns padding, the coding structure and the bitstream container;
 a model only ever sees one frame whose height and width are multiples of ``pad_multiple``.
 
-A frame payload is a small, self-checking concatenation of the entropy coder's byte strings (for a
-hyperprior codec: the hyper latent ``z`` and the latent ``y``). The container already carries the
-payload length and a CRC; the framing here exists so that a payload handed to the wrong decoder
-call (an intra payload decoded as a P frame, a payload cut short) fails with :class:`PayloadError`
-that says what is wrong, instead of decoding garbage or crashing inside the entropy coder.
+A frame payload is one type tag byte and then the frame's single entropy-coder stream
+(:func:`pack_stream`): every latent of the frame (for a hyperprior codec the hyper latent ``z``, then
+the latent ``y``) is coded into one ANS stream, so the frame pays the coder's flush and word
+alignment once and needs no per-part lengths; the container already carries the payload length and
+a CRC. The tag exists so that a payload handed to the wrong decoder call (an intra payload decoded
+as a P frame) fails with :class:`PayloadError` that says what is wrong; a stream cut short or
+padded is refused by the entropy decoder's end-of-stream checks, which the codec turns into a
+:class:`PayloadError` too. :func:`pack_payload` frames several separately coded byte strings, for
+codecs whose parts cannot share one stream.
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ __all__ = [
     "PayloadError",
     "eval_mode",
     "pack_payload",
+    "pack_stream",
     "unpack_payload",
+    "unpack_stream",
 ]
 
 
@@ -202,3 +208,36 @@ def unpack_payload(data: bytes, tag: int, names: Sequence[str]) -> list[bytes]:
         parts.append(data[pos : pos + length])
         pos += length
     return parts
+
+
+# Single-stream framing: one tag byte, then the frame's one entropy-coder stream to the end of the
+# payload. No length: the container carries the payload's, and the stream is the rest of it.
+
+
+def pack_stream(tag: int, stream: bytes) -> bytes:
+    """Frame one entropy-coder ``stream`` behind a one-byte ``tag`` (e.g. the frame type).
+
+    An empty stream is refused: the decoder refuses a payload without coded data, so a frame must
+    not be written that its decoder would reject (real frames code hundreds of bits at least).
+    """
+    if not 0 <= tag < 256:
+        raise ValueError(f"payload tag must fit one byte, got {tag}")
+    if not stream:
+        raise ValueError("the frame coded to an empty stream, which the decoder would refuse")
+    return bytes([tag]) + bytes(stream)
+
+
+def unpack_stream(data: bytes, tag: int) -> bytes:
+    """The stream of a payload made by :func:`pack_stream`, after checking its tag.
+
+    An empty payload, another tag, or a tag with nothing behind it raises :class:`PayloadError`;
+    whether the stream's own length is right is for its entropy decoder to check.
+    """
+    data = bytes(data)
+    if not data:
+        raise PayloadError("empty frame payload")
+    if data[0] != tag:
+        raise PayloadError(f"frame payload has type tag {data[0]:#04x}, this decoder call expects {tag:#04x}")
+    if len(data) == 1:
+        raise PayloadError("frame payload truncated: a type tag and no coded data")
+    return data[1:]

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nvc_train.entropy import EntropyBottleneck, GaussianConditional
+from nvc_train.entropy import AnsDecoder, AnsEncoder, EntropyBottleneck, GaussianConditional
 
 __all__ = [
     "HyperpriorLatentCodec",
@@ -171,10 +171,15 @@ class HyperpriorLatentCodec(nn.Module):
 
     :meth:`entropy_parameters` is the single function that turns what the decoder has (``z_hat``,
     the side prior, the step) into coder parameters; :meth:`compress` and :meth:`decompress` both
-    call it, and :meth:`compress` decodes its own byte strings to obtain ``y_hat``, so the encoder's
-    reconstruction is the decoder's by construction, not by floating-point luck.
+    call it, and :meth:`compress` decodes its own stream with the decoder's own code to obtain
+    ``y_hat``, so the encoder's reconstruction is the decoder's by construction, not by
+    floating-point luck.
 
-    Every method returns a dict: ``y_hat`` and ``bits`` (per item) always, ``strings`` from compress.
+    ``z`` and ``y`` share ONE entropy-coder stream (the ``z`` block first: the decoder needs
+    ``z_hat`` before it can read ``y``), so a frame pays the coder's flush and word alignment once
+    and needs no lengths between its parts.
+
+    Every method returns a dict: ``y_hat`` and ``bits`` (per item) always, ``stream`` from compress.
     """
 
     def __init__(
@@ -262,32 +267,40 @@ class HyperpriorLatentCodec(nn.Module):
         self.gaussian_conditional.update()
 
     def compress(self, y: Tensor, q_index: int, side: Tensor | None = None) -> dict[str, Any]:
-        """Code ``y`` (batch 1) to ``strings = [z bytes, y bytes]``; ``y_hat`` is decoded from them."""
+        """Code ``y`` (batch 1) into one ``stream`` (bytes); ``y_hat`` is decoded back from it."""
         step = self.gain(torch.tensor([q_index], device=y.device))
         z = self.h_a(y)
-        z_string = self.entropy_bottleneck.compress(z)
-        z_hat = self.entropy_bottleneck.decompress(z_string, tuple(z.shape[-2:]))
+        encoder = AnsEncoder()
+        # z_hat as the decoder will rebuild it (same symbols, same function): y's parameters need it
+        # before the stream is finished, so it cannot be decoded from the stream yet.
+        z_hat = self.entropy_bottleneck.encode_into(encoder, z)
         scales, means = self.entropy_parameters(z_hat, side, step)
         y_s = y / step
-        y_string = self.gaussian_conditional.compress(y_s, scales, means)
-        y_s_hat = self.gaussian_conditional.decompress(y_string, scales, means)
+        self.gaussian_conditional.encode_into(encoder, y_s, scales, means)
+        stream = encoder.to_bytes()
+        y_hat = self._decode(stream, step, (z.shape[-2], z.shape[-1]), side)
         # Estimated bits of the same symbols, logged beside the real size so the coding overhead shows.
         _, z_lik = self.entropy_bottleneck(z, quantizer="dequantize")
         _, y_lik = self.gaussian_conditional(y_s, scales, means=means, quantizer="dequantize")
-        return {
-            "strings": [z_string, y_string],
-            "y_hat": y_s_hat * step,
-            "bits": _bits(z_lik) + _bits(y_lik),
-        }
+        return {"stream": stream, "y_hat": y_hat, "bits": _bits(z_lik) + _bits(y_lik)}
 
     def decompress(
-        self, strings: list[bytes], q_index: int, latent_size: tuple[int, int], side: Tensor | None = None
+        self, stream: bytes, q_index: int, latent_size: tuple[int, int], side: Tensor | None = None
     ) -> dict[str, Tensor]:
-        """Decode ``strings`` into ``y_hat`` of spatial size ``latent_size``."""
+        """Decode ``stream`` into ``y_hat`` of spatial size ``latent_size``."""
         device = self.gain.log_step.device
         step = self.gain(torch.tensor([q_index], device=device))
         z_size = (latent_size[0] // self.downsampling, latent_size[1] // self.downsampling)
-        z_hat = self.entropy_bottleneck.decompress(strings[0], z_size)
+        return {"y_hat": self._decode(stream, step, z_size, side)}
+
+    def _decode(self, stream: bytes, step: Tensor, z_size: tuple[int, int], side: Tensor | None) -> Tensor:
+        """THE decoding of a stream, which the encoder runs too: z, its parameters, y, end of stream.
+
+        Raises :class:`EntropyCoderError` for a stream that does not decode to exactly its end.
+        """
+        decoder = AnsDecoder(stream)
+        z_hat = self.entropy_bottleneck.decode_from(decoder, z_size)
         scales, means = self.entropy_parameters(z_hat, side, step)
-        y_s_hat = self.gaussian_conditional.decompress(strings[1], scales, means)
-        return {"y_hat": y_s_hat * step}
+        y_s_hat = self.gaussian_conditional.decode_from(decoder, scales, means)
+        decoder.finish()
+        return y_s_hat * step

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from models import register_model
-from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_payload, unpack_payload
+from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
 from models.blocks import (
     HyperpriorLatentCodec,
     ResBlock,
@@ -46,7 +46,6 @@ PACKED_CHANNELS = 6  # 4 luma phases + U + V at chroma resolution
 LATENT_STAGES = 3  # packed (1/2 of luma) -> latent at 1/16 of luma
 TAG_INTRA = ord("I")
 TAG_INTER = ord("P")
-PAYLOAD_PARTS = ("z", "y")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -107,14 +106,12 @@ class IntraCodec(nn.Module):
         out = self.latent(self.g_a(x), q_index)
         return *self.tail(self.g_s(out["y_hat"])), out["bits"]
 
-    def compress(self, x: Tensor, q_index: int) -> tuple[list[bytes], Tensor, Tensor, Tensor]:
+    def compress(self, x: Tensor, q_index: int) -> tuple[bytes, Tensor, Tensor, Tensor]:
         out = self.latent.compress(self.g_a(x), q_index)
-        return out["strings"], *self.tail(self.g_s(out["y_hat"])), out["bits"]
+        return out["stream"], *self.tail(self.g_s(out["y_hat"])), out["bits"]
 
-    def decompress(
-        self, strings: list[bytes], q_index: int, latent_size: tuple[int, int]
-    ) -> tuple[Tensor, Tensor]:
-        out = self.latent.decompress(strings, q_index, latent_size)
+    def decompress(self, stream: bytes, q_index: int, latent_size: tuple[int, int]) -> tuple[Tensor, Tensor]:
+        out = self.latent.decompress(stream, q_index, latent_size)
         return self.tail(self.g_s(out["y_hat"]))
 
 
@@ -167,16 +164,16 @@ class InterCodec(nn.Module):
         out = self.latent(self.g_a(torch.cat([x, context], dim=1)), q_index, prior)
         return *self._synthesis(out["y_hat"], context), out["bits"]
 
-    def compress(self, x: Tensor, q_index: int, ref: Reference) -> tuple[list[bytes], Tensor, Tensor, Tensor]:
+    def compress(self, x: Tensor, q_index: int, ref: Reference) -> tuple[bytes, Tensor, Tensor, Tensor]:
         context, prior = self.conditions(ref)
         out = self.latent.compress(self.g_a(torch.cat([x, context], dim=1)), q_index, prior)
-        return out["strings"], *self._synthesis(out["y_hat"], context), out["bits"]
+        return out["stream"], *self._synthesis(out["y_hat"], context), out["bits"]
 
     def decompress(
-        self, strings: list[bytes], q_index: int, latent_size: tuple[int, int], ref: Reference
+        self, stream: bytes, q_index: int, latent_size: tuple[int, int], ref: Reference
     ) -> tuple[Tensor, Tensor]:
         context, prior = self.conditions(ref)
-        out = self.latent.decompress(strings, q_index, latent_size, prior)
+        out = self.latent.decompress(stream, q_index, latent_size, prior)
         return self._synthesis(out["y_hat"], context)
 
 
@@ -205,7 +202,10 @@ class DCVCLite(NeuralVideoCodec):
     ``compress_frame`` and ``decompress_frame`` return them clamped to [0, 1], identical on both sides.
     The reference always holds the clamped frame, so training and coding see the same kind of input.
 
-    Determinism: the encoder decodes its own byte strings and both sides compute the entropy
+    A frame's payload is one type tag byte (``I`` or ``P``) and the frame's single entropy-coder
+    stream (``z``, then ``y``); the container carries its length.
+
+    Determinism: the encoder decodes its own stream and both sides compute the entropy
     parameters with the same functions in eval mode, so within one process, and between processes
     on the same machine and PyTorch build, the decoder reproduces the encoder's pictures bit for bit.
     Across devices or builds, float convolutions may differ in the last bits and move a scale across
@@ -282,13 +282,13 @@ class DCVCLite(NeuralVideoCodec):
         with eval_mode(self):
             x = pack_yuv420(y, uv)
             if ref is None:
-                strings, x_hat, feature, bits = self.intra.compress(x, q)
+                stream, x_hat, feature, bits = self.intra.compress(x, q)
                 tag = TAG_INTRA
             else:
                 self._check_ref(ref, x)
-                strings, x_hat, feature, bits = self.inter.compress(x, q, ref)
+                stream, x_hat, feature, bits = self.inter.compress(x, q, ref)
                 tag = TAG_INTER
-            return pack_payload(tag, strings), self._output(x_hat, feature, bits, clamp=True)
+            return pack_stream(tag, stream), self._output(x_hat, feature, bits, clamp=True)
 
     def decompress_frame(
         self, data: bytes, q_index: int, ref: Reference | None, height: int, width: int
@@ -299,19 +299,19 @@ class DCVCLite(NeuralVideoCodec):
         if data and data[0] in (TAG_INTRA, TAG_INTER) and data[0] != tag:
             kind = "an intra (I)" if data[0] == TAG_INTRA else "a predicted (P)"
             raise PayloadError(f"payload is {kind} frame but ref is {'None' if ref is None else 'given'}")
-        strings = unpack_payload(data, tag, PAYLOAD_PARTS)
+        stream = unpack_stream(data, tag)
         latent_size = (height // 16, width // 16)
         try:
             with eval_mode(self):
                 if ref is None:
-                    x_hat, feature = self.intra.decompress(strings, q, latent_size)
+                    x_hat, feature = self.intra.decompress(stream, q, latent_size)
                 else:
                     if ref.frame.shape[-2:] != (height // 2, width // 2):
                         raise ValueError(
                             f"reference is {tuple(ref.frame.shape[-2:])} packed; a {height}x{width} frame "
                             f"needs {(height // 2, width // 2)}"
                         )
-                    x_hat, feature = self.inter.decompress(strings, q, latent_size, ref)
+                    x_hat, feature = self.inter.decompress(stream, q, latent_size, ref)
         except EntropyCoderError as error:
             raise PayloadError(f"frame payload does not decode: {error}") from error
         out = self._output(x_hat, feature, torch.zeros(1), clamp=True)

@@ -15,6 +15,8 @@ import torch
 
 from nvc_train.entropy import (
     PRECISION,
+    AnsDecoder,
+    AnsEncoder,
     EntropyBottleneck,
     EntropyCoderError,
     GaussianConditional,
@@ -471,3 +473,88 @@ def test_golden_payload_pins_the_integer_models() -> None:
     golden = bytes.fromhex("7efa2e0ff41ffa9d4e6a925c04000000")
     assert encode_symbols(symbols, rows, cdf, length, offset) == golden
     assert np.array_equal(decode_symbols(golden, rows, cdf, length, offset), symbols)
+
+
+# --------------------------------------------------------------------------------- shared stream
+def _shared_stream_inputs(seed: int = 8) -> tuple[torch.Tensor, ...]:
+    """A z and a y, both with escapes, as one frame of a hyperprior codec would code them."""
+    g = torch.Generator().manual_seed(seed)
+    z = 4.0 * torch.randn(1, 8, 5, 7, generator=g)
+    z[0, 2, 1, 3] = -4e4  # escapes of both models share the one stream too
+    y, scales, means = _gaussian_latent((1, 16, 10, 14), seed=seed)
+    y.view(-1)[:3] += torch.tensor([900.0, -2e5, 3e9])
+    return z, y, scales, means
+
+
+def test_shared_stream_round_trip_is_bit_exact_and_smaller(
+    gaussian: GaussianConditional, bottleneck: EntropyBottleneck
+) -> None:
+    """z then y in ONE stream: decoded in that order, exact, and smaller than two separate payloads."""
+    z, y, scales, means = _shared_stream_inputs()
+    encoder = AnsEncoder()
+    z_enc = bottleneck.encode_into(encoder, z)
+    y_enc = gaussian.encode_into(encoder, y, scales, means)
+    stream = encoder.to_bytes()
+    assert torch.equal(z_enc, bottleneck(z, "dequantize")[0])  # what the decoder will rebuild
+    assert torch.equal(y_enc, gaussian(y, scales, means, "dequantize")[0])
+
+    decoder = AnsDecoder(stream)
+    z_hat = bottleneck.decode_from(decoder, (5, 7))
+    y_hat = gaussian.decode_from(decoder, scales, means)
+    decoder.finish()
+    assert torch.equal(z_hat, z_enc) and torch.equal(y_hat, y_enc)
+
+    # One flush and one word alignment fewer: 3-8 bytes for inputs like these (4 for this one).
+    separate = len(bottleneck.compress(z)) + len(gaussian.compress(y, scales, means))
+    assert len(stream) < separate, (len(stream), separate)
+    assert stream[-1] != 0  # the zero high bytes of the last word are not sent
+
+
+def test_shared_stream_refuses_damage_and_misuse(
+    gaussian: GaussianConditional, bottleneck: EntropyBottleneck
+) -> None:
+    z, y, scales, means = _shared_stream_inputs(seed=9)
+    encoder = AnsEncoder()
+    bottleneck.encode_into(encoder, z)
+    gaussian.encode_into(encoder, y, scales, means)
+    stream = encoder.to_bytes()
+
+    def decode(data: bytes, blocks: int = 2) -> None:
+        decoder = AnsDecoder(data)
+        bottleneck.decode_from(decoder, (5, 7))
+        if blocks == 2:
+            gaussian.decode_from(decoder, scales, means)
+        decoder.finish()
+
+    decode(stream)
+    with pytest.raises(EntropyCoderError, match="zero byte"):
+        AnsDecoder(stream + b"\0")  # padding (or a cut that ends in a zero byte)
+    for damaged in (stream[:-1], stream[:-4], stream + b"\x01", stream[1:]):
+        with pytest.raises(EntropyCoderError):
+            decode(damaged)
+    with pytest.raises(EntropyCoderError, match="left after decoding"):
+        decode(stream, blocks=1)  # the y block left unread
+    with pytest.raises(EntropyCoderError, match="must be bytes"):
+        AnsDecoder("text")  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="AnsEncoder"):
+        bottleneck.encode_into(b"", z)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="AnsDecoder"):
+        gaussian.decode_from(stream, scales, means)  # type: ignore[arg-type]
+
+
+def test_shared_stream_format_is_the_word_format_without_padding() -> None:
+    """One block in an AnsEncoder is encode_symbols' payload minus the zero high bytes of its top
+    word: the golden bytes pin the single-stream format as well."""
+    cdf = np.array([[0, 1000, 60000, 65535, 65536, 65536], [0, 16384, 32768, 49152, 65535, 65536]])
+    length, offset = np.array([4, 5]), np.array([-1, 0])
+    rows = np.array([0, 1, 0, 0, 1, 1, 0, 1, 0, 1, 1, 0])
+    symbols = np.array([0, 3, 0, -1, 1, 2, 1, 0, -9, 77777, 0, 0])
+    encoder = AnsEncoder()
+    encoder.encode(symbols, rows, cdf, length, offset)
+    assert encoder.to_bytes() == bytes.fromhex("7efa2e0ff41ffa9d4e6a925c04")
+    decoder = AnsDecoder(encoder.to_bytes())
+    assert np.array_equal(decoder.decode(rows, cdf, length, offset), symbols)
+    decoder.finish()
+    empty = AnsEncoder().to_bytes()  # nothing coded: an empty stream, which decodes as empty
+    assert empty == b""
+    AnsDecoder(empty).finish()

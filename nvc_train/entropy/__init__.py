@@ -6,16 +6,19 @@
 
 Both models pair ``forward`` (values and likelihoods) with ``compress``/``decompress`` over integer
 CDF tables that ``update()`` builds into checkpointed buffers; see :mod:`nvc_train.entropy.coder`
-for how encoder and decoder are guaranteed the same integer model.
+for how encoder and decoder are guaranteed the same integer model. ``encode_into`` / ``decode_from``
+code several latents into ONE :class:`AnsEncoder` stream, so a frame pays the coder's flush once.
 """
 
 from nvc_train.entropy.bottleneck import EntropyBottleneck
-from nvc_train.entropy.coder import PRECISION, EntropyCoderError
+from nvc_train.entropy.coder import PRECISION, AnsDecoder, AnsEncoder, EntropyCoderError
 from nvc_train.entropy.gaussian import GaussianConditional
 from nvc_train.entropy.ops import lower_bound, quantize
 
 __all__ = [
     "PRECISION",
+    "AnsDecoder",
+    "AnsEncoder",
     "EntropyBottleneck",
     "EntropyCoderError",
     "GaussianConditional",

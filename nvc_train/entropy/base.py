@@ -13,6 +13,8 @@ from torch import Tensor, nn
 
 from nvc_train.entropy.coder import (
     MAX_ESCAPE_BITS,
+    AnsDecoder,
+    AnsEncoder,
     EntropyCoderError,
     check_tables,
     decode_symbols,
@@ -86,6 +88,22 @@ class TableEntropyModel(nn.Module):
         """Decode the symbols of ``rows_of_symbols`` (raster order) from ``data``."""
         tables = self._tables(rows)
         return decode_symbols(data, rows_of_symbols, *tables)
+
+    def _encode_into(
+        self, encoder: AnsEncoder, symbols: Tensor, rows_of_symbols: np.ndarray, rows: int
+    ) -> None:
+        """Like :meth:`_encode`, as the next block of a stream shared with other calls."""
+        if not isinstance(encoder, AnsEncoder):
+            raise TypeError(f"encoder must be an AnsEncoder, got {type(encoder).__name__}")
+        tables = self._tables(rows)
+        encoder.encode(symbols.detach().cpu().numpy().ravel(), rows_of_symbols, *tables)
+
+    def _decode_from(self, decoder: AnsDecoder, rows_of_symbols: np.ndarray, rows: int) -> np.ndarray:
+        """Like :meth:`_decode`, reading the next block of a shared stream (no end-of-stream check)."""
+        if not isinstance(decoder, AnsDecoder):
+            raise TypeError(f"decoder must be an AnsDecoder, got {type(decoder).__name__}")
+        tables = self._tables(rows)
+        return decoder.decode(rows_of_symbols, *tables)
 
     def _load_from_state_dict(
         self,

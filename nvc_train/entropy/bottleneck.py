@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nvc_train.entropy.base import TableEntropyModel
-from nvc_train.entropy.coder import MAX_HALF_RANGE, EntropyCoderError, _cdf_tables
+from nvc_train.entropy.coder import MAX_HALF_RANGE, AnsDecoder, AnsEncoder, EntropyCoderError, _cdf_tables
 from nvc_train.entropy.ops import lower_bound, quantize
 
 _BISECTION_STEPS = 64  # 64 halvings take any bracket up to 2**21 wide below float64 resolution
@@ -217,21 +217,50 @@ class EntropyBottleneck(TableEntropyModel):
         """Table row of each symbol of a (1, C, H, W) latent in raster order: its channel."""
         return np.repeat(np.arange(self.channels, dtype=np.int64), spatial)
 
-    def compress(self, z: Tensor) -> bytes:
-        """Code ``round(z - medians)`` of z (1, C, H, W); returns the payload."""
+    def _prepare(self, z: Tensor) -> tuple[Tensor, np.ndarray]:
+        """Checked ``(symbols, table rows)`` of z (1, C, H, W): the encoder's half of both coding APIs."""
         self._tables(self.channels)
         if z.dim() != 4 or z.shape[0] != 1 or z.shape[1] != self.channels:
             raise EntropyCoderError(f"z must be (1, {self.channels}, H, W), got {tuple(z.shape)}")
         means = self._medians.to(device=z.device, dtype=z.dtype).view(1, -1, 1, 1)
-        symbols = self._symbols(z, means)
-        return self._encode(symbols, self._rows(z.shape[2] * z.shape[3]), self.channels)
+        return self._symbols(z, means), self._rows(z.shape[2] * z.shape[3])
 
-    def decompress(self, data: bytes, shape: tuple[int, int]) -> Tensor:
-        """z_hat (1, C, H, W) float32, equal to the encoder's ``forward(z, "dequantize")[0]``."""
+    def _decode_size(self, shape: tuple[int, int]) -> tuple[int, int]:
+        """Checked (H, W) of the z to decode."""
         self._tables(self.channels)
         if len(shape) != 2 or min(int(s) for s in shape) < 1:
             raise EntropyCoderError(f"shape must be (H, W) with positive sizes, got {shape}")
         h, w = (int(s) for s in shape)
-        symbols = self._decode(data, self._rows(h * w), self.channels)
+        return h, w
+
+    def _dequantize(self, symbols: np.ndarray, h: int, w: int) -> Tensor:
+        """``symbols + medians`` as (1, C, H, W) float32: the one way both directions rebuild z_hat."""
         means = self._medians.view(1, -1, 1, 1)
-        return torch.from_numpy(symbols).view(1, self.channels, h, w).to(means) + means
+        symbols_t = torch.from_numpy(np.ascontiguousarray(symbols, dtype=np.int64))
+        return symbols_t.view(1, self.channels, h, w).to(means) + means
+
+    def compress(self, z: Tensor) -> bytes:
+        """Code ``round(z - medians)`` of z (1, C, H, W); returns the payload."""
+        symbols, rows = self._prepare(z)
+        return self._encode(symbols, rows, self.channels)
+
+    def decompress(self, data: bytes, shape: tuple[int, int]) -> Tensor:
+        """z_hat (1, C, H, W) float32, equal to the encoder's ``forward(z, "dequantize")[0]``."""
+        h, w = self._decode_size(shape)
+        return self._dequantize(self._decode(data, self._rows(h * w), self.channels), h, w)
+
+    def encode_into(self, encoder: AnsEncoder, z: Tensor) -> Tensor:
+        """:meth:`compress` as the next block of a shared stream; returns the z_hat it will decode to.
+
+        The hyper decoder needs z_hat before y can be coded; returning it here (rebuilt from the
+        symbols by the function :meth:`decode_from` uses) spares the encoder a decode of a stream
+        that is not finished yet.
+        """
+        symbols, rows = self._prepare(z)
+        self._encode_into(encoder, symbols, rows, self.channels)
+        return self._dequantize(symbols.cpu().numpy(), z.shape[2], z.shape[3])
+
+    def decode_from(self, decoder: AnsDecoder, shape: tuple[int, int]) -> Tensor:
+        """:meth:`decompress` of the next block of a shared stream (``decoder.finish()`` comes after)."""
+        h, w = self._decode_size(shape)
+        return self._dequantize(self._decode_from(decoder, self._rows(h * w), self.channels), h, w)

@@ -29,8 +29,10 @@ from the moment ``update()`` has run, and this module only ever sees integers:
 
 Symbols are coded grouped by table row (one constriction model per row, at most ``num_scales`` or
 ``channels`` groups) in an order the decoder derives from the row indexes alone: a stable sort of
-the row index, i.e. raster order inside each row. A payload is the coder's 32-bit words in
-little-endian byte order.
+the row index, i.e. raster order inside each row. A payload of :func:`encode_symbols` is the
+coder's 32-bit words in little-endian byte order. Several calls can also share ONE stream
+(:class:`AnsEncoder` / :class:`AnsDecoder`): a codec's frame then pays the coder's flush and word
+alignment once instead of once per latent, which is most of the coding overhead of a small frame.
 """
 
 from __future__ import annotations
@@ -216,20 +218,25 @@ def _escape_segments(
     return segments
 
 
-def encode_symbols(
+_Segment = tuple[np.ndarray, object, tuple[np.ndarray, ...]]  # (symbols, model, model params)
+
+
+def _block(
     symbols: np.ndarray,
     rows_of_symbols: np.ndarray,
     cdf: np.ndarray,
     cdf_length: np.ndarray,
     offset: np.ndarray,
-) -> bytes:
-    """ANS-code int64 ``symbols``, each with the table row given in ``rows_of_symbols``.
+) -> list[_Segment]:
+    """The segments that code one call's symbols, in decode order: the rows, then the escapes.
 
-    Values outside a row's range ``[offset, offset + cdf_length - 2]`` are coded as the escape symbol
-    followed by their excess (see the module docstring); |symbol| must be below 2**62.
+    A block is self-contained (its escapes follow its own rows), so blocks of several calls can be
+    stacked in one ANS stream and each decoded by the matching call, in the order they were written.
     """
     symbols = np.asarray(symbols, dtype=np.int64).ravel()
     rows_of_symbols = np.asarray(rows_of_symbols).ravel()
+    if symbols.shape != rows_of_symbols.shape:
+        raise EntropyCoderError(f"{symbols.size} symbols but {rows_of_symbols.size} table row indexes")
     rows = cdf.shape[0]
     limit = 2**MAX_ESCAPE_BITS
     if symbols.size and (symbols.min() <= -limit or symbols.max() >= limit):
@@ -237,7 +244,7 @@ def encode_symbols(
     order, counts = _group_order(rows_of_symbols, rows)
     ordered = symbols[order]
 
-    segments: list[tuple[np.ndarray, object, tuple[np.ndarray, ...]]] = []
+    segments: list[_Segment] = []
     excess: list[np.ndarray] = []
     negative: list[np.ndarray] = []
     start = 0
@@ -257,40 +264,39 @@ def encode_symbols(
         start = stop
     if excess:  # in coding order, as the decoder meets the escape symbols
         segments += _escape_segments(np.concatenate(excess), np.concatenate(negative))
+    return segments
 
+
+def _code_segments(segments: list[_Segment]) -> np.ndarray:
+    """Push ``segments`` (given in decode order) on a fresh ANS stack; returns its 32-bit words."""
     coder = constriction.stream.stack.AnsCoder()
     try:
         for data, model, params in reversed(segments):  # a stack: last pushed is decoded first
             coder.encode_reverse(data, model, *params)
-        words = coder.get_compressed()
+        return coder.get_compressed()
     except BaseException as error:
         _reraise(error, "constriction refused to encode")
-    return words.astype("<u4").tobytes()
 
 
-def decode_symbols(
-    data: bytes, rows_of_symbols: np.ndarray, cdf: np.ndarray, cdf_length: np.ndarray, offset: np.ndarray
+def _decode_block(
+    coder: constriction.stream.stack.AnsCoder,
+    rows_of_symbols: np.ndarray,
+    cdf: np.ndarray,
+    cdf_length: np.ndarray,
+    offset: np.ndarray,
 ) -> np.ndarray:
-    """Inverse of :func:`encode_symbols`: int64 symbols in the order of ``rows_of_symbols``.
+    """Pop one :func:`_block` off ``coder``: int64 symbols in the order of ``rows_of_symbols``.
 
-    A payload that does not decode to exactly the expected words raises :class:`EntropyCoderError`;
-    a corrupt one may also decode to wrong symbols (ANS has no redundancy; the container's CRC is
-    what detects corruption), but the work is bounded by the number of symbols: it never hangs.
+    Leaves whatever follows in the stream on the coder; checking that nothing does is the caller's
+    part (once per stream, after its last block).
     """
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise EntropyCoderError(f"payload must be bytes, got {type(data).__name__}")
-    if len(data) % 4:
-        raise EntropyCoderError(f"payload of {len(data)} bytes is not a whole number of 32-bit words")
     rows_of_symbols = np.asarray(rows_of_symbols).ravel()
-    rows = cdf.shape[0]
-    words = np.frombuffer(bytes(data), dtype="<u4").astype(np.uint32)
-    order, counts = _group_order(rows_of_symbols, rows)
+    order, counts = _group_order(rows_of_symbols, cdf.shape[0])
     ordered = np.empty(len(order), dtype=np.int64)  # symbols in coding order
     escapes: list[tuple[np.ndarray, int, int]] = []  # (positions in coding order, top, offset)
     try:
-        coder = constriction.stream.stack.AnsCoder(words)
         start = 0
-        for r in range(rows):
+        for r in range(cdf.shape[0]):
             stop = start + int(counts[r])
             if stop == start:
                 continue
@@ -307,15 +313,127 @@ def decode_symbols(
             offsets = np.concatenate([np.full(len(p), o, dtype=np.int64) for p, _, o in escapes])
             excess, below = _decode_escapes(coder, len(positions))
             ordered[positions] = np.where(below, -excess - 1, tops + excess) + offsets
-        if not coder.is_empty():
-            raise EntropyCoderError(
-                f"payload inconsistent with the tables: {coder.num_words()} words left after decoding"
-            )
     except BaseException as error:
         _reraise(error, "payload cannot be decoded")
     symbols = np.empty(len(order), dtype=np.int64)
     symbols[order] = ordered
     return symbols
+
+
+def _check_empty(coder: constriction.stream.stack.AnsCoder) -> None:
+    """Refuse words left over after the last block: the cheap corruption check ANS offers."""
+    if not coder.is_empty():
+        raise EntropyCoderError(
+            f"payload inconsistent with the tables: {coder.num_words()} words left after decoding"
+        )
+
+
+def encode_symbols(
+    symbols: np.ndarray,
+    rows_of_symbols: np.ndarray,
+    cdf: np.ndarray,
+    cdf_length: np.ndarray,
+    offset: np.ndarray,
+) -> bytes:
+    """ANS-code int64 ``symbols``, each with the table row given in ``rows_of_symbols``.
+
+    Values outside a row's range ``[offset, offset + cdf_length - 2]`` are coded as the escape symbol
+    followed by their excess (see the module docstring); |symbol| must be below 2**62. The payload is
+    a stream of its own (whole 32-bit words); :class:`AnsEncoder` shares one stream between calls.
+    """
+    words = _code_segments(_block(symbols, rows_of_symbols, cdf, cdf_length, offset))
+    return words.astype("<u4").tobytes()
+
+
+def decode_symbols(
+    data: bytes, rows_of_symbols: np.ndarray, cdf: np.ndarray, cdf_length: np.ndarray, offset: np.ndarray
+) -> np.ndarray:
+    """Inverse of :func:`encode_symbols`: int64 symbols in the order of ``rows_of_symbols``.
+
+    A payload that does not decode to exactly the expected words raises :class:`EntropyCoderError`;
+    a corrupt one may also decode to wrong symbols (ANS has no redundancy; the container's CRC is
+    what detects corruption), but the work is bounded by the number of symbols: it never hangs.
+    """
+    if not isinstance(data, bytes | bytearray | memoryview):
+        raise EntropyCoderError(f"payload must be bytes, got {type(data).__name__}")
+    if len(data) % 4:
+        raise EntropyCoderError(f"payload of {len(data)} bytes is not a whole number of 32-bit words")
+    words = np.frombuffer(bytes(data), dtype="<u4").astype(np.uint32)
+    try:
+        coder = constriction.stream.stack.AnsCoder(words)
+    except BaseException as error:
+        _reraise(error, "payload cannot be decoded")
+    symbols = _decode_block(coder, rows_of_symbols, cdf, cdf_length, offset)
+    _check_empty(coder)
+    return symbols
+
+
+class AnsEncoder:
+    """One ANS stream that several coding calls (e.g. a frame's ``z``, then its ``y``) write into.
+
+    Why: every separate stream pays its own flush (constriction writes the coder's final state,
+    up to 64 bits) and its own padding to whole 32-bit words; a frame coded as one stream pays both
+    once. Blocks are added in the order the decoder reads them; ANS is a stack, so :meth:`to_bytes`
+    pushes them in reverse, and callers never have to think about the stack order.
+
+    The bytes are the stream's 32-bit words, little endian, with the zero high bytes of the last
+    word dropped (that word is the top of the coder's state and never zero, so at most 3 bytes go
+    and the length needs no word alignment). Whoever carries the bytes must carry their length: a
+    frame payload gets it from the container.
+    """
+
+    def __init__(self) -> None:
+        self._segments: list[_Segment] = []
+
+    def encode(
+        self,
+        symbols: np.ndarray,
+        rows_of_symbols: np.ndarray,
+        cdf: np.ndarray,
+        cdf_length: np.ndarray,
+        offset: np.ndarray,
+    ) -> None:
+        """Add a block of symbols (as :func:`encode_symbols` codes them) after those added so far."""
+        self._segments += _block(symbols, rows_of_symbols, cdf, cdf_length, offset)
+
+    def to_bytes(self) -> bytes:
+        """The stream of every block added so far (may be called again after more blocks)."""
+        raw = _code_segments(self._segments).astype("<u4").tobytes()
+        end = len(raw)
+        while end > max(len(raw) - 3, 0) and raw[end - 1] == 0:
+            end -= 1
+        return raw[:end]
+
+
+class AnsDecoder:
+    """Reads the blocks of an :class:`AnsEncoder` stream back, in the order they were added.
+
+    Call :meth:`decode` once per block with the same row indexes and tables the encoder used, then
+    :meth:`finish`, which refuses a stream with anything left over. Every failure, constriction's
+    included, is an :class:`EntropyCoderError`.
+    """
+
+    def __init__(self, data: bytes) -> None:
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise EntropyCoderError(f"payload must be bytes, got {type(data).__name__}")
+        data = bytes(data)
+        if data and data[-1] == 0:  # the encoder drops these: a zero last byte is padding or damage
+            raise EntropyCoderError("stream ends in a zero byte: it has trailing bytes or is truncated")
+        words = np.frombuffer(data + bytes(-len(data) % 4), dtype="<u4").astype(np.uint32)
+        try:
+            self._coder = constriction.stream.stack.AnsCoder(words)
+        except BaseException as error:
+            _reraise(error, "payload cannot be decoded")
+
+    def decode(
+        self, rows_of_symbols: np.ndarray, cdf: np.ndarray, cdf_length: np.ndarray, offset: np.ndarray
+    ) -> np.ndarray:
+        """The next block's int64 symbols, in the order of ``rows_of_symbols``."""
+        return _decode_block(self._coder, rows_of_symbols, cdf, cdf_length, offset)
+
+    def finish(self) -> None:
+        """Refuse a stream with words left after the last block (the encoder wrote none)."""
+        _check_empty(self._coder)
 
 
 def _decode_escapes(coder: constriction.stream.stack.AnsCoder, count: int) -> tuple[np.ndarray, np.ndarray]:

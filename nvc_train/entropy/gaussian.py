@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from nvc_train.entropy.base import TableEntropyModel
-from nvc_train.entropy.coder import MAX_HALF_RANGE, EntropyCoderError, _cdf_tables
+from nvc_train.entropy.coder import MAX_HALF_RANGE, AnsDecoder, AnsEncoder, EntropyCoderError, _cdf_tables
 from nvc_train.entropy.ops import lower_bound, quantize
 
 _SQRT_HALF = math.sqrt(0.5)
@@ -164,22 +164,51 @@ class GaussianConditional(TableEntropyModel):
         if tensor is not None and tensor.shape != shape:
             raise EntropyCoderError(f"{name} has shape {tuple(tensor.shape)}, expected {tuple(shape)}")
 
-    def compress(self, y: Tensor, scales: Tensor, means: Tensor | None = None) -> bytes:
-        """Code ``round(y - means)`` with the tables of ``scale_indexes(scales)``; returns the payload."""
+    def _prepare(self, y: Tensor, scales: Tensor, means: Tensor | None) -> tuple[Tensor, np.ndarray]:
+        """Checked ``(symbols, table rows)`` of ``y``: the encoder's half shared by both coding APIs."""
         self._tables(len(self.scale_table))  # clear error before any work when update() is missing
         # Finiteness: _symbols refuses non-finite y - means, _level_of non-finite scales.
         self._check("scales", scales, y.shape)
         self._check("means", means, y.shape)
-        symbols = self._symbols(y, means)
-        indexes = self._level_of(scales)
+        return self._symbols(y, means), self._level_of(scales)
+
+    def _decode_rows(self, scales: Tensor, means: Tensor | None) -> np.ndarray:
+        """Table rows of the symbols to decode: the decoder's half of :meth:`_prepare`."""
+        self._tables(len(self.scale_table))
+        self._check("means", means, scales.shape)
+        return self._level_of(scales)
+
+    @staticmethod
+    def _dequantize(symbols: np.ndarray, scales: Tensor, means: Tensor | None) -> Tensor:
+        """``symbols + means`` shaped like ``scales``: the one way both directions rebuild ``y_hat``."""
+        symbols_t = torch.from_numpy(np.ascontiguousarray(symbols, dtype=np.int64)).view(scales.shape)
+        reference = scales if means is None else means
+        y_hat = symbols_t.to(device=reference.device, dtype=reference.dtype)
+        return y_hat if means is None else y_hat + means.detach()
+
+    def compress(self, y: Tensor, scales: Tensor, means: Tensor | None = None) -> bytes:
+        """Code ``round(y - means)`` with the tables of ``scale_indexes(scales)``; returns the payload."""
+        symbols, indexes = self._prepare(y, scales, means)
         return self._encode(symbols, indexes, len(self.scale_table))
 
     def decompress(self, data: bytes, scales: Tensor, means: Tensor | None = None) -> Tensor:
         """``y_hat = symbols + means``, bit-exact to the encoder's ``forward(..., "dequantize")[0]``."""
-        self._tables(len(self.scale_table))
-        self._check("means", means, scales.shape)
-        indexes = self._level_of(scales)
-        symbols = torch.from_numpy(self._decode(data, indexes, len(self.scale_table))).view(scales.shape)
-        reference = scales if means is None else means
-        y_hat = symbols.to(device=reference.device, dtype=reference.dtype)
-        return y_hat if means is None else y_hat + means.detach()
+        indexes = self._decode_rows(scales, means)
+        return self._dequantize(self._decode(data, indexes, len(self.scale_table)), scales, means)
+
+    def encode_into(
+        self, encoder: AnsEncoder, y: Tensor, scales: Tensor, means: Tensor | None = None
+    ) -> Tensor:
+        """:meth:`compress` as the next block of a shared stream; returns the ``y_hat`` it will decode to.
+
+        The returned tensor is what :meth:`decode_from` rebuilds from the same symbols with the same
+        function, so an encoder can reconstruct without decoding its own stream.
+        """
+        symbols, indexes = self._prepare(y, scales, means)
+        self._encode_into(encoder, symbols, indexes, len(self.scale_table))
+        return self._dequantize(symbols.cpu().numpy(), scales, means)
+
+    def decode_from(self, decoder: AnsDecoder, scales: Tensor, means: Tensor | None = None) -> Tensor:
+        """:meth:`decompress` of the next block of a shared stream (``decoder.finish()`` comes after)."""
+        indexes = self._decode_rows(scales, means)
+        return self._dequantize(self._decode_from(decoder, indexes, len(self.scale_table)), scales, means)
