@@ -166,41 +166,24 @@ def bdrate_markdown(
 ) -> str:
     """Rows: codecs grouped by family; columns: class x metric; best two per column marked."""
     rows = [r for r in bd_rows if r.method == method]
-    classes = sorted({r.test_set for r in rows})
-    columns = [(k, m) for k in classes for m in metrics]
-    cell = {(r.codec, r.test_set, r.metric): r for r in rows}
-    codecs = sorted(
-        {r.codec for r in rows}, key=lambda c: (_family_rank(next(r.family for r in rows if r.codec == c)), c)
-    )
-    ranks = {}
-    for column in columns:
-        values = sorted(
-            {
-                cell[(c, *column)].bd_rate
-                for c in codecs
-                if (c, *column) in cell and cell[(c, *column)].bd_rate is not None
-            }
-            | {0.0}
-        )
-        ranks[column] = values[:2]
+    columns = [(k, m) for k in sorted({r.test_set for r in rows}) for m in metrics]
+    family = {anchor: anchor_family} | {r.codec: r.family for r in rows}
+    # BD-rate per (codec, column); the anchor is 0 by definition, None marks an unmeasurable cell.
+    value: dict[tuple[str, tuple[str, str]], float | None] = {(anchor, col): 0.0 for col in columns}
+    value |= {(r.codec, (r.test_set, r.metric)): r.bd_rate for r in rows}
+    codecs = sorted(family, key=lambda c: (_family_rank(family[c]), c != anchor, c))
+    best_two = {
+        col: sorted({v for (c, k), v in value.items() if k == col and v is not None})[:2] for col in columns
+    }
 
-    header = "| Codec | " + " | ".join(f"{k} {METRIC_LABELS.get(m, m)}" for k, m in columns) + " |"
-    lines = [header, "|" + "---|" * (len(columns) + 1)]
-    grouped: dict[str, list[str]] = defaultdict(list)
-    grouped[anchor_family].append(anchor)
-    for codec in codecs:
-        grouped[next(r.family for r in rows if r.codec == codec)].append(codec)
-    for family in sorted(grouped, key=_family_rank):
-        lines.append(f"| *{family}* |" + " |" * len(columns))
-        for codec in grouped[family]:
-            cells = []
-            for column in columns:
-                value = (
-                    0.0
-                    if codec == anchor
-                    else (cell[(codec, *column)].bd_rate if (codec, *column) in cell else None)
-                )
-                cells.append(_mark(value, ranks[column], is_anchor=codec == anchor))
+    lines = [
+        "| Codec | " + " | ".join(f"{k} {METRIC_LABELS.get(m, m)}" for k, m in columns) + " |",
+        "|" + "---|" * (len(columns) + 1),
+    ]
+    for group in sorted(set(family.values()), key=_family_rank):
+        lines.append(f"| *{group}* |" + " |" * len(columns))
+        for codec in (c for c in codecs if family[c] == group):
+            cells = [_mark(value.get((codec, col)), best_two[col], codec == anchor) for col in columns]
             lines.append(f"| {codec}{' (anchor)' if codec == anchor else ''} | " + " | ".join(cells) + " |")
     averaging_text = bdrate.averaging_caption(averaging)
     caption = (
