@@ -14,7 +14,13 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from nvc_train.cli import apply_checkpoint_defaults, expand_group_lists, reexec_with_malloc_settings, run_task
+from nvc_train.cli import (
+    apply_checkpoint_defaults,
+    expand_group_lists,
+    reexec_with_malloc_settings,
+    register_resolvers,
+    run_task,
+)
 
 
 @hydra.main(version_base="1.3", config_path="configs", config_name="evaluate")
@@ -26,5 +32,6 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     reexec_with_malloc_settings()
+    register_resolvers()
     sys.argv = apply_checkpoint_defaults(expand_group_lists(sys.argv, groups=("ctc",)))
     main()

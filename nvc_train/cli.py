@@ -6,6 +6,7 @@ import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 log = logging.getLogger("nvc_train")
@@ -38,6 +39,32 @@ def reexec_with_malloc_settings() -> None:
         return
     env = {**os.environ, **MALLOC_SETTINGS}
     os.execve(sys.executable, [sys.executable, *sys.argv], env)
+
+
+def register_resolvers() -> None:
+    """Resolvers for run-folder names: ``${codec_label:NAME,CKPT}`` and ``${or:VALUE,DEFAULT}``.
+
+    ``codec_label`` is the codec's name, else the checkpoint's run.
+    A model evaluated from ``runs/train/default/checkpoints/last.ckpt`` gets the folder label
+    ``default-last``, so that two checkpoints never share (and overwrite) one run folder.
+    """
+    from omegaconf import OmegaConf
+
+    def codec_label(name: str | None, ckpt: str | None) -> str:
+        if name:
+            return str(name)
+        if ckpt:
+            path = Path(str(ckpt))
+            return (
+                f"{path.parent.parent.name}-{path.stem}" if path.parent.name == "checkpoints" else path.stem
+            )
+        return "codec"
+
+    OmegaConf.register_new_resolver("codec_label", codec_label, replace=True)
+    # ${or:VALUE,DEFAULT}: DEFAULT when VALUE is null (oc.select only covers missing keys).
+    OmegaConf.register_new_resolver(
+        "or", lambda value, default: default if value is None else value, replace=True
+    )
 
 
 def apply_checkpoint_defaults(argv: Sequence[str]) -> list[str]:
