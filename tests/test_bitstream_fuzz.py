@@ -11,6 +11,7 @@ Hypothesis adds random bytes and random valid streams. Deterministic: fixed seed
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
 import struct
 import time
@@ -39,6 +40,7 @@ from nvc_train.bitstream import (
     weights_hash,
 )
 from nvc_train.structure import CodingStructure
+from tests.test_bitstream import make_header
 
 SEED = 0x4E564342  # "NVCB"
 CASES = 10_000
@@ -46,23 +48,10 @@ TIME_LIMIT_S = 30.0
 HASH = weights_hash([("layer.weight", b"\x00\x01" * 8)])
 
 
-def _header(**overrides: object) -> StreamHeader:
-    values: dict[str, object] = dict(
-        codec_id="fuzz-codec",
-        weights_hash=HASH,
-        width=416,
-        height=240,
-        bit_depth=8,
-        num_frames=4,
-        fps_num=60,
-        fps_den=1,
-        structure="ld",
-        intra_period=-1,
-        gop_size=1,
-        rate_point=2,
-    )
-    values.update(overrides)
-    return StreamHeader(**values)  # type: ignore[arg-type]
+# The shared header builder, with a CIF-like stream of its own (callers may override any field).
+_header = functools.partial(
+    make_header, codec_id="fuzz-codec", weights_hash=HASH, width=416, height=240, fps_num=60, rate_point=2
+)
 
 
 def _streams() -> list[tuple[StreamHeader, list[Unit]]]:
