@@ -246,14 +246,84 @@ def complexity_rows(rows: Sequence[Mapping[str, Any]], known: Mapping[str, Mappi
             "enc_fps": sum(float(r["enc_fps"]) for r in mine) / len(mine),
             "dec_fps": sum(float(r["dec_fps"]) for r in mine) / len(mine),
             "resolution": ",".join(sizes),
-            "device": device_name(),
+            "device": known.get(codec, {}).get("device") or device_name(),
         })  # fmt: skip
     return out
 
 
-def device_name() -> str:
-    """CPU model name (Linux /proc/cpuinfo, else platform), with the core count used."""
+# The review's Table 5: one row per codec; (column key, header, format).
+TABLE5_LAYOUT = (
+    ("codec", "Codec", "{}"),
+    ("params_m", "Params (M)", "{:.2f}"),
+    ("kmac_per_px", "kMAC/px", "{:.1f}"),
+    ("enc_fps", "Enc FPS", "{:.2f}"),
+    ("dec_fps", "Dec FPS", "{:.2f}"),
+    ("device", "Device", "{}"),
+)
+FPS_RULE_RUNNER = (
+    "FPS: coded frames over the seconds of the evaluation runner's encode / decode of each point "
+    "(reading the source and writing the bitstream or reconstruction included), averaged over the points"
+)
+
+
+def complexity_markdown(rows: Sequence[Mapping[str, Any]], fps_rule: str = FPS_RULE_RUNNER) -> str:
+    """complexity.csv's rows as the review's Table 5: codec, params, kMAC/px, enc / dec FPS, device.
+
+    Codecs are grouped by family like the BD-rate table; empty cells are figures a codec does not
+    have (parameters and kMAC/px of a conventional encoder). The caption states how each number
+    was obtained, since FPS from different rules (model-only vs whole-file) do not compare.
+    """
+    lines = [
+        "| " + " | ".join(header for _, header, _ in TABLE5_LAYOUT) + " |",
+        "|" + "---|" * len(TABLE5_LAYOUT),
+    ]
+    ordered = sorted(rows, key=lambda r: (_family_rank(str(r.get("family", ""))), str(r["codec"])))
+    for group in dict.fromkeys(str(r.get("family", "")) for r in ordered):
+        lines.append(f"| *{group or 'other'}* |" + " |" * (len(TABLE5_LAYOUT) - 1))
+        for row in (r for r in ordered if str(r.get("family", "")) == group):
+            lines.append(
+                "| " + " | ".join(_format_cell(row.get(k), fmt) for k, _, fmt in TABLE5_LAYOUT) + " |"
+            )
+    resolutions = sorted({str(r["kmac_resolution"]) for r in rows if r.get("kmac_resolution")})
+    caption = (
+        "Params: every parameter of the network. kMAC/px: multiply-accumulates per luma pixel of a P "
+        f"frame at {', '.join(resolutions) or 'the test size'} (convolutions and matrix products "
+        "counted by torch's FlopCounterMode, MAC = FLOP/2; complexity.csv also has the I frame's). "
+        f"{fps_rule}."
+    )
+    return f"**Table: complexity.** {caption}\n\n" + "\n".join(lines) + "\n"
+
+
+def _format_cell(value: Any, fmt: str) -> str:
+    if value is None or value == "":
+        return ""
+    if isinstance(value, str) and fmt != "{}":
+        try:
+            value = float(value)
+        except ValueError:
+            return value
+    if isinstance(value, float) and not math.isfinite(value):
+        return ""
+    return fmt.format(value)
+
+
+def write_complexity(
+    run_dir: Path, rows: Sequence[Mapping[str, Any]], fps_rule: str = FPS_RULE_RUNNER
+) -> None:
+    """complexity.csv (every column) and complexity.md (Table 5 layout) in ``run_dir``, atomically."""
+    atomic_write_csv(run_dir / "complexity.csv", [dict(r) for r in rows], COMPLEXITY_COLUMNS)
+    atomic_write_text(run_dir / "complexity.md", complexity_markdown(rows, fps_rule))
+
+
+def device_name(device: Any = None) -> str:
+    """The name of the device that ran the codec: the GPU's for a CUDA device, else the CPU model
+    (Linux /proc/cpuinfo, else platform) with the core count."""
     import os
+
+    if device is not None and str(device).startswith("cuda"):
+        import torch
+
+        return torch.cuda.get_device_name(torch.device(device))
 
     name = platform.processor() or platform.machine()
     try:

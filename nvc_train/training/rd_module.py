@@ -8,7 +8,7 @@ and nothing codec-specific, so a new codec trains with no new training code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -137,6 +137,15 @@ class RDModule(LightningModule):
         ``clamp`` measures the reconstruction clipped to [0, 1], as a decoder outputs it (validation);
         training measures what the network produced, so out-of-range values are penalised.
         """
+        return [
+            frame_terms(y_hat, uv_hat, bits, y[:, t], uv[:, t], self.distortion)  # float32 inside
+            for t, (y_hat, uv_hat, bits) in enumerate(self._run_chain(y, uv, q_index, clamp))
+        ]
+
+    def _run_chain(
+        self, y: Tensor, uv: Tensor, q_index: Tensor, clamp: bool
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """The cascade itself: per frame, the cropped reconstruction and the estimated bits."""
         if y.dim() != 5 or uv.dim() != 5:
             raise ValueError(
                 f"expected y (B,T,1,H,W) and uv (B,T,2,H/2,W/2), got {tuple(y.shape)}, {tuple(uv.shape)}"
@@ -144,21 +153,41 @@ class RDModule(LightningModule):
         height, width = y.shape[-2:]
         chroma = uv.shape[-2:]
         ref: Any = None
-        terms = []
         for t in range(y.shape[1]):
-            y_t, uv_t = y[:, t], uv[:, t]
-            y_in, uv_in = y_t, uv_t
+            y_in, uv_in = y[:, t], uv[:, t]
             if self.pad_multiple > 1:
-                y_in, _ = pad_to_multiple(y_t, self.pad_multiple, self.pad_mode)
-                uv_in, _ = pad_to_multiple(uv_t, self.pad_multiple // 2, self.pad_mode)
+                y_in, _ = pad_to_multiple(y_in, self.pad_multiple, self.pad_mode)
+                uv_in, _ = pad_to_multiple(uv_in, self.pad_multiple // 2, self.pad_mode)
             out = self.net.forward_frame(y_in, uv_in, q_index, None if self.is_intra(t) else ref)
             ref = out.ref
             y_hat = crop_to(out.y_hat, (height, width))
             uv_hat = crop_to(out.uv_hat, tuple(chroma))
             if clamp:
                 y_hat, uv_hat = y_hat.clamp(0.0, 1.0), uv_hat.clamp(0.0, 1.0)
-            terms.append(frame_terms(y_hat, uv_hat, out.bits, y_t, uv_t, self.distortion))  # float32 inside
-        return terms
+            yield y_hat, uv_hat, out.bits
+
+    def reconstruct_chain(
+        self, y: Tensor, uv: Tensor, q_index: int
+    ) -> tuple[list[tuple[Tensor, Tensor]], float, float]:
+        """The first item's decoded frames at one rate point (eval mode, no gradients), for pictures.
+
+        Returns ``[(y_hat, uv_hat) per frame]`` of item 0 (clamped to [0, 1], as a decoder outputs
+        them) and the mean PSNR-YUV (6:1:1) and estimated bpp over the frames and items.
+        """
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                q = torch.full((y.shape[0],), int(q_index), dtype=torch.long, device=y.device)
+                frames, psnrs, bpps = [], [], []
+                for t, (y_hat, uv_hat, bits) in enumerate(self._run_chain(y, uv, q, clamp=True)):
+                    terms = frame_terms(y_hat, uv_hat, bits, y[:, t], uv[:, t], "mse")
+                    frames.append((y_hat[0], uv_hat[0]))
+                    psnrs.append(terms.psnr.mean())
+                    bpps.append(terms.bpp.mean())
+        finally:
+            self.train(was_training)
+        return frames, float(torch.stack(psnrs).mean()), float(torch.stack(bpps).mean())
 
     def rd_loss(self, terms: Sequence[FrameTerms], q_index: Tensor) -> Tensor:
         """``mean over frames and items of bpp + lambda[q] * D``: the training objective."""
