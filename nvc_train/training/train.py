@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
+import signal
 import subprocess
 import time
 from collections.abc import Mapping
@@ -19,7 +20,9 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
 from nvc_train.training.loggers import finish_wandb
@@ -27,6 +30,10 @@ from nvc_train.training.loggers import finish_wandb
 log = logging.getLogger(__name__)
 
 RESUME_OFF = (None, False, "never", "none", "")
+HPC_CHECKPOINT_PREFIX = "hpc_ckpt_"  # Lightning's name for its SLURM requeue checkpoints
+# The exit status of a run stopped by SIGTERM after saving its checkpoint: 128 + SIGTERM, what a
+# shell reports for a process the signal ended, so a scheduler or script sees "stopped", not "done".
+SIGTERM_EXIT_STATUS = 128 + int(signal.SIGTERM)
 
 
 def instantiate_named(group: Mapping[str, Any] | None, what: str) -> list[Any]:
@@ -48,18 +55,66 @@ def instantiate_named(group: Mapping[str, Any] | None, what: str) -> list[Any]:
     return built
 
 
-def resume_checkpoint(resume: Any, checkpoint_dir: Path) -> str | None:
-    """The checkpoint to continue from: ``auto`` takes ``<checkpoint_dir>/last.ckpt`` when it exists,
-    a path must exist, ``never`` / null starts afresh."""
+def checkpoint_step(path: Path) -> int | None:
+    """The global step stored in a checkpoint, or None when the file cannot be read.
+
+    ``mmap`` reads the pickled metadata without loading the tensors, so ranking a few large
+    checkpoints costs milliseconds. A file that does not load (a copy cut short by a crash) is
+    reported and ranked out rather than stopping the resume.
+    """
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        return int(checkpoint["global_step"])
+    except Exception as error:  # any unreadable file: skip it, say why
+        log.warning("ignoring unreadable checkpoint %s: %s", path, error)
+        return None
+
+
+def resume_checkpoint(resume: Any, checkpoint_dir: Path, hpc_dir: Path | None = None) -> str | None:
+    """The checkpoint to continue from.
+
+    ``auto`` takes the furthest of ``<checkpoint_dir>/last.ckpt`` and the ``hpc_ckpt_N.ckpt`` files
+    that a SLURM requeue signal (Lightning) or a SIGTERM (:class:`CheckpointOnSigterm`) left in
+    ``hpc_dir`` (the Trainer's ``default_root_dir``): the highest global step, the newest file on a
+    tie. Either may be ahead: a preemption saves between validations, a validation after a resume
+    saves past an old preemption. A path must exist; ``never`` / null starts afresh.
+    """
     if resume in RESUME_OFF:
         return None
     if resume == "auto":
-        last = checkpoint_dir / "last.ckpt"
-        return str(last) if last.is_file() else None
+        candidates = [checkpoint_dir / "last.ckpt"]
+        if hpc_dir is not None:
+            candidates += sorted(hpc_dir.glob(f"{HPC_CHECKPOINT_PREFIX}*.ckpt"))
+        ranked = []
+        for path in candidates:
+            if path.is_file() and (step := checkpoint_step(path)) is not None:
+                ranked.append((step, path.stat().st_mtime_ns, path))
+        return str(max(ranked)[2]) if ranked else None
     path = Path(str(resume)).expanduser()
     if not path.is_file():
         raise FileNotFoundError(f"resume checkpoint not found: {path}")
     return str(path)
+
+
+class CheckpointOnSigterm(Callback):
+    """On SIGTERM, save ``hpc_ckpt_N.ckpt`` (model, optimizer, scheduler, loops) before exiting.
+
+    SLURM preemption, ``scancel``, a requeue and the end of a time limit all send SIGTERM, with a
+    grace period (KillWait / GraceTime) before SIGKILL. Lightning notes the signal and raises
+    ``SIGTERMException`` at the end of the current batch, on every rank at once under DDP; this
+    hook runs then, before the Trainer tears down, so the checkpoint is a whole step. The name
+    and folder are those of Lightning's SIGUSR1 auto-requeue checkpoint, so that
+    :func:`resume_checkpoint` ranks both kinds together.
+    """
+
+    def on_exception(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
+    ) -> None:
+        if not isinstance(exception, SIGTERMException) or trainer.global_step == 0:
+            return
+        path = trainer._checkpoint_connector.hpc_save_path(trainer.default_root_dir)
+        trainer.save_checkpoint(path, weights_only=False)
+        log.warning("SIGTERM: saved %s at step %d", path, trainer.global_step)
 
 
 @rank_zero_only
@@ -128,8 +183,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     as floats), ``global_step``, ``skipped_steps``, ``resumed_from``, ``fit_s`` (seconds in ``fit``)
     and the ``trainer``, ``module`` and ``datamodule``.
 
-    ``resume: auto`` continues from ``<run_dir>/checkpoints/last.ckpt`` when it exists. However the
-    run ends, an open W&B run is closed and the run folder is logged.
+    ``resume: auto`` continues from the furthest of ``<run_dir>/checkpoints/last.ckpt`` and the
+    ``hpc_ckpt_N.ckpt`` that a SLURM requeue or a SIGTERM left (:func:`resume_checkpoint`). A
+    SIGTERM saves such a checkpoint and exits with status 143. However the run ends, an open W&B
+    run is closed and the run folder is logged.
     """
     run_dir = Path(cfg.paths.run_dir)
     checkpoint_dir = Path(cfg.paths.checkpoint_dir)
@@ -152,7 +209,7 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, An
     net = instantiate(cfg.model, _convert_="all")
     module = instantiate(cfg.module, net=net, _convert_="all")
     module.nvc_config = run_config(cfg)
-    callbacks = instantiate_named(cfg.get("callbacks"), "callback")
+    callbacks = [*instantiate_named(cfg.get("callbacks"), "callback"), CheckpointOnSigterm()]
     loggers = instantiate_named(cfg.get("logger"), "logger")
     trainer: pl.Trainer = instantiate(
         cfg.trainer, callbacks=callbacks, logger=loggers or False, _convert_="all"
@@ -161,7 +218,7 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, An
     for logger in trainer.loggers:  # the whole run config beside the metrics (W&B config, hparams.yaml)
         logger.log_hyperparams(module.nvc_config)
 
-    ckpt_path = resume_checkpoint(cfg.get("resume"), checkpoint_dir)
+    ckpt_path = resume_checkpoint(cfg.get("resume"), checkpoint_dir, Path(trainer.default_root_dir))
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
     failed = True
@@ -170,6 +227,13 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, An
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         save_last_if_behind(trainer)
         failed = False
+    except SIGTERMException:
+        log.warning(
+            "stopped by SIGTERM at step %d (checkpoint in %s); the same command resumes",
+            trainer.global_step,
+            trainer.default_root_dir,
+        )
+        raise SystemExit(SIGTERM_EXIT_STATUS) from None
     except BaseException:
         log.exception("training failed; run folder: %s", run_dir)
         raise
