@@ -172,7 +172,7 @@ class CTCEvaluation(Callback):
         sequences: Sequence[str] | None = None,
         frames: int | None = 3,
         q_indices: Sequence[int] | None = None,
-        num_rate_points: int = 3,
+        num_rate_points: int = 4,
         structure: CodingStructure | None = None,
         anchor: Codec | Any | None = None,
         out_dir: str | Path | None = None,
