@@ -271,8 +271,20 @@ class CTCEvaluation(Callback):
         codec = frozen_codec(net, str(self.codec_name), rates, pl_module.device)
         folder = self.out_dir / f"step_{step:07d}"
         jobs = make_jobs([codec], self._sequences)
-        rows = gather_rows(run_jobs(jobs, self.structure, folder, self.options, shard), shard)
-        anchor_rows = self._anchor(shard)
+        mine = run_jobs(jobs, self.structure, folder, self.options, shard)
+        anchor_jobs = self._anchor_jobs()
+        anchor_mine = run_jobs(anchor_jobs, self.structure, self.anchor_dir, self.options, shard)
+        log.info(
+            "CTC evaluation at step %d: rank %d coded %d of %d points",
+            step,
+            shard.rank,
+            len(mine) + len(anchor_mine),
+            len(jobs) + len(anchor_jobs),
+        )
+        rows = gather_rows(mine, shard)
+        if anchor_jobs:
+            self._anchor_rows = gather_rows(anchor_mine, shard)  # the runner re-uses result.json next time
+        anchor_rows = self._anchor_rows or []
         if shard.rank != 0:
             return None
 
@@ -308,19 +320,15 @@ class CTCEvaluation(Callback):
         )
         return record
 
-    def _anchor(self, shard: Shard) -> list[dict[str, Any]]:
-        """The anchor's rows, coded (sharded) the first time and kept; imported ones read from the CSV."""
-        if self.anchor is None:
+    def _anchor_jobs(self) -> list[Job]:
+        """The anchor's jobs the first time (none afterwards); imported points are read, not coded."""
+        if self.anchor is None or self._anchor_rows is not None:
             return []
-        if self._anchor_rows is None:
-            assert self._sequences is not None and self.anchor_dir is not None
-            if getattr(self.anchor, "imported", False):
-                self._anchor_rows = self.anchor.rows_for(self._sequences)
-            else:
-                jobs: list[Job] = make_jobs([self.anchor], self._sequences)
-                mine = run_jobs(jobs, self.structure, self.anchor_dir, self.options, shard)
-                self._anchor_rows = gather_rows(mine, shard)  # the runner re-uses result.json next time
-        return self._anchor_rows
+        assert self._sequences is not None
+        if getattr(self.anchor, "imported", False):
+            self._anchor_rows = self.anchor.rows_for(self._sequences)
+            return []
+        return make_jobs([self.anchor], self._sequences)
 
     def _bdrates(self, rows: list[dict[str, Any]]) -> list[BDRow]:
         if self.anchor is None:
