@@ -54,4 +54,5 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 # Explicit imports of every codec module fill the registry; they come after the registry functions
 # because each module registers itself with them at import time.
 from models import dcvc_lite  # noqa: E402, F401
+from models import ssf  # noqa: E402, F401
 from models import dcvc_rt  # noqa: E402, F401

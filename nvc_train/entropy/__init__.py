@@ -8,12 +8,15 @@ Both models pair ``forward`` (values and likelihoods) with ``compress``/``decomp
 CDF tables that ``update()`` builds into checkpointed buffers; see :mod:`nvc_train.entropy.coder`
 for how encoder and decoder are guaranteed the same integer model. ``encode_into`` / ``decode_from``
 code several latents into ONE :class:`AnsEncoder` stream, so a frame pays the coder's flush once.
+:func:`coding_parameters` is the rule for the network that computes a latent's scales and means
+when coding (float64 on the CPU, rounded once to float32; see :mod:`nvc_train.entropy.params`).
 """
 
 from nvc_train.entropy.bottleneck import EntropyBottleneck
 from nvc_train.entropy.coder import PRECISION, AnsDecoder, AnsEncoder, EntropyCoderError
 from nvc_train.entropy.gaussian import GaussianConditional
 from nvc_train.entropy.ops import lower_bound, quantize
+from nvc_train.entropy.params import coding_parameters
 
 __all__ = [
     "PRECISION",
@@ -22,6 +25,7 @@ __all__ = [
     "EntropyBottleneck",
     "EntropyCoderError",
     "GaussianConditional",
+    "coding_parameters",
     "lower_bound",
     "quantize",
 ]
