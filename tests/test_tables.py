@@ -1,8 +1,24 @@
-"""bdrate.md layout: families as row groups, the anchor at 0, best and second best marked."""
+"""Results tables and plots: bdrate.md layout (families as row groups, the anchor at 0, best and second
+best marked), the complexity table (the review's Table 5 layout) and the BD-rate / speed radar (its
+Figure 1)."""
 
 from __future__ import annotations
 
-from nvc_train.evaluation.tables import BDRow, bdrate_markdown
+import csv
+from pathlib import Path
+
+import pytest
+
+from nvc_train.evaluation.plots import radar_axes, radar_scores, write_radar_plots
+from nvc_train.evaluation.tables import (
+    COMPLEXITY_COLUMNS,
+    BDRow,
+    bdrate_markdown,
+    complexity_markdown,
+    complexity_rows,
+    device_name,
+    write_complexity,
+)
 
 
 def row(codec: str, family: str, value: float | None, metric: str = "psnr_yuv") -> BDRow:
@@ -30,3 +46,87 @@ def test_table_groups_families_and_marks_the_best_two() -> None:
     assert "| x264 (anchor) | 0.0 | **0.0** |" in body
     assert "| c3 |  |  |" in body
     assert "against x264 (ld)" in text and "BD-rate per sequence, then averaged over the class" in text
+
+
+ROWS = [
+    {"codec": "x265", "family": "conventional", "params_m": None, "kmac_per_px": None,
+     "kmac_per_px_intra": None, "kmac_resolution": None, "enc_fps": 140.0, "dec_fps": 900.0,
+     "resolution": "352x288", "device": "cpu A"},
+    {"codec": "dcvc_rt", "family": "scene-agnostic", "params_m": 20.7, "kmac_per_px": 185.7,
+     "kmac_per_px_intra": 90.0, "kmac_resolution": "1920x1080", "enc_fps": 12.5, "dec_fps": 14.0,
+     "resolution": "1920x1080", "device": "NVIDIA H200"},
+    {"codec": "c3", "family": "scene-adaptive", "params_m": 0.01, "kmac_per_px": 4.4,
+     "kmac_per_px_intra": 4.4, "kmac_resolution": "1920x1080", "enc_fps": 0.001, "dec_fps": 30.0,
+     "resolution": "1920x1080", "device": "NVIDIA H200"},
+]  # fmt: skip
+
+
+def bd(codec: str, metric: str, value: float | None) -> BDRow:
+    return BDRow(
+        codec, "x", "x265", "uvg", metric, "pchip", "sequence", value, None, 7, "" if value else "no overlap"
+    )
+
+
+def test_complexity_markdown_is_laid_out_like_table_5() -> None:
+    text = complexity_markdown(ROWS, fps_rule="FPS: test rule")
+    lines = text.splitlines()
+    header = lines.index("| Codec | Params (M) | kMAC/px | Enc FPS | Dec FPS | Device |")
+    body = lines[header + 2 :]
+    # families in the BD-rate table's order, each codec under its family, blanks for unknown figures
+    assert body == [
+        "| *conventional* | | | | | |",
+        "| x265 |  |  | 140.00 | 900.00 | cpu A |",
+        "| *scene-agnostic* | | | | | |",
+        "| dcvc_rt | 20.70 | 185.7 | 12.50 | 14.00 | NVIDIA H200 |",
+        "| *scene-adaptive* | | | | | |",
+        "| c3 | 0.01 | 4.4 | 0.00 | 30.00 | NVIDIA H200 |",
+    ]
+    assert "P frame at 1920x1080" in lines[0] and "FPS: test rule." in lines[0]
+
+
+def test_write_complexity_writes_csv_and_markdown_from_rows_read_back(tmp_path: Path) -> None:
+    write_complexity(tmp_path, ROWS)
+    with (tmp_path / "complexity.csv").open() as handle:
+        back = list(csv.DictReader(handle))
+    assert list(back[0]) == COMPLEXITY_COLUMNS and [r["codec"] for r in back] == ["x265", "dcvc_rt", "c3"]
+    # the CSV's strings render the same table as the numbers did
+    assert complexity_markdown(back) == (tmp_path / "complexity.md").read_text() == complexity_markdown(ROWS)
+
+
+def test_complexity_rows_take_the_codecs_own_device() -> None:
+    points = [
+        {"codec": "m", "family": "scene-agnostic", "enc_fps": 2.0, "dec_fps": 4.0, "width": 64, "height": 48},
+        {"codec": "m", "family": "scene-agnostic", "enc_fps": 4.0, "dec_fps": 8.0, "width": 64, "height": 48},
+    ]
+    (row,) = complexity_rows(points, {"m": {"params_m": 1.5, "device": "NVIDIA H200"}})
+    assert (row["enc_fps"], row["dec_fps"], row["device"], row["params_m"]) == (3.0, 6.0, "NVIDIA H200", 1.5)
+    assert device_name() == device_name("cpu") and "cores" in device_name()
+
+
+def test_radar_axes_and_scores() -> None:
+    bd_rows = [
+        bd("dcvc_rt", "psnr_yuv", -20.0),
+        bd("dcvc_rt", "vmaf", 5.0),
+        bd("c3", "psnr_yuv", 10.0),
+        bd("c3", "vmaf", None),
+    ]
+    labels, values = radar_axes(bd_rows, ROWS, "x265", "uvg", ["psnr_yuv", "vmaf"])
+    assert labels == ["BD-rate PSNR-YUV", "BD-rate VMAF", "Enc FPS", "Dec FPS"]
+    assert values == {
+        "c3": [10.0, None, 0.001, 30.0],
+        "dcvc_rt": [-20.0, 5.0, 12.5, 14.0],
+        "x265": [0.0, 0.0, 140.0, 900.0],  # the anchor: 0 on every BD-rate axis
+    }
+    scores = radar_scores(values, num_bd_axes=2)
+    assert scores["dcvc_rt"][0] == 1.0 and scores["c3"][0] == 0.0  # lowest BD-rate is best
+    assert scores["x265"][0] == pytest.approx(10 / 30)
+    assert scores["c3"][1] == 0.0 and scores["x265"][1] == 1.0  # unknown: centre
+    assert scores["x265"][2] == 1.0 and scores["c3"][2] == 0.0  # fastest encoder outermost
+    assert scores["dcvc_rt"][2] == pytest.approx((1.097 - -3) / (2.146 - -3), abs=1e-3)  # log scale
+
+
+def test_write_radar_plots_one_png_per_class(tmp_path: Path) -> None:
+    bd_rows = [bd("dcvc_rt", "psnr_yuv", -20.0), bd("c3", "psnr_yuv", 10.0)]
+    (path,) = write_radar_plots(tmp_path, bd_rows, ROWS, "x265", ["psnr_yuv"])
+    assert path == tmp_path / "radar_uvg.png" and path.read_bytes()[:4] == b"\x89PNG"
+    assert write_radar_plots(tmp_path, [], ROWS, "x265", ["psnr_yuv"]) == []
