@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nvc_train.evaluation.plots import radar_axes, radar_scores, write_radar_plots
+from nvc_train.evaluation.plots import RADAR_FLOOR, radar_axes, radar_scores, write_radar_plots
 from nvc_train.evaluation.tables import (
     COMPLEXITY_COLUMNS,
     BDRow,
@@ -118,11 +118,15 @@ def test_radar_axes_and_scores() -> None:
         "x265": [0.0, 0.0, 140.0, 900.0],  # the anchor: 0 on every BD-rate axis
     }
     scores = radar_scores(values, num_bd_axes=2)
-    assert scores["dcvc_rt"][0] == 1.0 and scores["c3"][0] == 0.0  # lowest BD-rate is best
-    assert scores["x265"][0] == pytest.approx(10 / 30)
-    assert scores["c3"][1] == 0.0 and scores["x265"][1] == 1.0  # unknown: centre
-    assert scores["x265"][2] == 1.0 and scores["c3"][2] == 0.0  # fastest encoder outermost
-    assert scores["dcvc_rt"][2] == pytest.approx((1.097 - -3) / (2.146 - -3), abs=1e-3)  # log scale
+
+    def radius(fraction: float) -> float:  # the worst known value sits at RADAR_FLOOR, unknown at 0
+        return RADAR_FLOOR + (1 - RADAR_FLOOR) * fraction
+
+    assert scores["dcvc_rt"][0] == 1.0 and scores["c3"][0] == RADAR_FLOOR  # lowest BD-rate is best
+    assert scores["x265"][0] == pytest.approx(radius(10 / 30))
+    assert scores["c3"][1] == 0.0 and scores["x265"][1] == 1.0 and scores["dcvc_rt"][1] == RADAR_FLOOR
+    assert scores["x265"][2] == 1.0 and scores["c3"][2] == RADAR_FLOOR  # fastest encoder outermost
+    assert scores["dcvc_rt"][2] == pytest.approx(radius((1.097 - -3) / (2.146 - -3)), abs=1e-3)  # log
 
 
 def test_write_radar_plots_one_png_per_class(tmp_path: Path) -> None:

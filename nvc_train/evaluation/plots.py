@@ -91,12 +91,16 @@ def radar_axes(
     return labels, values
 
 
+RADAR_FLOOR = 0.1  # radius of the worst known value on a radar axis (0 = unknown)
+
+
 def radar_scores(values: Mapping[str, Sequence[float | None]], num_bd_axes: int) -> dict[str, list[float]]:
-    """Each axis scaled to [0, 1] over the codecs, 1 = best: lowest BD-rate, highest FPS (log scale).
+    """Each axis scaled to [RADAR_FLOOR, 1] over the codecs, 1 = best: lowest BD-rate, highest FPS.
 
     Min-max per axis because the axes have unrelated units; FPS on a log scale because codecs differ
-    by orders of magnitude in speed. Unknown values sit at 0 (the centre); an axis where every
-    codec is equal puts them all at 0.5.
+    by orders of magnitude in speed. The worst known value sits at ``RADAR_FLOOR``, not at the
+    centre, so that the centre means only "unknown"; an axis where every codec is equal puts them
+    all halfway.
     """
     import math
 
@@ -114,7 +118,8 @@ def radar_scores(values: Mapping[str, Sequence[float | None]], num_bd_axes: int)
             continue
         low, high = min(raw.values()), max(raw.values())
         for codec, value in raw.items():
-            scores[codec][axis] = 0.5 if high == low else (value - low) / (high - low)
+            scaled = 0.5 if high == low else (value - low) / (high - low)
+            scores[codec][axis] = RADAR_FLOOR + (1.0 - RADAR_FLOOR) * scaled
     return scores
 
 
@@ -145,7 +150,7 @@ def write_radar_plots(
             continue
         scores = radar_scores(values, len(metrics))
         angles = [2 * math.pi * k / len(labels) for k in range(len(labels))]
-        figure, axis = plt.subplots(figsize=(5.5, 5), dpi=120, subplot_kw={"projection": "polar"})
+        figure, axis = plt.subplots(figsize=(6.5, 5.5), dpi=120, subplot_kw={"projection": "polar"})
         for codec, score in sorted(scores.items()):
             missing = any(v is None for v in values[codec])
             axis.plot(
