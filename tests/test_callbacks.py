@@ -208,3 +208,34 @@ def test_ddp_sharded_evaluation_equals_a_single_process(tmp_path: Path) -> None:
     ddp_end = [r for r in read_csv(end / "points.csv") if r["codec"] == codec.name]
     assert content(ddp_end) == content(rows)
     assert torch.load(ddp_dir / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
+
+
+def test_evaluation_run_complexity_table_and_radar(tmp_path: Path) -> None:
+    """What evaluate.py writes through the hook: every codec's Table 5 row and the radar plot."""
+    import models
+    from nvc_train.callbacks.complexity_profile import complexity_table_rows
+    from nvc_train.codecs.ffmpeg import X265Codec
+    from nvc_train.evaluation.plots import write_radar_plots
+    from nvc_train.evaluation.tables import compute_bdrates, write_complexity
+
+    neural = NeuralCodec(models.build_model("dcvc_lite_tiny"), "tiny", rate_points=[0, 7])
+    x265 = X265Codec(rate_points=[30, 38])
+    sequences = select_sequences(embedded_ctc(), ["astronaut_pan"], 2)
+    rows = run_jobs(
+        make_jobs([neural, x265], sequences),
+        CodingStructure("ld", -1, 1),
+        tmp_path,
+        MeasureOptions(metrics=("psnr",), progress=False),
+    )
+    table = complexity_table_rows([neural, x265], rows, 128, 160, frames=2, warmup=1, repeats=1)
+    by_codec = {row["codec"]: row for row in table}
+    assert by_codec["tiny"]["fps_method"] == "model" and by_codec["x265"]["fps_method"] == "runner"
+    assert by_codec["tiny"]["kmac_per_px"] > 0 and by_codec["tiny"]["enc_fps"] > 0
+    assert by_codec["x265"]["params_m"] is None and by_codec["x265"]["enc_fps"] > 0
+    write_complexity(tmp_path, table)
+    text = (tmp_path / "complexity.md").read_text()
+    assert "FPS marked *" in text and "evaluation runner" in text  # both rules stated
+    assert [line.count("*") for line in text.splitlines() if line.startswith("| tiny ")] == [2]
+    bd_rows = compute_bdrates(rows, "x265", ["psnr_yuv"], ["pchip"])
+    (radar,) = write_radar_plots(tmp_path, bd_rows, table, "x265", ["psnr_yuv"])
+    assert radar.name == "radar_embedded.png" and radar.stat().st_size > 1000

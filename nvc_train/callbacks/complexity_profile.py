@@ -13,7 +13,7 @@ the entropy coder's speed depends on the symbols it codes (random noise would co
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,14 +22,14 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from nvc_train.complexity import measure_fps, padded_size
-from nvc_train.evaluation.tables import COMPLEXITY_COLUMNS, device_name, write_complexity
+from nvc_train.evaluation.tables import COMPLEXITY_COLUMNS, complexity_rows, device_name, write_complexity
 
 log = logging.getLogger(__name__)
 
 FPS_RULE_MODEL = (
-    "FPS: frames over the median seconds of {repeats} timed rounds after {warmup} warm-up round(s) of "
-    "compress_frame / decompress_frame on {frames} frames (1 I + P frames) at {resolution}, entropy "
-    "coding to bytes included, file I/O excluded, device synchronised around each timed call"
+    "FPS marked *: frames over the median seconds of {repeats} timed rounds after {warmup} warm-up "
+    "round(s) of compress_frame / decompress_frame on {frames} frames (1 I + P frames) at {resolution}, "
+    "entropy coding to bytes included, file I/O excluded, device synchronised around each timed call"
 )
 
 
@@ -66,10 +66,13 @@ def profile_network(
     repeats: int = 3,
     q_index: int | None = None,
     device: str | torch.device | None = None,
+    figures: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The Table 5 row (``COMPLEXITY_COLUMNS``) of a ``NeuralVideoCodec`` network at ``height x width``.
 
     Works on a frozen copy (the live network, its mode and its entropy tables are left alone).
+    ``figures``: the codec's ``complexity(height, width)`` if already counted (kMAC/px at 1080p
+    costs seconds on a CPU), else it is counted here.
     """
     from nvc_train.callbacks.ctc_evaluation import frozen_codec
     from nvc_train.video.pad import pad_to_multiple
@@ -80,7 +83,7 @@ def profile_network(
     target = torch.device(device) if device is not None else own
     q = int(net.num_q) // 2 if q_index is None else int(q_index)
     codec = frozen_codec(net, name, [q], target)
-    figures = codec.complexity(height, width)
+    figures = dict(figures) if figures is not None else codec.complexity(height, width)
     coded_net = codec.net
     padded_h, padded_w = padded_size(height, width, int(coded_net.pad_multiple))
     padded = []
@@ -114,7 +117,43 @@ def profile_network(
         "dec_fps": speed["dec_fps"],
         "resolution": f"{width}x{height}",
         "device": device_name(target),
+        "fps_method": "model",
     }
+
+
+def complexity_table_rows(
+    codecs: Sequence[Any],
+    rows: Sequence[Mapping[str, Any]],
+    height: int,
+    width: int,
+    frames: int = 3,
+    warmup: int = 1,
+    repeats: int = 3,
+) -> list[dict[str, Any]]:
+    """complexity.csv rows of every coded codec of an evaluation run (what evaluate.py writes).
+
+    Neural codecs (a ``net`` with ``compress_frame``) are profiled like the callback does at fit
+    start, at ``height x width`` on their own device (``fps_method`` "model"); the others keep the
+    runner's mean timings of their points (``complexity_rows``, ``fps_method`` "runner").
+    """
+    known = {codec.name: codec.complexity(height, width) for codec in codecs}
+    table = {str(row["codec"]): row for row in complexity_rows(rows, known)}
+    for codec in codecs:
+        net = getattr(codec, "net", None)
+        if net is not None and hasattr(net, "compress_frame"):
+            device = getattr(codec, "device", None)
+            table[codec.name] = profile_network(
+                net,
+                codec.name,
+                height,
+                width,
+                frames,
+                warmup,
+                repeats,
+                device=device,
+                figures=known[codec.name],
+            )
+    return [table[name] for name in sorted(table)]
 
 
 class ComplexityProfile(Callback):

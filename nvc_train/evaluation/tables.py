@@ -221,6 +221,7 @@ COMPLEXITY_COLUMNS = [
     "dec_fps",
     "resolution",
     "device",
+    "fps_method",
 ]
 
 
@@ -247,6 +248,7 @@ def complexity_rows(rows: Sequence[Mapping[str, Any]], known: Mapping[str, Mappi
             "dec_fps": sum(float(r["dec_fps"]) for r in mine) / len(mine),
             "resolution": ",".join(sizes),
             "device": known.get(codec, {}).get("device") or device_name(),
+            "fps_method": "runner",
         })  # fmt: skip
     return out
 
@@ -260,18 +262,27 @@ TABLE5_LAYOUT = (
     ("dec_fps", "Dec FPS", "{:.2f}"),
     ("device", "Device", "{}"),
 )
-FPS_RULE_RUNNER = (
-    "FPS: coded frames over the seconds of the evaluation runner's encode / decode of each point "
-    "(reading the source and writing the bitstream or reconstruction included), averaged over the points"
-)
+# How the FPS of a row were measured (complexity.csv's fps_method), as the caption states it.
+FPS_RULES = {
+    "runner": (
+        "FPS: coded frames over the seconds of the evaluation runner's encode / decode of each point "
+        "(reading the source and writing the bitstream or reconstruction included), averaged over the points"
+    ),
+    "model": (
+        "FPS marked *: the network's coding path alone (compress_frame / decompress_frame, entropy coding "
+        "to bytes included, no file I/O) on natural frames at the stated resolution, median of timed "
+        "rounds after warm-up, device synchronised around each timed call"
+    ),
+}
 
 
-def complexity_markdown(rows: Sequence[Mapping[str, Any]], fps_rule: str = FPS_RULE_RUNNER) -> str:
+def complexity_markdown(rows: Sequence[Mapping[str, Any]], fps_rule: str | None = None) -> str:
     """complexity.csv's rows as the review's Table 5: codec, params, kMAC/px, enc / dec FPS, device.
 
     Codecs are grouped by family like the BD-rate table; empty cells are figures a codec does not
     have (parameters and kMAC/px of a conventional encoder). The caption states how each number
-    was obtained, since FPS from different rules (model-only vs whole-file) do not compare.
+    was obtained (``fps_rule``, else the rule of every ``fps_method`` present), since FPS from
+    different rules (the network alone vs whole files) do not compare.
     """
     lines = [
         "| " + " | ".join(header for _, header, _ in TABLE5_LAYOUT) + " |",
@@ -281,15 +292,21 @@ def complexity_markdown(rows: Sequence[Mapping[str, Any]], fps_rule: str = FPS_R
     for group in dict.fromkeys(str(r.get("family", "")) for r in ordered):
         lines.append(f"| *{group or 'other'}* |" + " |" * (len(TABLE5_LAYOUT) - 1))
         for row in (r for r in ordered if str(r.get("family", "")) == group):
-            lines.append(
-                "| " + " | ".join(_format_cell(row.get(k), fmt) for k, _, fmt in TABLE5_LAYOUT) + " |"
-            )
+            mark = "*" if row.get("fps_method") == "model" else ""
+            cells = [
+                _format_cell(row.get(k), fmt)
+                + (mark if k.endswith("_fps") and row.get(k) not in (None, "") else "")
+                for k, _, fmt in TABLE5_LAYOUT
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
     resolutions = sorted({str(r["kmac_resolution"]) for r in rows if r.get("kmac_resolution")})
+    methods = dict.fromkeys(str(r.get("fps_method") or "runner") for r in ordered)
+    rule = fps_rule or ". ".join(FPS_RULES.get(m, m) for m in methods)
     caption = (
         "Params: every parameter of the network. kMAC/px: multiply-accumulates per luma pixel of a P "
         f"frame at {', '.join(resolutions) or 'the test size'} (convolutions and matrix products "
         "counted by torch's FlopCounterMode, MAC = FLOP/2; complexity.csv also has the I frame's). "
-        f"{fps_rule}."
+        f"{rule}."
     )
     return f"**Table: complexity.** {caption}\n\n" + "\n".join(lines) + "\n"
 
@@ -307,9 +324,7 @@ def _format_cell(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
-def write_complexity(
-    run_dir: Path, rows: Sequence[Mapping[str, Any]], fps_rule: str = FPS_RULE_RUNNER
-) -> None:
+def write_complexity(run_dir: Path, rows: Sequence[Mapping[str, Any]], fps_rule: str | None = None) -> None:
     """complexity.csv (every column) and complexity.md (Table 5 layout) in ``run_dir``, atomically."""
     atomic_write_csv(run_dir / "complexity.csv", [dict(r) for r in rows], COMPLEXITY_COLUMNS)
     atomic_write_text(run_dir / "complexity.md", complexity_markdown(rows, fps_rule))
