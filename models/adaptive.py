@@ -14,7 +14,7 @@ rebuilds it from those bytes alone. Neither the fitting loop nor the codec adapt
 
 Parameter coding is shared: every float parameter of the *network* (not the latents, not the
 coder's own steps) is quantized with learnable steps and coded by
-:class:`nvc_train.entropy.params.ParameterCoder`. While :meth:`SceneAdaptiveNet.quantize_parameters`
+:class:`nvc_train.entropy.param_coding.ParameterCoder`. While :meth:`SceneAdaptiveNet.quantize_parameters`
 is on, ``forward`` runs the network with quantized weights (``torch.func.functional_call``) and
 reports their estimated bits, so that the last fine-tuning stage sees exactly what the decoder will
 run and pays for the weights it sends.
@@ -187,7 +187,7 @@ class SceneAdaptiveNet(nn.Module):
         ``state_dict`` of the network stays the same whether or not it was ever built.
         """
         if self._param_coder is None:
-            from nvc_train.entropy.params import ParameterCoder
+            from nvc_train.entropy.param_coding import ParameterCoder
 
             coder = ParameterCoder.from_module(self, include=lambda name, _t: self.is_network_parameter(name))
             coder.to(next(self.parameters()).device)
@@ -233,11 +233,11 @@ class SceneAdaptiveNet(nn.Module):
         latents depend on the weights), so both sides compute every probability from the same values.
         """
         coder = self.parameter_coder()
-        with torch.no_grad():
+        with torch.no_grad(), decode_threads(1):
             parameters = coder.compress(self.network_parameters())
             self._load_weights(coder.decompress(parameters))
-        self._param_mode = None
-        return AdaptivePayload(parameters, self.compress_latents())
+            self._param_mode = None
+            return AdaptivePayload(parameters, self.compress_latents())
 
     @classmethod
     def decompress(cls, architecture: Mapping[str, Any], payload: AdaptivePayload) -> SceneAdaptiveNet:
@@ -245,7 +245,7 @@ class SceneAdaptiveNet(nn.Module):
         net = cls(**architecture)
         if len(payload.frames) != net.num_frames:
             raise ValueError(f"{len(payload.frames)} frame payloads for a {net.num_frames}-frame network")
-        with torch.no_grad():
+        with torch.no_grad(), decode_threads(1):
             net._load_weights(net.parameter_coder().decompress(payload.parameters))
             net.decompress_latents(payload.frames)
         return net.eval()

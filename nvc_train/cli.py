@@ -67,12 +67,24 @@ def register_resolvers() -> None:
     )
 
 
-def apply_checkpoint_defaults(argv: Sequence[str]) -> list[str]:
-    """``ckpt=PATH`` means: evaluate that model (``codec=checkpoint``) against x265 unless told otherwise."""
-    keys = {arg.partition("=")[0].lstrip("+~") for arg in argv[1:]}
-    if "ckpt" not in keys:
+def apply_checkpoint_defaults(argv: Sequence[str], config_dir: Path | None = None) -> list[str]:
+    """What a model argument means for evaluate.py, unless the user said otherwise.
+
+    ``ckpt=PATH``: evaluate that trained model (``codec=checkpoint``) against x265.
+    ``model=NAME`` (a scene-adaptive network): encode by overfitting (``codec=adaptive``) with the
+    schedule of the same name (``overfit=NAME``, when ``configs/overfit/NAME.yaml`` exists) against x265.
+    """
+    args = {arg.partition("=")[0].lstrip("+~"): arg.partition("=")[2] for arg in argv[1:]}
+    keys = set(args)
+    if "ckpt" in keys:
+        extra = [] if "codec" in keys else ["codec=checkpoint"]
+    elif "model" in keys:
+        extra = [] if "codec" in keys else ["codec=adaptive"]
+        config_dir = config_dir or Path(__file__).resolve().parents[1] / "configs"
+        if "overfit" not in keys and (config_dir / "overfit" / f"{args['model']}.yaml").is_file():
+            extra.append(f"overfit={args['model']}")
+    else:
         return list(argv)
-    extra = [] if "codec" in keys else ["codec=checkpoint"]
     extra += [] if "anchor" in keys else ["anchor=x265"]
     return [*argv, *extra]
 

@@ -1,0 +1,376 @@
+"""The adapter that puts a scene-adaptive codec behind the codec contract: encoding IS fitting.
+
+``encode`` reads the sequence, builds the network for its (padded) size and coding structure from
+the model config, fits it to the sequence at the rate point's lambda (a Lightning ``fit`` of
+:class:`~nvc_train.training.overfit.OverfitModule` over :class:`datamodules.sequence.
+SequenceDataModule`, driven by :class:`~nvc_train.callbacks.overfit_stages.OverfitStages`), and
+writes the container. ``decode`` needs the file and nothing else: the architecture is in it.
+
+Units of the file (nvc_train.bitstream container, one header, CRC per unit)::
+
+    0x80 parameter set   JSON: {"target": "models.c3.C3Net", "architecture": {...}}
+    0x81 weights          ParameterCoder payload (quantized, entropy-coded network weights)
+    frame units           one per frame, coding order (kind I / P / B), the frame's latents (may be empty)
+
+The header's weights hash is the hash of the parameter set and the weights units, so a file is
+tied to the network it carries. Bits are counted by the runner from this file; nothing else.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Mapping
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nvc_train.bitstream import (
+    KIND_B,
+    KIND_I,
+    KIND_P,
+    KIND_PARAMETER_SET,
+    BitstreamError,
+    StreamHeader,
+    Unit,
+    read_stream,
+    weights_hash,
+    write_stream,
+)
+from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint
+from nvc_train.ctc import Sequence
+from nvc_train.structure import CodingStructure
+from nvc_train.video.frame import YUVFrame
+from nvc_train.video.pad import crop_frame
+from nvc_train.video.readers import YUVWriter
+
+log = logging.getLogger(__name__)
+
+KIND_WEIGHTS = 0x81
+FRAME_KINDS = {"I": KIND_I, "P": KIND_P, "B": KIND_B}
+ALLOWED_TARGET_PREFIX = "models."  # a file may only name network classes of the models package
+MAX_ARCHITECTURE_BYTES = 1 << 16
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers to plain Python (configs arrive as DictConfig under Hydra)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+
+        if isinstance(value, (DictConfig, ListConfig)):
+            return OmegaConf.to_container(value, resolve=True)
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra
+        pass
+    return value
+
+
+def network_class(target: str) -> type:
+    """The SceneAdaptiveNet class ``target`` names (refusing anything outside ``models.``)."""
+    from hydra.utils import get_class
+
+    if not isinstance(target, str) or not target.startswith(ALLOWED_TARGET_PREFIX):
+        raise BitstreamError(
+            f"bitstream names network class {target!r}; only {ALLOWED_TARGET_PREFIX}* allowed"
+        )
+    try:
+        cls = get_class(target)
+    except Exception as error:  # noqa: BLE001 - hydra wraps import failures in several types
+        raise BitstreamError(f"bitstream names network class {target!r}, which cannot be imported") from error
+    if not all(hasattr(cls, name) for name in ("decompress", "reconstruct", "pad_multiple")):
+        raise BitstreamError(f"{target} is not a scene-adaptive network")
+    return cls
+
+
+class AdaptiveCodec(Codec):
+    """A scene-adaptive network evaluated through real bitstreams; rate point i fits ``lambdas[i]``.
+
+    Args:
+        model: the model config (``_target_`` + architecture numbers, no sequence geometry).
+        overfit: the schedule preset: ``name``, ``lambdas``, ``phases``, ``frames_per_step``,
+            ``eval_every``, ``keep_best``, ``lr``, ``parameter_lr_ratio``.
+        name: codec name (tables, folders, header codec id); null: the preset's name.
+        rate_points: indices into ``lambdas`` to code (null: all).
+        threads: torch threads while fitting (decoding always uses one).
+        seed: fixes initialisation and frame order, so an encode is reproducible.
+        init_weights: a ``.pt`` state dict of network weights to start from (PNVC-style pretrained
+            initialisation: weights fitted offline, e.g. by ``save_network`` on other sequences).
+        save_network: also save the fitted float network weights as ``<bitstream>.net.pt``.
+        encoder_reconstruction: also write ``<bitstream>.enc.yuv``, the encoder's decoded frames.
+    """
+
+    family = "scene-adaptive"
+    suffix = ".nvc"
+
+    def __init__(
+        self,
+        model: Mapping[str, Any],
+        overfit: Mapping[str, Any],
+        name: str | None = None,
+        rate_points: list[int] | None = None,
+        threads: int = 1,
+        seed: int = 0,
+        init_weights: str | None = None,
+        save_network: bool = False,
+        encoder_reconstruction: bool = False,
+    ) -> None:
+        model, overfit = _plain(model), _plain(overfit)
+        if not model or "_target_" not in model:
+            raise CodecError("an adaptive codec needs a model config with a _target_ (model=c3_tiny)")
+        if not overfit or not overfit.get("phases") or not overfit.get("lambdas"):
+            raise CodecError(
+                "an adaptive codec needs an overfit schedule with phases and lambdas (overfit=...)"
+            )
+        self.model = dict(model)
+        self.target = str(self.model.pop("_target_"))
+        self.net_class = network_class(self.target)
+        self.overfit = dict(overfit)
+        self.lambdas = [float(v) for v in self.overfit["lambdas"]]
+        self.name = str(name or self.overfit.get("name") or self.target.rsplit(".", 1)[-1].lower())
+        self.rate_points = list(rate_points) if rate_points is not None else list(range(len(self.lambdas)))
+        for rp in self.rate_points:
+            self._lambda(rp)
+        self.threads = int(threads)
+        self.seed = int(seed)
+        self.init_weights = init_weights
+        self.save_network = bool(save_network)
+        self.encoder_reconstruction = bool(encoder_reconstruction)
+        self.last_fit: dict[str, Any] = {}
+
+    def description(self) -> str:
+        phases = "+".join(f"{p['name']}{p['steps']}" for p in self.overfit["phases"])
+        return f"{self.name} ({self.target.rsplit('.', 1)[-1]}, overfit {phases})"
+
+    def _lambda(self, rate_point: RatePoint) -> float:
+        if not isinstance(rate_point, int) or not 0 <= rate_point < len(self.lambdas):
+            raise CodecError(
+                f"{self.name}: rate point {rate_point!r} is not an index into lambdas {self.lambdas}"
+            )
+        return self.lambdas[rate_point]
+
+    def complexity(self, height: int = 1080, width: int = 1920) -> dict:
+        """Parameters (M) and kMAC/px of one frame's synthesis + ARM at ``height x width``."""
+        from nvc_train.complexity import count_macs
+
+        m = self.net_class.pad_multiple
+        padded = (-(-height // m) * m, -(-width // m) * m)
+        net = self.net_class(**self._architecture(*padded, 2, CodingStructure("ld", -1, 1)))
+        net.quantizer.mode = "hard"
+        with torch.no_grad():
+            macs = count_macs(net.frames_forward, torch.tensor([1]))
+        return {**net.complexity(), "kmac_per_px": macs / (padded[0] * padded[1]) / 1e3,
+                "kmac_resolution": f"{width}x{height}"}  # fmt: skip
+
+    def _architecture(self, height: int, width: int, frames: int, structure: CodingStructure) -> dict:
+        return {
+            **self.model,
+            "height": height,
+            "width": width,
+            "num_frames": frames,
+            "structure": structure.kind,
+            "intra_period": structure.intra_period,
+            "gop_size": structure.gop_size,
+        }
+
+    # ---- encoding -----------------------------------------------------------------------------
+
+    def encode(
+        self, sequence: Sequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
+    ) -> EncodeResult:
+        import lightning.pytorch as pl
+
+        from datamodules.sequence import SequenceDataModule, load_planes
+        from nvc_train.callbacks.overfit_stages import OverfitStages, Schedule
+        from nvc_train.training.overfit import OverfitModule
+
+        lmbda = self._lambda(rate_point)
+        info = sequence.info
+        structure = structure.resolve(info.fps)
+        started = time.perf_counter()
+        threads_before = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            y, uv, _ = load_planes(
+                sequence.path, info, sequence.start_frame, info.num_frames, self.net_class.pad_multiple
+            )
+            torch.manual_seed(self.seed)
+            architecture = self._architecture(y.shape[-2], y.shape[-1], y.shape[0], structure)
+            net = self.net_class(**architecture)
+            self._initialise(net)
+            net.init_from_frames(y, uv)
+            schedule = Schedule.from_config(
+                self.overfit["phases"],
+                self.overfit.get("eval_every", 100),
+                self.overfit.get("keep_best", True),
+                float(self.overfit.get("steps_scale", 1.0)),
+            )
+            module = OverfitModule(
+                net, lmbda, lr=schedule.phases[0].lr,
+                parameter_lr_ratio=float(self.overfit.get("parameter_lr_ratio", 0.1)),
+            )  # fmt: skip
+            data = SequenceDataModule(y, uv, int(self.overfit.get("frames_per_step", 4)), seed=self.seed)
+            stages = OverfitStages(schedule, y, uv)
+            trainer = pl.Trainer(
+                accelerator="cpu", devices=1, max_steps=schedule.total_steps, logger=False,
+                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                callbacks=[stages], num_sanity_val_steps=0,
+            )  # fmt: skip
+            fit_started = time.perf_counter()
+            trainer.fit(module, datamodule=data)
+            fit_s = time.perf_counter() - fit_started
+            estimate = module.sequence_terms(y, uv)
+            estimated_bits = float(estimate.bpp) * y.shape[0] * y.shape[-2] * y.shape[-1]
+            if self.save_network:
+                weights = {k: v.detach().clone() for k, v in net.network_parameters().items()}
+                torch.save(weights, f"{bitstream}.net.pt")
+            payload = net.compress()
+            self._write(bitstream, sequence, structure, int(rate_point), net, payload)
+            if self.encoder_reconstruction:
+                self._write_frames(Path(f"{bitstream}.enc.yuv"), *net.reconstruct(), info.height, info.width,
+                                   info.bit_depth)  # fmt: skip
+        finally:
+            torch.set_num_threads(threads_before)
+        seconds = time.perf_counter() - started
+        self.last_fit = {"fit_s": fit_s, "steps": schedule.total_steps, "lambda": lmbda, **stages.summary()}
+        log.info("%s %s rp%s: fit %.1f s, %d steps", self.name, sequence.name, rate_point, fit_s,
+                 schedule.total_steps)  # fmt: skip
+        return EncodeResult(Path(bitstream), seconds, estimated_bits=estimated_bits, extra=self.last_fit)
+
+    def _initialise(self, net: torch.nn.Module) -> None:
+        """PNVC-style start: network weights fitted elsewhere (shapes must match; latents stay fresh)."""
+        if not self.init_weights:
+            return
+        path = Path(self.init_weights)
+        if not path.is_file():
+            raise CodecError(f"init_weights not found: {path}")
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        own = net.network_parameters()
+        mismatched = [k for k, v in state.items() if k not in own or own[k].shape != v.shape]
+        if mismatched or set(own) - set(state):
+            raise CodecError(f"init_weights {path} do not fit this architecture (differ: {mismatched[:5]})")
+        with torch.no_grad():
+            for key, value in state.items():
+                own[key].copy_(value)
+
+    def _write(self, bitstream: Path, sequence: Sequence, structure: CodingStructure, rate_point: int,
+               net: Any, payload: Any) -> None:  # fmt: skip
+        info = sequence.info
+        parameter_set = json.dumps(
+            {"target": self.target, "architecture": net.architecture}, sort_keys=True, separators=(",", ":")
+        ).encode()
+        units = [
+            Unit(KIND_PARAMETER_SET, rate_point, parameter_set),
+            Unit(KIND_WEIGHTS, rate_point, payload.parameters),
+        ]
+        for frame in structure.frames(info.num_frames):
+            units.append(Unit(FRAME_KINDS[frame.frame_type], rate_point, payload.frames[frame.poc]))
+        fps = Fraction(info.fps).limit_denominator(1001)
+        header = StreamHeader(
+            codec_id=self.name[:32],
+            weights_hash=weights_hash([("parameter_set", parameter_set), ("weights", payload.parameters)]),
+            width=info.width,
+            height=info.height,
+            bit_depth=info.bit_depth,
+            num_frames=info.num_frames,
+            fps_num=fps.numerator,
+            fps_den=fps.denominator,
+            structure=structure.kind,
+            intra_period=structure.intra_period,
+            gop_size=structure.gop_size,
+            rate_point=rate_point,
+        )
+        write_stream(bitstream, header, units)
+
+    # ---- decoding -----------------------------------------------------------------------------
+
+    def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
+        started = time.perf_counter()
+        header = decode_file(bitstream, output, expected_codec_id=self.name[:32])
+        info = sequence.info
+        if (header.width, header.height, header.num_frames) != (info.width, info.height, info.num_frames):
+            raise CodecError(
+                f"{bitstream} holds {header.num_frames} frames of {header.width}x{header.height}, "
+                f"but {sequence.name} codes {info.num_frames} frames of {info.width}x{info.height}"
+            )
+        return DecodeResult(Path(output), time.perf_counter() - started)
+
+    @staticmethod
+    def _write_frames(
+        output: Path, y: torch.Tensor, uv: torch.Tensor, height: int, width: int, depth: int
+    ) -> None:
+        with YUVWriter(output) as writer:
+            for index in range(y.shape[0]):
+                frame = YUVFrame.from_tensors(
+                    y[index].clamp(0, 1), uv[index, 0].clamp(0, 1), uv[index, 1].clamp(0, 1), depth
+                )
+                writer.write(crop_frame(frame, (height, width)))
+
+
+def decode_file(
+    bitstream: str | Path, output: str | Path, expected_codec_id: str | None = None
+) -> StreamHeader:
+    """Decode an adaptive-codec file into a raw 4:2:0 ``.yuv`` from the file alone; returns its header.
+
+    Every defect of the file (container, parameter set, weights, latents) is a :class:`BitstreamError`.
+    """
+    from models.adaptive import AdaptivePayload  # the file names its class in models/; decoding needs it
+
+    header, units = read_stream(bitstream, expected_codec_id)
+    if len(units) < 2 or units[0].kind != KIND_PARAMETER_SET or units[1].kind != KIND_WEIGHTS:
+        raise BitstreamError(f"{bitstream}: expected a parameter set and a weights unit before the frames")
+    expected_hash = weights_hash([("parameter_set", units[0].payload), ("weights", units[1].payload)])
+    if header.weights_hash != expected_hash:
+        raise BitstreamError(f"{bitstream}: the weights hash does not match the network the file carries")
+    if len(units[0].payload) > MAX_ARCHITECTURE_BYTES:
+        raise BitstreamError(f"{bitstream}: parameter set of {len(units[0].payload)} bytes is too large")
+    try:
+        parameter_set = json.loads(units[0].payload.decode("utf-8"))
+        target, architecture = parameter_set["target"], parameter_set["architecture"]
+        if not isinstance(architecture, dict):
+            raise TypeError("architecture is not a mapping")
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
+        raise BitstreamError(
+            f"{bitstream}: the parameter set is not a valid architecture ({error})"
+        ) from error
+    net_class = network_class(target)
+    frames = [u for u in units[2:] if u.is_frame]
+    structure = header.coding_structure()
+    order = structure.frames(header.num_frames)
+    if len(frames) != len(order) or architecture.get("num_frames") != header.num_frames:
+        raise BitstreamError(f"{bitstream}: {len(frames)} frame units for {header.num_frames} frames")
+    by_poc = [b""] * header.num_frames
+    for unit, frame in zip(frames, order, strict=True):
+        if unit.kind != FRAME_KINDS[frame.frame_type]:
+            raise BitstreamError(
+                f"{bitstream}: frame {frame.poc} has unit kind {unit.kind}, not {frame.frame_type}"
+            )
+        by_poc[frame.poc] = unit.payload
+    try:
+        net = net_class.decompress(architecture, AdaptivePayload(units[1].payload, by_poc))
+        y, uv = net.reconstruct()
+    except BitstreamError:
+        raise
+    except (ValueError, TypeError, RuntimeError) as error:  # EntropyCoderError, ParamCodingError among them
+        raise BitstreamError(
+            f"{bitstream}: payload cannot be decoded: {type(error).__name__}: {error}"
+        ) from error
+    AdaptiveCodec._write_frames(Path(output), y, uv, header.height, header.width, header.bit_depth)
+    return header
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m nvc_train.codecs.adaptive BITSTREAM OUTPUT.yuv``: decode from the file alone."""
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("bitstream")
+    parser.add_argument("output")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    header = decode_file(args.bitstream, args.output)
+    print(f"decoded {header.num_frames} frames of {header.width}x{header.height} into {args.output}")
+
+
+if __name__ == "__main__":
+    main()
