@@ -239,3 +239,32 @@ def test_evaluation_run_complexity_table_and_radar(tmp_path: Path) -> None:
     bd_rows = compute_bdrates(rows, "x265", ["psnr_yuv"], ["pchip"])
     (radar,) = write_radar_plots(tmp_path, bd_rows, table, "x265", ["psnr_yuv"])
     assert radar.name == "radar_embedded.png" and radar.stat().st_size > 1000
+
+
+def test_schedule_by_steps_epochs_and_fit_end(monkeypatch) -> None:
+    """When evaluations run: every n steps, every n epochs, at the start and the end, never twice a step."""
+    from types import SimpleNamespace
+
+    def schedule(callback: CTCEvaluation, steps_per_epoch: int, epochs: int) -> list[int]:
+        done: list[int] = []
+
+        def fake_evaluate(trainer: Any, module: Any) -> None:
+            callback._last_step = trainer.global_step
+            done.append(trainer.global_step)
+
+        monkeypatch.setattr(callback, "evaluate", fake_evaluate)
+        trainer = SimpleNamespace(global_step=0, current_epoch=0, sanity_checking=False)
+        callback.on_fit_start(trainer, None)
+        for epoch in range(epochs):
+            trainer.current_epoch = epoch
+            for _ in range(steps_per_epoch):
+                trainer.global_step += 1
+                callback.on_train_batch_end(trainer, None)
+            callback.on_train_epoch_end(trainer, None)
+        callback.on_train_end(trainer, None)
+        return done
+
+    assert schedule(CTCEvaluation(every_n_steps=4), steps_per_epoch=3, epochs=3) == [4, 8, 9]
+    assert schedule(CTCEvaluation(every_n_epochs=2, at_fit_start=True), 3, 4) == [0, 6, 12]
+    assert schedule(CTCEvaluation(every_n_steps=3, every_n_epochs=1, at_fit_end=False), 3, 2) == [3, 6]
+    assert schedule(CTCEvaluation(at_fit_end=False), 3, 2) == []
