@@ -1035,7 +1035,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
 
 PUBLISHED = {"params_inter_m": 20.7, "kmac_per_px_inter": 185.7}  # DCVC-RT P model, review Table 5
 
-REFERENCE: dict[str, dict[str, float]] = {}
+REFERENCE: dict[str, dict[str, int]] = {
+    "dcvc_rt": {"params": 66_899_826, "params_inter": 20_986_368, "params_intra": 45_913_458},
+    "dcvc_rt_tiny": {"params": 619_730, "params_inter": 192_976, "params_intra": 426_754},
+}  # fmt: skip
 
 
 # ---------------------------------------------------------------------------------------------------

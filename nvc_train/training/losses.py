@@ -6,6 +6,13 @@ Conventions (stated once, used by the RD module, its logs and the overhead bench
 - Distortion ``D`` of one frame is a 6:1:1 (Y:U:V) weighted combination of per-plane values, the
   weighting the evaluation tables use for PSNR-YUV and MS-SSIM-YUV (:data:`YUV_WEIGHTS`):
   ``mse``: ``D = (6 MSE_Y + MSE_U + MSE_V) / 8``; ``msssim``: ``D = 1 - (6 S_Y + S_U + S_V) / 8``.
+- ``mse_yuv_rgb`` mixes colour spaces as DCVC-RT trains: ``D = (1 - w) D_mse + w MSE_RGB`` with
+  ``w`` = :data:`RGB_WEIGHT`, where ``MSE_RGB`` is the mean over R, G, B of both pictures converted
+  with :func:`nvc_train.video.colour.ycbcr_to_rgb` (BT.709, limited range: the embedded clips' and
+  HD sources' convention) after nearest-neighbour chroma upsampling, unclipped so the gradient
+  reaches out-of-gamut values. The YUV term keeps the rate points comparable with the YUV tables;
+  the RGB term weighs chroma by what it does to the displayed picture. DCVC-RT states the mix, not
+  the weight: ``w = 0.5`` is ours.
 - Rate ``R`` is estimated bits over *luma* pixels (bpp), as every NVC paper and our tables report.
 - ``loss = R + lambda * D`` with ``lambda`` in the [0, 1]-pixel convention: the familiar
   [0, 255]^2 values (CompressAI's 0.0018 ... 0.0932, i.e. ``R + l * 255^2 * MSE_[0,1]``) multiply by
@@ -29,8 +36,10 @@ from torch import Tensor
 
 from nvc_train.metrics.aggregate import YUV_WEIGHTS
 from nvc_train.metrics.psnr import PSNR_CAP_DB
+from nvc_train.video.colour import ycbcr_to_rgb, yuv420_to_444
 
-DISTORTIONS = ("mse", "msssim")
+DISTORTIONS = ("mse", "msssim", "mse_yuv_rgb")
+RGB_WEIGHT = 0.5  # share of the RGB MSE in ``mse_yuv_rgb``
 
 # Standard MS-SSIM (Wang et al. 2003): 11-tap Gaussian window, sigma 1.5, five scales with these weights.
 _MSSSIM_WIN = 11
@@ -72,6 +81,16 @@ def plane_mses(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
     mse_y = _per_item_mean((y_hat - y).square())
     mse_uv = (uv_hat - uv).square().flatten(2).mean(dim=2)  # (B, 2)
     return torch.cat([mse_y[:, None], mse_uv], dim=1)
+
+
+def rgb_mse(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
+    """Per-item MSE over R, G and B of the two 4:2:0 pictures (see ``mse_yuv_rgb`` above), (B,)."""
+
+    def to_rgb(luma: Tensor, chroma: Tensor) -> Tensor:
+        ycbcr = yuv420_to_444(luma, chroma[:, :1], chroma[:, 1:2], mode="nearest")
+        return ycbcr_to_rgb(ycbcr, matrix="bt709", full_range=False, clamp=False)
+
+    return _per_item_mean((to_rgb(y_hat, uv_hat) - to_rgb(y, uv)).square())
 
 
 def combine_planes(values: Tensor) -> Tensor:
@@ -171,6 +190,11 @@ def frame_terms(
         mses = plane_mses(y_hat, uv_hat, y, uv)
         mse = combine_planes(mses)
         psnr = combine_planes(psnr_from_mse(mses.detach()))
-        dist = mse if distortion == "mse" else 1.0 - combine_planes(plane_msssims(y_hat, uv_hat, y, uv))
+        if distortion == "mse":
+            dist = mse
+        elif distortion == "mse_yuv_rgb":
+            dist = (1.0 - RGB_WEIGHT) * mse + RGB_WEIGHT * rgb_mse(y_hat, uv_hat, y, uv)
+        else:
+            dist = 1.0 - combine_planes(plane_msssims(y_hat, uv_hat, y, uv))
         bpp = bits / float(y.shape[-2] * y.shape[-1])
     return FrameTerms(bpp=bpp, distortion=dist, mse=mse, psnr=psnr)

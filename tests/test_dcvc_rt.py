@@ -1,0 +1,434 @@
+"""DCVC-RT (models/dcvc_rt.py): published size, full-size training step, exact coding, entry points, loss.
+
+The registry tests (tests/test_models.py) already run forward, backward, bits-rise-with-q_index and
+the I-P-P round trips on ``dcvc_rt_tiny``; these add what is specific to DCVC-RT: the published
+parameter and kMAC/px figures of the full model, one training step at full size, the hierarchical
+quality offsets and the feature refresh in real coding (in-process and in a fresh process), the
+train.py -> evaluate.py chain, and the YUV + RGB training distortion.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import functools
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+
+from models import build_model
+from models.base import PayloadError, eval_mode
+from models.dcvc_rt import (
+    DCVCRT,
+    PUBLISHED,
+    REFERENCE,
+    VARIANTS,
+    LevelledBottleneck,
+    Reference,
+    context_masks,
+)
+from nvc_train.complexity import codec_complexity, count_macs
+from nvc_train.embedded import ensure_embedded_clips
+from nvc_train.entropy import AnsDecoder, AnsEncoder
+from nvc_train.training.losses import DISTORTIONS, RGB_WEIGHT, combine_planes, frame_terms, plane_mses
+from nvc_train.video import open_video
+
+NAMES = ("dcvc_rt", "dcvc_rt_tiny")
+
+
+@functools.cache
+def _clip(count: int) -> tuple[tuple[torch.Tensor, torch.Tensor], ...]:
+    """The first ``count`` frames of an embedded clip (320x256) as (y, uv) tensors."""
+    reader = open_video(ensure_embedded_clips()["astronaut_pan"])
+    out = []
+    for index in range(count):
+        y, u, v = reader.read_frame(index).to_tensors()
+        out.append((y, torch.cat([u, v], dim=1)))
+    return tuple(out)
+
+
+def frames(height: int, width: int, count: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``count`` consecutive real frames cropped to ``height`` x ``width`` (even sizes)."""
+    return [
+        (y[..., :height, :width].contiguous(), uv[..., : height // 2, : width // 2].contiguous())
+        for y, uv in _clip(count)
+    ]
+
+
+@functools.cache
+def tiny(**overrides) -> DCVCRT:
+    """A seeded, untrained tiny model with coder tables (shared: tests must not change its weights)."""
+    torch.manual_seed(0)
+    model = build_model("dcvc_rt_tiny", **overrides)
+    model.update()
+    return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Configs and published size
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_config_file_equals_the_registered_variant(name: str, repo_root: Path):
+    config = OmegaConf.to_container(OmegaConf.load(repo_root / "configs" / "model" / f"{name}.yaml"))
+    assert config.pop("_target_") == "models.dcvc_rt.DCVCRT"
+    assert config == VARIANTS[name], f"configs/model/{name}.yaml differs from VARIANTS[{name!r}]"
+    built = instantiate(OmegaConf.load(repo_root / "configs" / "model" / f"{name}.yaml"))
+    assert built.config == build_model(name).config == VARIANTS[name]
+
+
+def _frame_macs(model: DCVCRT, height: int, width: int) -> tuple[int, int, int]:
+    """MACs of an intra frame, the first P frame after it and a steady-state P frame (a P reference).
+
+    The first P frame builds its reference feature from the intra picture (``feature_adaptor_i``,
+    a 192->256 block); every later one, except at a refresh, from the previous decoder feature (a
+    1x1 convolution): that is the P frame a sequence is made of, and the one DCVC-RT reports.
+    ``model`` is counted where it lives (the meta device: no memory, no arithmetic).
+    """
+    device = next(model.parameters()).device
+    generator = torch.Generator().manual_seed(0)
+    y = torch.rand(1, 1, height, width, generator=generator).to(device)
+    uv = torch.rand(1, 2, height // 2, width // 2, generator=generator).to(device)
+    q = torch.full((1,), model.num_q // 2, dtype=torch.long, device=device)
+    outputs = []
+
+    def frame(ref: Reference | None) -> Reference:
+        outputs.append(model.forward_frame(y, uv, q, ref))
+        return outputs[-1].ref
+
+    with torch.no_grad(), eval_mode(model):
+        intra = count_macs(frame, None)
+        first = count_macs(frame, outputs[-1].ref)
+        steady = count_macs(frame, outputs[-1].ref)
+    return intra, first, steady
+
+
+def test_full_model_counts_the_published_parameters_and_kmac_per_pixel():
+    """DCVC-RT's P model: 20.7 M parameters and 185.7 kMAC/px at 1920x1080 (review Table 5), +-10%.
+
+    Counted by the framework's counter (FlopCounterMode, MACs = FLOPs / 2) on the meta device (no
+    memory, no arithmetic, seconds at 1080p); a test below checks that meta counts what real tensors
+    count. Measured: P model 20.99 M parameters (intra 45.91 M); steady-state P frame 196.5 kMAC/px,
+    the first P frame after an intra frame 204.5, an intra frame 490.1 (1920x1080, padded to 1088).
+    """
+    torch.manual_seed(0)
+    net = build_model("dcvc_rt")
+    figures = net.complexity()
+    assert figures["params_inter_m"] == pytest.approx(PUBLISHED["params_inter_m"], rel=0.10), figures
+    assert figures["params_m"] == pytest.approx(figures["params_inter_m"] + figures["params_intra_m"])
+    assert figures["params_m"] == pytest.approx(sum(p.numel() for p in net.parameters()) / 1e6)
+
+    meta = copy.deepcopy(net).to("meta")
+    del net
+    intra, first, steady = _frame_macs(meta, 1088, 1920)
+    kmac_steady = steady / (1080 * 1920) / 1e3
+    assert kmac_steady == pytest.approx(PUBLISHED["kmac_per_px_inter"], rel=0.10), kmac_steady
+    assert intra > first > steady  # the picture's adaptor block costs more than the 1x1 feature adaptor
+    # The framework's own P-frame count (what evaluate.py writes into complexity.csv) is the first P frame.
+    assert codec_complexity(meta, 1080, 1920, "P")["macs"] == first
+
+
+def test_meta_device_counts_what_real_tensors_count():
+    model = tiny()
+    assert _frame_macs(copy.deepcopy(model).to("meta"), 128, 192) == _frame_macs(model, 128, 192)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_parameter_counts_equal_the_reference_table(name: str):
+    model = build_model(name)
+    figures = {k.removesuffix("_m"): round(v * 1e6) for k, v in model.complexity().items()}
+    assert figures == REFERENCE[name], f"{name}: {figures}; update REFERENCE if the change is deliberate"
+
+
+@pytest.mark.slow
+def test_one_training_step_of_the_full_model_at_256():
+    """The full model trains on the CPU: an I-P-P chain at 256x256, R + lambda D, backward, AdamW."""
+    torch.manual_seed(0)
+    net = build_model("dcvc_rt").train()
+    optimizer = torch.optim.AdamW(net.parameters(), lr=1e-4)
+    clip = frames(256, 256, 3)
+    q = torch.tensor([net.num_q - 1])
+    ref, loss = None, torch.zeros(())
+    for y, uv in clip:
+        out = net.forward_frame(y, uv, q, ref)
+        terms = frame_terms(out.y_hat, out.uv_hat, out.bits, y, uv)
+        loss = loss + (terms.bpp + 1000.0 * terms.distortion).mean()
+        ref = out.ref
+    assert torch.isfinite(loss)
+    before = net.inter.recon_head.weight.detach().clone()
+    loss.backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None]
+    assert not missing, f"parameters without gradient: {missing[:5]}"
+    assert all(torch.isfinite(p.grad).all() for p in net.parameters())
+    optimizer.step()
+    assert not torch.equal(before, net.inter.recon_head.weight)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entropy-model parts
+
+
+def test_context_masks_partition_the_latent_and_rotate_positions():
+    for steps in (2, 4):
+        masks = context_masks(8, 6, 4, steps, torch.device("cpu"))
+        assert len(masks) == steps
+        total = torch.stack(masks).sum(dim=0)
+        assert torch.equal(total, torch.ones_like(total))  # every element in exactly one step
+        for mask in masks:
+            assert int(mask.sum()) == 8 * 6 * 4 // steps  # equal shares
+    four = context_masks(4, 2, 2, 4, torch.device("cpu"))
+    # channel group g codes 2x2 position g xor key in step k (keys 0, 3, 2, 1)
+    for step, key in enumerate((0, 3, 2, 1)):
+        for group in range(4):
+            position = group ^ key
+            assert bool(four[step][0, group, position // 2, position % 2])
+    two = context_masks(2, 2, 2, 2, torch.device("cpu"))
+    assert two[0][0, 0].tolist() == [[True, False], [False, True]]
+    assert two[0][0, 1].tolist() == [[False, True], [True, False]]
+    with pytest.raises(ValueError, match="steps"):
+        context_masks(6, 2, 2, 4, torch.device("cpu"))
+
+
+def test_levelled_bottleneck_codes_each_level_with_its_own_density():
+    torch.manual_seed(0)
+    prior = LevelledBottleneck(3, 4)
+    with torch.no_grad():  # make the levels' densities differ clearly: level l ~ l+1 times wider
+        for level in range(3):
+            prior.matrices[0][level * 4 : (level + 1) * 4] -= 1.5 * level
+    prior.update()
+    z = torch.randn(2, 4, 3, 5) * 6
+    _, like_0 = prior.forward_level(z, torch.tensor([0, 0]), "dequantize")
+    _, like_2 = prior.forward_level(z, torch.tensor([2, 2]), "dequantize")
+    assert not torch.allclose(like_0, like_2)
+    _, mixed = prior.forward_level(z, torch.tensor([0, 2]), "dequantize")
+    assert torch.equal(mixed[0], like_0[0]) and torch.equal(mixed[1], like_2[1])
+    encoder = AnsEncoder()
+    z_hat = prior.encode_level_into(encoder, z[:1], 2)
+    decoder = AnsDecoder(encoder.to_bytes())
+    assert torch.equal(prior.decode_level_from(decoder, (3, 5), 2), z_hat)
+    decoder.finish()
+    assert torch.equal(z_hat, prior.forward_level(z[:1], torch.tensor([2]), "dequantize")[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Real coding: offsets, refresh, several rate points
+
+
+def _encode(model: DCVCRT, clip, qs):
+    payloads, outputs, ref = [], [], None
+    for (y, uv), q in zip(clip, qs, strict=True):
+        data, out = model.compress_frame(y, uv, q, ref)
+        payloads.append(data)
+        outputs.append(out)
+        ref = out.ref
+    return payloads, outputs
+
+
+# positions 0..9 after the intra frame: offsets 2, 0, 1, 0, 1, 0, 1, 0, 2 (tiny's [0, 2, 0, 1, ...]) and,
+# with refresh_interval 3, refreshes at positions 1, 4 and 7; the rate point changes along the way.
+SEQUENCE_QS = [7, 7, 3, 3, 0, 5, 5, 1, 6, 2]
+
+
+def test_position_rules_give_offsets_and_refreshes():
+    model = tiny(refresh_interval=3)
+    frame = torch.zeros(1, 3, 64, 64)
+    rules = [model.position_rules(Reference(frame, None, p)) for p in range(9)]
+    assert [r[0] for r in rules] == list(range(1, 10))
+    assert [r[1] for r in rules] == [2, 0, 1, 0, 1, 0, 1, 0, 2]
+    assert [r[2] for r in rules] == [True, False, False, True, False, False, True, False, False]
+    assert model.inter.z_prior.levels == model.num_q + 2  # q_index + offset has its own rows
+    assert not tiny().position_rules(Reference(frame, None, 3))[2]  # refresh_interval 32
+
+
+def test_round_trip_is_exact_with_offsets_refreshes_and_changing_rate_points():
+    model = tiny(refresh_interval=3)
+    h, w = 64, 128
+    clip = frames(h, w, len(SEQUENCE_QS))
+    payloads, outputs = _encode(model, clip, SEQUENCE_QS)
+    ref = None
+    for index, (data, out, q) in enumerate(zip(payloads, outputs, SEQUENCE_QS, strict=True)):
+        y_hat, uv_hat, ref = model.decompress_frame(data, q, ref, h, w)
+        assert torch.equal(y_hat, out.y_hat) and torch.equal(uv_hat, out.uv_hat), f"frame {index}"
+        assert torch.equal(ref.frame, out.ref.frame) and ref.position == index
+        assert (ref.feature is None) == (index == 0)
+        assert abs(8 * len(data) - float(out.bits)) <= 0.05 * float(out.bits) + 64, (
+            index,
+            len(data),
+            out.bits,
+        )
+
+    # The refresh and the offsets are real: switching them off changes exactly the frames they touch.
+    plain, _ = _encode(tiny(), clip, SEQUENCE_QS)  # no refresh before position 33
+    assert plain[:4] == payloads[:4]  # positions 0..3: same rules (position 1 uses the picture anyway)
+    assert plain[4] != payloads[4]  # position 4: refreshed from the picture with refresh_interval 3
+    flat, _ = _encode(tiny(qp_offsets=(0,)), clip[:3], SEQUENCE_QS[:3])
+    unflat, _ = _encode(tiny(qp_offsets=(0,) * 8), clip[:3], SEQUENCE_QS[:3])
+    assert flat == unflat  # a period of zeros is no offset, whatever its length
+    assert flat[1] != plain[1]  # position 1 carries offset 2 in the tiny pattern
+
+
+def test_truncated_and_corrupted_payloads_raise_payload_error():
+    model = tiny()
+    clip = frames(64, 64, 2)
+    (i_data, p_data), outputs = _encode(model, clip, [4, 4])
+    for data, ref in ((i_data, None), (p_data, outputs[0].ref)):
+        for cut in (1, 2, 5, len(data) // 2, len(data) - 1):
+            with pytest.raises(PayloadError):
+                model.decompress_frame(data[:cut], 4, ref, 64, 64)
+        with pytest.raises(PayloadError):
+            model.decompress_frame(data + b"\x07", 4, ref, 64, 64)
+    # ANS has no redundancy: a flipped bit is caught by the end-of-stream check in most cases (the
+    # container's CRC catches the rest before the model sees them); never a crash or a hang.
+    refused = 0
+    flips = range(8, 8 * len(p_data), 8 * max(1, len(p_data) // 24))
+    for bit in flips:
+        damaged = bytearray(p_data)
+        damaged[bit // 8] ^= 1 << (bit % 8)
+        try:
+            model.decompress_frame(bytes(damaged), 4, outputs[0].ref, 64, 64)
+        except PayloadError:
+            refused += 1
+    assert refused >= 0.8 * len(flips), (refused, len(flips))
+
+
+_DECODE_SCRIPT = """
+import json, sys, torch
+from models import build_model
+folder = sys.argv[1]
+meta = json.load(open(folder + "/meta.json"))
+model = build_model("dcvc_rt_tiny", refresh_interval=meta["refresh_interval"])
+model.load_state_dict(torch.load(folder + "/state.pt", weights_only=True))  # coder tables included
+ref = None
+for i, q in enumerate(meta["q"]):
+    data = open(f"{folder}/frame{i}.bin", "rb").read()
+    y, uv, ref = model.decompress_frame(data, q, ref, meta["height"], meta["width"])
+    open(f"{folder}/decoded{i}.raw", "wb").write(y.numpy().tobytes() + uv.numpy().tobytes())
+"""
+
+
+def test_a_fresh_process_decodes_the_encoders_pictures_byte_for_byte(tmp_path: Path, repo_root: Path):
+    model = tiny(refresh_interval=3)
+    h, w = 64, 128
+    clip = frames(h, w, 6)
+    qs = SEQUENCE_QS[:6]
+    payloads, outputs = _encode(model, clip, qs)
+    torch.save(model.state_dict(), tmp_path / "state.pt")
+    for index, data in enumerate(payloads):
+        (tmp_path / f"frame{index}.bin").write_bytes(data)
+    meta = {"q": qs, "height": h, "width": w, "refresh_interval": 3}
+    (tmp_path / "meta.json").write_text(json.dumps(meta))
+    result = subprocess.run(
+        [sys.executable, "-c", _DECODE_SCRIPT, str(tmp_path)],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    for index, out in enumerate(outputs):
+        expected = out.y_hat.numpy().tobytes() + out.uv_hat.numpy().tobytes()
+        assert (tmp_path / f"decoded{index}.raw").read_bytes() == expected, f"frame {index} differs"
+
+
+# ---------------------------------------------------------------------------------------------------
+# Entry points: train.py, then evaluate.py on its checkpoint
+
+
+@pytest.mark.slow
+def test_train_py_then_evaluate_py_with_real_bits(tmp_path: Path, repo_root: Path):
+    run_dir, eval_dir = tmp_path / "run", tmp_path / "eval"
+    train = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "train.py"),
+            "model=dcvc_rt_tiny",
+            "logger=csv",
+            "module.distortion=mse_yuv_rgb",
+            "data.crop=64",
+            "data.batch_size=2",
+            "data.frames=2",
+            "data.samples_per_epoch=4",
+            "data.val_frames=2",
+            "data.val_crop=[64,64]",
+            "data.val_max_clips=1",
+            "trainer.max_steps=2",
+            "trainer.val_check_interval=2",
+            "trainer.enable_progress_bar=false",
+            "trainer.enable_model_summary=false",
+            "~callbacks.progress_bar",
+            "~callbacks.complexity_profile",
+            "~callbacks.reconstruction_samples",
+            f"hydra.run.dir={run_dir}",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    assert train.returncode == 0, train.stderr[-4000:]
+    checkpoint = run_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(checkpoint, weights_only=True)["nvc_config"]["model_name"] == "dcvc_rt_tiny"
+    evaluate = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "evaluate.py"),
+            f"ckpt={checkpoint}",
+            "~anchor",
+            "frames=3",
+            "metrics=[psnr]",
+            "progress=false",
+            f"hydra.run.dir={eval_dir}",
+        ],
+        cwd=repo_root,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert evaluate.returncode == 0, evaluate.stderr[-4000:]
+    with (eval_dir / "points.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert rows and {r["codec"] for r in rows} == {"dcvc_rt_tiny"}
+    assert {int(r["rate_point"]) for r in rows} == {0, 2, 5, 7}  # 4 q_index values spread over 8
+    for row in rows:
+        assert float(row["bits"]) > 0 and math.isfinite(float(row["psnr_yuv"]))
+        assert abs(float(row["bits"]) / float(row["est_bits"]) - 1.0) < 0.15, row
+        assert (eval_dir / row["bitstream"]).stat().st_size * 8 == float(row["bits"])  # bits = file size
+
+
+# ---------------------------------------------------------------------------------------------------
+# The YUV + RGB distortion (nvc_train/training/losses.py)
+
+
+def test_yuv_rgb_distortion_mixes_the_two_mses_and_leaves_the_others_alone():
+    assert "mse_yuv_rgb" in DISTORTIONS
+    torch.manual_seed(0)
+    y, uv = torch.rand(2, 1, 16, 16) * 0.6 + 0.2, torch.rand(2, 2, 8, 8) * 0.6 + 0.2
+    bits = torch.full((2,), 100.0)
+    exact = frame_terms(y, uv, bits, y, uv, "mse_yuv_rgb")
+    assert torch.all(exact.distortion == 0)
+
+    delta = 0.01  # a pure luma offset moves R, G and B alike, by 255 / 219 of it (limited range)
+    mixed = frame_terms(y + delta, uv, bits, y, uv, "mse_yuv_rgb")
+    yuv = 6 / 8 * delta**2
+    rgb = (255 / 219 * delta) ** 2
+    expected = (1 - RGB_WEIGHT) * yuv + RGB_WEIGHT * rgb
+    assert torch.allclose(mixed.distortion, torch.full((2,), expected), rtol=1e-3)
+    assert torch.allclose(mixed.mse, torch.full((2,), yuv), rtol=1e-3)  # the logged MSE stays YUV 6:1:1
+
+    # the default is unchanged: D of "mse" is the 6:1:1 YUV MSE
+    y_hat, uv_hat = y + 0.02 * torch.randn_like(y), uv + 0.02 * torch.randn_like(uv)
+    plain = frame_terms(y_hat, uv_hat, bits, y, uv, "mse")
+    assert torch.equal(plain.distortion, combine_planes(plane_mses(y_hat, uv_hat, y, uv)))
+    # chroma errors count more through RGB (Cr drives R by 1.57x, Cb drives B by 1.86x) than at 1/8
+    chroma = frame_terms(y, uv + 0.01, bits, y, uv, "mse_yuv_rgb")
+    assert bool((chroma.distortion > frame_terms(y, uv + 0.01, bits, y, uv, "mse").distortion).all())
+    with pytest.raises(ValueError, match="mse_yuv_rgb"):
+        frame_terms(y, uv, bits, y, uv, "nope")
