@@ -1,0 +1,213 @@
+"""The per-sequence overfitting loop: schedule, stage callbacks, keep-best, and evaluate.py end to end.
+
+Runs on a 64x48 crop of a real clip (a synthetic pattern where the clips are absent), with the
+tiny C3 network and schedules shrunk by ``overfit.steps_scale`` so that a fit takes seconds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from nvc_train.callbacks.overfit_stages import OverfitStages, Phase, Schedule
+from nvc_train.training.overfit import OverfitModule
+from tests.conftest import REPO_ROOT, _clips_dir
+
+TINY_W, TINY_H, TINY_FRAMES = 64, 48, 4
+
+
+def make_tiny_clip(folder: Path, frames: int = TINY_FRAMES) -> Path:
+    """A raw 4:2:0 clip ``tiny_64x48_30.yuv``: a crop of the real CIF dog clip, else a moving pattern."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"tiny_{TINY_W}x{TINY_H}_30.yuv"
+    source = _clips_dir() / "dog_352x288_32f.y4m"
+    planes = []
+    if source.is_file():
+        from nvc_train.video.readers import open_video
+
+        for frame in open_video(source).read(0, frames):
+            top, left = 120, 140
+            planes.append(
+                (
+                    frame.y[top : top + TINY_H, left : left + TINY_W],
+                    frame.u[top // 2 : (top + TINY_H) // 2, left // 2 : (left + TINY_W) // 2],
+                    frame.v[top // 2 : (top + TINY_H) // 2, left // 2 : (left + TINY_W) // 2],
+                )
+            )
+    else:
+        yy, xx = np.mgrid[0:TINY_H, 0:TINY_W]
+        for t in range(frames):
+            y = 128 + 60 * np.sin((xx + 2 * t) / 6.0) * np.cos(yy / 9.0)
+            planes.append((y.astype(np.uint8), np.full((TINY_H // 2, TINY_W // 2), 120, np.uint8),
+                           np.full((TINY_H // 2, TINY_W // 2), 136, np.uint8)))  # fmt: skip
+    with path.open("wb") as handle:
+        for y, u, v in planes:
+            handle.write(np.ascontiguousarray(y, dtype=np.uint8).tobytes())
+            handle.write(np.ascontiguousarray(u, dtype=np.uint8).tobytes())
+            handle.write(np.ascontiguousarray(v, dtype=np.uint8).tobytes())
+    return path
+
+
+def tiny_net(frames: int = TINY_FRAMES, structure: str = "ld", **kwargs):
+    from models.c3 import C3Net
+
+    cfg = yaml.safe_load((REPO_ROOT / "configs/model/c3_tiny.yaml").read_text())
+    cfg.pop("_target_")
+    cfg.update(kwargs)
+    gop, intra_period = {"ld": (1, -1), "ra": (2, -1), "ai": (1, 1)}[structure]
+    return C3Net(height=TINY_H, width=TINY_W, num_frames=frames, structure=structure, gop_size=gop,
+                 intra_period=intra_period, **cfg)  # fmt: skip
+
+
+# ---- schedule ----------------------------------------------------------------------------------
+
+
+def test_schedule_locates_phases_and_scales_steps() -> None:
+    rows = [
+        {"name": "soft", "steps": 100, "lr": 0.01, "quantizer": "soft", "temperature": [0.4, 0.1]},
+        {"name": "ste", "steps": 50, "lr": 0.001, "quantizer": "ste"},
+    ]
+    schedule = Schedule.from_config(rows, eval_every=20)
+    assert schedule.total_steps == 150
+    assert schedule.locate(0) == (0, 0.0)
+    assert schedule.locate(100) == (1, 0.0)
+    assert schedule.locate(125) == (1, 0.5)
+    lr, temperature, _ = schedule.phases[0].at(1.0)
+    assert temperature == pytest.approx(0.1) and lr == pytest.approx(0.01)
+    half = Schedule.from_config(rows, eval_every=20, steps_scale=0.5)
+    assert [p.steps for p in half.phases] == [50, 25] and half.eval_every == 10
+    assert "soft" in schedule.table()
+
+
+def test_schedule_refuses_bad_phases() -> None:
+    with pytest.raises(ValueError, match="unknown keys"):
+        Phase.from_config({"name": "x", "steps": 1, "lr": 0.1, "temprature": 0.3})
+    with pytest.raises(ValueError, match="quantizer"):
+        Phase.from_config({"name": "x", "steps": 1, "lr": 0.1, "quantizer": "round"})
+    with pytest.raises(ValueError, match="at least one phase"):
+        Schedule.from_config([])
+
+
+# ---- stages on a real fit -------------------------------------------------------------------------
+
+
+def _planes(frames: int = TINY_FRAMES) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(frames, 1, TINY_H, TINY_W, generator=g) * 0.3 + 0.35
+    uv = torch.full((frames, 2, TINY_H // 2, TINY_W // 2), 0.5)
+    return y, uv
+
+
+def test_stages_switch_quantizers_and_keep_the_best_state() -> None:
+    import lightning.pytorch as pl
+
+    from datamodules.sequence import SequenceDataModule
+
+    torch.manual_seed(0)
+    y, uv = _planes()
+    net = tiny_net()
+    seen: list[tuple[int, str, str | None]] = []
+
+    class Spy(pl.Callback):
+        def on_train_batch_end(self, trainer, module, *args):
+            seen.append((trainer.global_step, module.net.quantizer.mode, module.net.parameter_mode))
+
+    schedule = Schedule.from_config(
+        [
+            {"name": "soft", "steps": 12, "lr": 0.02, "quantizer": "soft", "temperature": [0.3, 0.1]},
+            {"name": "ste", "steps": 6, "lr": 0.002, "quantizer": "ste"},
+            {"name": "weights", "steps": 4, "lr": 0.001, "quantizer": "ste", "parameters": "ste"},
+        ],
+        eval_every=3,
+    )
+    stages = OverfitStages(schedule, y, uv)
+    module = OverfitModule(net, lmbda=500.0)
+    trainer = pl.Trainer(
+        accelerator="cpu", max_steps=schedule.total_steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=[stages, Spy()],
+    )  # fmt: skip
+    trainer.fit(module, datamodule=SequenceDataModule(y, uv, frames_per_step=2))
+    modes = {step: (mode, params) for step, mode, params in seen}
+    assert modes[1] == ("soft", None) and modes[13] == ("ste", None) and modes[22] == ("ste", "ste")
+    last = [e for e in stages.history if e["phase"] == "weights"]
+    assert last, "keep-best never evaluated the last phase"
+    final = module.sequence_terms(y, uv)
+    assert float(final.loss) == pytest.approx(min(e["loss"] for e in last), rel=1e-5)
+
+
+# ---- evaluate.py end to end --------------------------------------------------------------------------
+
+EVAL_ARGS = [
+    "model=c3_tiny", "ctc=folder", "overfit.steps_scale=0.1", "codec.rate_points=[0,3]", "~anchor",
+    "metrics=[psnr]", "progress=false",
+]  # fmt: skip
+
+
+def _evaluate(clip_dir: Path, run_dir: Path, **popen: object) -> subprocess.Popen:
+    cmd = [sys.executable, str(REPO_ROOT / "evaluate.py"), *EVAL_ARGS, f"ctc.path={clip_dir}",
+           f"hydra.run.dir={run_dir}"]  # fmt: skip
+    env = {**os.environ, "HYDRA_FULL_ERROR": "1"}
+    return subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, **popen)  # fmt: skip
+
+
+@pytest.mark.slow
+def test_evaluate_end_to_end_bits_from_files_and_monotone(tmp_path: Path) -> None:
+    clips = tmp_path / "clips"
+    make_tiny_clip(clips)
+    run_dir = tmp_path / "run"
+    proc = _evaluate(clips, run_dir)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    with (run_dir / "points.csv").open() as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda r: int(r["rate_point"]))
+    assert [r["codec"] for r in rows] == ["c3_tiny", "c3_tiny"]
+    for row in rows:
+        assert int(row["bits"]) == (run_dir / row["bitstream"]).stat().st_size * 8
+        assert row["family"] == "scene-adaptive" and float(row["enc_s"]) > 0
+    low, high = rows
+    assert int(high["bits"]) > int(low["bits"]), "the higher lambda must spend more bits"
+    assert float(high["psnr_yuv"]) > float(low["psnr_yuv"]), "the higher lambda must reach a higher PSNR"
+    assert float(high["psnr_yuv"]) > 22.0
+
+
+@pytest.mark.slow
+def test_killed_evaluate_resumes_where_it_stopped(tmp_path: Path) -> None:
+    clips = tmp_path / "clips"
+    make_tiny_clip(clips)
+    run_dir = tmp_path / "run"
+    proc = _evaluate(clips, run_dir, start_new_session=True)
+    deadline = time.monotonic() + 600
+    results: list[Path] = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        results = list(run_dir.glob("points/**/result.json"))
+        if results:
+            break
+        time.sleep(0.5)
+    assert results and proc.poll() is None, "evaluate.py finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # mid-way through the second point
+    proc.wait()
+    first = results[0]
+    stored = json.loads(first.read_text())
+    assert not (run_dir / "points.csv").exists()
+
+    proc = _evaluate(clips, run_dir)
+    out, _ = proc.communicate(timeout=900)
+    assert proc.returncode == 0, out[-3000:]
+    assert json.loads(first.read_text())["measured_at"] == stored["measured_at"], (
+        "a finished point was redone"
+    )
+    assert len(list(run_dir.glob("points/**/result.json"))) == 2
+    with (run_dir / "points.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 2
