@@ -1,0 +1,160 @@
+"""models/hinerv.py: the HiNeRV-style INR as a scene-adaptive codec (shapes, learning, exact coding)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from models.adaptive import AdaptivePayload
+from models.hinerv import REFERENCE, VARIANTS, HiNeRV, hinerv_variant
+from nvc_train.entropy.param_coding import ParamCodingError
+from nvc_train.training.losses import combine_planes, plane_mses
+
+
+def _frames(
+    clips_dir: Path, count: int, height: int = 64, width: int = 96
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``count`` real frames of the CIF clip, cropped to ``height x width``: (T,1,H,W), (T,2,H/2,W/2)."""
+    from datamodules.sequence import load_planes
+
+    y, uv, _ = load_planes(clips_dir / "dog_352x288_32f.y4m", None, 0, count, 2)
+    top, left = 96, 128
+    return (
+        y[..., top : top + height, left : left + width].contiguous(),
+        uv[..., top // 2 : (top + height) // 2, left // 2 : (left + width) // 2].contiguous(),
+    )
+
+
+def _tiny(height: int = 64, width: int = 96, frames: int = 3, seed: int = 0) -> HiNeRV:
+    torch.manual_seed(seed)
+    return hinerv_variant("hinerv_tiny", height, width, frames)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_config_files_hold_the_registered_numbers(name: str, repo_root: Path) -> None:
+    config = yaml.safe_load((repo_root / "configs" / "model" / f"{name}.yaml").read_text())
+    assert config.pop("_target_") == "models.hinerv.HiNeRV"
+    assert config == VARIANTS[name]
+    schedule = yaml.safe_load((repo_root / "configs" / "overfit" / f"{name}.yaml").read_text())
+    assert schedule["name"] == name and schedule["lambdas"] == sorted(schedule["lambdas"])
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_parameters_and_kmac_match_the_reference(name: str) -> None:
+    """Pinned counts (a change is deliberate); HiNeRV-M within 10% of the published ~170 kMAC/px."""
+    ref = REFERENCE[name]
+    net = hinerv_variant(name, ref["height"], ref["width"], ref["num_frames"])
+    assert sum(p.numel() for p in net.parameters()) == ref["params"]
+    complexity = net.complexity()
+    assert complexity["kmac_per_px"] == pytest.approx(ref["kmac_per_px"], rel=0.01)
+    if "published_kmac_per_px" in ref:
+        assert complexity["kmac_per_px"] == pytest.approx(ref["published_kmac_per_px"], rel=0.10)
+    assert net.base_height * 60 == 1080 if name == "hinerv" else True  # 18x32 base grid at 1080p
+
+
+def test_forward_shapes_odd_sizes_and_gradients() -> None:
+    """Sizes that are not multiples of the total scale are cropped; every weight gets a gradient."""
+    net = _tiny(height=50, width=70, frames=4)
+    y, uv, bits = net.frames_forward(torch.tensor([0, 3]))
+    assert y.shape == (2, 1, 50, 70) and uv.shape == (2, 2, 25, 35) and float(bits) == 0.0
+    assert not torch.equal(y[0], y[1])  # a function of the frame index
+    (y.square().mean() + uv.square().mean()).backward()
+    missing = [n for n, p in net.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert not missing
+
+
+def test_bad_architectures_raise() -> None:
+    with pytest.raises(ValueError, match="last scale must be 2"):
+        hinerv_variant("hinerv_tiny", 64, 96, 2, scales=[4, 2, 4])
+    with pytest.raises(ValueError, match="one entry per stage"):
+        hinerv_variant("hinerv_tiny", 64, 96, 2, depths=[1, 1])
+    with pytest.raises(TypeError, match="unknown HiNeRV arguments"):
+        hinerv_variant("hinerv_tiny", 64, 96, 2, no_such_number=3)
+    with pytest.raises(ValueError, match="unknown HiNeRV variant"):
+        hinerv_variant("hinerv_xl", 64, 96, 2)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        hinerv_variant("hinerv_tiny", 63, 96, 2)
+
+
+@pytest.mark.slow
+def test_short_fit_learns_and_quantized_weights_pay_their_rate(clips_dir: Path) -> None:
+    """30 steps on real frames raise PSNR; with quantized weights the rate is in the loss and steps learn."""
+    y, uv = _frames(clips_dir, 2, height=48, width=64)
+    net = _tiny(height=48, width=64, frames=2)
+
+    def mse() -> float:
+        with torch.no_grad():
+            out = net(torch.arange(2))
+            return float(combine_planes(plane_mses(out.y, out.uv, y, uv)).mean())
+
+    before = mse()
+    optimizer = torch.optim.Adam(net.parameters(), lr=5e-3)
+    for _ in range(30):
+        out = net(torch.arange(2))
+        loss = combine_planes(plane_mses(out.y, out.uv, y, uv)).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    after = mse()
+    assert after < before / 3, (before, after)
+
+    net.quantize_parameters("noise", init_bits=8)
+    out = net(torch.arange(2))
+    assert out.parameter_bits > 1000  # ~30 k weights at 8 bits cost more than a few hundred bits
+    loss = out.parameter_bits / 1e4 + combine_planes(plane_mses(out.y, out.uv, y, uv)).mean()
+    loss.backward()
+    steps = list(net.parameter_coder().parameters())
+    assert all(s.grad is not None and torch.isfinite(s.grad).all() for s in steps)
+    assert any(s.grad.abs().sum() > 0 for s in steps)
+
+
+def test_compress_decompress_is_exact_and_costs_what_was_estimated() -> None:
+    net = _tiny(frames=3)
+    net.quantize_parameters("ste", init_bits=8)
+    estimated = float(net(torch.arange(3)).parameter_bits.detach())
+    payload = net.compress()
+    assert payload.frames == [b"", b"", b""]  # an INR sends nothing per frame
+    assert 0.95 < 8 * len(payload.parameters) / estimated < 1.15
+    encoder_y, encoder_uv = net.reconstruct()
+    decoder = HiNeRV.decompress(net.architecture, payload)
+    decoder_y, decoder_uv = decoder.reconstruct()
+    assert torch.equal(encoder_y, decoder_y) and torch.equal(encoder_uv, decoder_uv)
+    other = dict(net.architecture, channels=40)
+    with pytest.raises(ParamCodingError, match="another architecture"):
+        HiNeRV.decompress(other, payload)
+    with pytest.raises(ParamCodingError):
+        HiNeRV.decompress(net.architecture, AdaptivePayload(payload.parameters[:-5], payload.frames))
+
+
+_DECODE = """
+import json, sys, torch
+from models.adaptive import AdaptivePayload
+from models.hinerv import HiNeRV
+folder = sys.argv[1]
+architecture = json.load(open(folder + "/architecture.json"))
+payload = AdaptivePayload(open(folder + "/weights.bin", "rb").read(), [b""] * architecture["num_frames"])
+y, uv = HiNeRV.decompress(architecture, payload).reconstruct()
+torch.save({"y": y, "uv": uv}, folder + "/decoded.pt")
+"""
+
+
+def test_decode_in_a_fresh_process_equals_the_encoder(tmp_path: Path, repo_root: Path) -> None:
+    net = _tiny(frames=3, seed=1)
+    net.quantize_parameters("noise", init_bits=7)
+    payload = net.compress()
+    y, uv = net.reconstruct()
+    (tmp_path / "architecture.json").write_text(json.dumps(net.architecture))
+    (tmp_path / "weights.bin").write_bytes(payload.parameters)
+    result = subprocess.run(
+        [sys.executable, "-c", _DECODE, str(tmp_path)], cwd=repo_root, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    decoded = torch.load(tmp_path / "decoded.pt", weights_only=True)
+    assert torch.equal(decoded["y"], y) and torch.equal(decoded["uv"], uv)
