@@ -279,6 +279,9 @@ class C3Net(SceneAdaptiveNet):
         fraction_bits, weight_bits: fixed point of the ARM at coding time.
         log_scale_min, log_scale_step, num_scales, phases: the coding tables (PhasedGaussian).
         latent_init_std: initial latent noise (0: zeros, as COOL-CHIC).
+        shared_latents: add one sequence-level grid per level to every frame's (coded once, before
+            frame 0; trained by every batch), so static content is learned and paid for once and
+            the per-frame grids only carry what changes.
     """
 
     pad_multiple = 4
@@ -305,13 +308,16 @@ class C3Net(SceneAdaptiveNet):
         num_scales: int = 56,
         phases: int = 8,
         latent_init_std: float = 0.0,
+        shared_latents: bool = False,
     ) -> None:
         architecture = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         architecture["synthesis_hidden"] = [int(v) for v in synthesis_hidden]
         super().__init__(architecture)
         self.structure = CodingStructure(structure, intra_period, gop_size)  # type: ignore[arg-type]
         self.coding_order = self.structure.frames(num_frames)
-        refs = torch.full((num_frames, 2), -1, dtype=torch.int64)
+        self.shared = bool(shared_latents)
+        # Row num_frames (when shared): the sequence-level grids, coded like an intra frame.
+        refs = torch.full((num_frames + int(self.shared), 2), -1, dtype=torch.int64)
         for frame in self.coding_order:
             if frame.refs and temporal_context:
                 refs[frame.poc, 0] = frame.refs[0]
@@ -327,7 +333,8 @@ class C3Net(SceneAdaptiveNet):
             self.grid_sizes.append((h, w))
             h, w = -(-h // 2), -(-w // 2)
         self.latents = nn.ParameterList(
-            nn.Parameter(torch.randn(num_frames, 1, gh, gw) * latent_init_std) for gh, gw in self.grid_sizes
+            nn.Parameter(torch.randn(num_frames + int(self.shared), 1, gh, gw) * latent_init_std)
+            for gh, gw in self.grid_sizes
         )
         self.context_features = 9 + 9 + 9 + 4 + 2
         self.arm = ARM(self.context_features, int(arm_hidden), int(arm_layers))
@@ -381,14 +388,24 @@ class C3Net(SceneAdaptiveNet):
 
     def frames_forward(self, frame_indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         frame_indices = frame_indices.to(self.refs.device).long()
-        quantized = [self._quantized(self.latents[level][frame_indices]) for level in range(self.levels)]
+        quantized, bits = self._grids_and_bits(frame_indices)
+        if self.shared:  # sequence-level grids: sent once, so a batch of B frames pays B / T of them
+            shared_index = torch.tensor([self.num_frames], device=frame_indices.device)
+            shared, shared_bits = self._grids_and_bits(shared_index)
+            quantized = [g + s for g, s in zip(quantized, shared, strict=True)]
+            bits = bits + shared_bits * (len(frame_indices) / self.num_frames)
+        return *self._synthesize(quantized), bits
+
+    def _grids_and_bits(self, indices: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Quantized grids (every level) of latent rows ``indices`` and their estimated bits."""
+        quantized = [self._quantized(self.latents[level][indices]) for level in range(self.levels)]
         bits = quantized[0].new_zeros(())
         for level in range(self.levels):
-            ref0, ref1, has_ref = self._ref_grids(level, frame_indices, quantize=True)
+            ref0, ref1, has_ref = self._ref_grids(level, indices, quantize=True)
             coarse = quantized[level + 1] if level + 1 < self.levels else None
             mu, log_scale = self.arm(self._context(level, quantized[level], coarse, ref0, ref1, has_ref))
             bits = bits + self.entropy.bits(quantized[level], mu, log_scale)
-        return *self._synthesize(quantized), bits
+        return quantized, bits
 
     def _synthesize(self, grids: list[Tensor]) -> tuple[Tensor, Tensor]:
         size = self.grid_sizes[0]
@@ -440,11 +457,13 @@ class C3Net(SceneAdaptiveNet):
                     torch.round(self.latents[level][t : t + 1].detach().cpu().to(torch.float64))
                     for level in range(self.levels)
                 ]
-                for t in range(self.num_frames)
+                for t in range(self.latents[0].shape[0])
             ]
             payloads = [b""] * self.num_frames
             for frame in self.coding_order:
                 encoder = AnsEncoder()
+                if frame.coding_index == 0 and self.shared:  # the sequence-level grids lead the stream
+                    self._code_frame(self.num_frames, grids, encoder)
                 self._code_frame(frame.poc, grids, encoder)
                 payloads[frame.poc] = encoder.to_bytes()
             for level in range(self.levels):  # the encoder continues with exactly what it sent
@@ -455,9 +474,11 @@ class C3Net(SceneAdaptiveNet):
 
     def decompress_latents(self, frames: list[bytes]) -> None:
         self.entropy.update()
-        grids: list[list[Tensor | None]] = [[None] * self.levels for _ in range(self.num_frames)]
+        grids: list[list[Tensor | None]] = [[None] * self.levels for _ in range(self.latents[0].shape[0])]
         for frame in self.coding_order:
             decoder = AnsDecoder(frames[frame.poc])
+            if frame.coding_index == 0 and self.shared:
+                self._code_frame(self.num_frames, grids, decoder)
             self._code_frame(frame.poc, grids, decoder)
             decoder.finish()
         with torch.no_grad():

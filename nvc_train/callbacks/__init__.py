@@ -3,6 +3,7 @@ sample reconstructions (W&B media). Each is built from ``configs/callbacks`` by 
 
 from nvc_train.callbacks.complexity_profile import ComplexityProfile
 from nvc_train.callbacks.ctc_evaluation import CTCEvaluation
+from nvc_train.callbacks.overfit_stages import OverfitStages
 from nvc_train.callbacks.wandb_media import ReconstructionSamples
 
-__all__ = ["CTCEvaluation", "ComplexityProfile", "ReconstructionSamples"]
+__all__ = ["CTCEvaluation", "ComplexityProfile", "OverfitStages", "ReconstructionSamples"]
