@@ -11,10 +11,16 @@ help: ## show this help
 
 install: system-deps $(VENV)/.installed ## create .venv with torch, this package and the test tools
 
-system-deps: ## ffmpeg (libx264, libx265, libaom, libsvtav1) from Debian when it is missing
+system-deps: ## ffmpeg (libx264, libx265, libaom, libsvtav1) from Debian when missing; SLURM + munge (optional) as root
 	@command -v ffmpeg >/dev/null 2>&1 || { \
 	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ffmpeg >/dev/null; \
 	  else echo "ffmpeg is missing: install it (e.g. sudo apt-get install ffmpeg)" >&2; exit 1; fi; }
+	@# slurm-wlm + munge: tests/test_slurm.py starts a single-node cluster from them (skipped without).
+	@if command -v slurmctld >/dev/null 2>&1 && command -v munged >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm munge >/dev/null \
+	  || echo "note: slurm-wlm/munge did not install; the SLURM tests will be skipped" >&2; \
+	else echo "note: SLURM is optional; as root, apt-get install slurm-wlm munge enables tests/test_slurm.py" >&2; fi
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)

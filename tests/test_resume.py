@@ -27,6 +27,9 @@ from tests.test_train import SHRINK, column, read_metrics
 MAX_STEPS = 40  # long enough (about 0.1 s a step) for the kill to land between two validations
 VAL_EVERY = 4
 LR, ETA_MIN = 5.0e-4, 5.0e-5  # configs/train.yaml: AdamW lr and the cosine schedule's floor
+# Callbacks that measure or draw at fit start / every validation cost seconds per process and play
+# no part in resuming; `++` switches them off whether or not the callback config names them.
+LEAN_CALLBACKS = ["++callbacks.complexity_profile=null", "++callbacks.reconstruction_samples=null"]
 
 
 def train_command(run_dir: Path) -> list[str]:
@@ -35,6 +38,7 @@ def train_command(run_dir: Path) -> list[str]:
         str(REPO_ROOT / "train.py"),
         "logger=csv",
         *SHRINK,
+        *LEAN_CALLBACKS,
         "data.frames=2",
         "data.val_frames=2",
         f"trainer.max_steps={MAX_STEPS}",

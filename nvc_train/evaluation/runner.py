@@ -35,12 +35,25 @@ class Shard:
 
     @classmethod
     def from_env(cls, rank: int | None = None, world_size: int | None = None) -> Shard:
-        """Rank and world size from arguments, else torchrun's or SLURM's environment, else 0 / 1."""
+        """Rank and world size from arguments, else torchrun's or SLURM's environment, else 0 / 1.
+
+        Under SLURM a job array counts too (``sbatch --array=0-7``: one shard per array task, e.g.
+        one point each for scene-adaptive codecs): the array index times the tasks per job plus
+        ``SLURM_PROCID``, so arrays of multi-task jobs shard as well. Not under Hydra's submitit
+        launcher, whose array tasks are the points of a sweep (shard there with
+        ``shard.rank=range(0,N) shard.world_size=N``).
+        """
         env = os.environ
+        slurm_rank, slurm_world = int(env.get("SLURM_PROCID", 0)), int(env.get("SLURM_NTASKS", 1))
+        if "SLURM_ARRAY_TASK_ID" in env and "SUBMITIT_EXECUTOR" not in env:
+            step = int(env.get("SLURM_ARRAY_TASK_STEP", 1))
+            index = (int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))) // step
+            slurm_rank += index * slurm_world
+            slurm_world *= int(env["SLURM_ARRAY_TASK_COUNT"])
         if rank is None:
-            rank = int(env.get("RANK", env.get("SLURM_PROCID", 0)))
+            rank = int(env.get("RANK", slurm_rank))
         if world_size is None:
-            world_size = int(env.get("WORLD_SIZE", env.get("SLURM_NTASKS", 1)))
+            world_size = int(env.get("WORLD_SIZE", slurm_world))
         if world_size < 1 or not 0 <= rank < world_size:
             raise ValueError(f"rank {rank} is outside world size {world_size}")
         return cls(rank, world_size)
