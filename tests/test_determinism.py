@@ -168,3 +168,20 @@ def test_coding_parameters_do_not_change_with_the_thread_count() -> None:
     finally:
         torch.set_num_threads(before)
     assert torch.equal(results[0], results[1])
+
+
+def test_coding_parameters_runs_a_named_method_with_optional_inputs() -> None:
+    """The hyperprior latent codec of models/blocks.py (dcvc_lite) through its entropy_parameters."""
+    from models.blocks import HyperpriorLatentCodec
+
+    torch.manual_seed(2)
+    latent = HyperpriorLatentCodec(16, 12, 8, 1, num_q=4, q_max=4.0, q_min=0.25)
+    z_hat = torch.round(torch.randn(1, 8, 3, 5) * 3)
+    step = latent.gain(torch.tensor([2]))
+    scales, means = coding_parameters(latent, z_hat, None, step, method="entropy_parameters")
+    with torch.no_grad():
+        expected = latent.double().entropy_parameters(z_hat.double(), None, step.double())
+    latent.float()
+    assert torch.equal(scales, expected[0].float()) and torch.equal(means, expected[1].float())
+    with pytest.raises(AttributeError, match="no method 'nope'"):
+        coding_parameters(latent, z_hat, method="nope")

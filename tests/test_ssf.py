@@ -219,3 +219,25 @@ def test_train_py_on_vimeo_then_evaluate_py_with_real_bits(tmp_path: Path) -> No
         assert float(row["bits"]) == 8 * stream.stat().st_size, "bits are counted from the file"
         assert abs(float(row["bits"]) / float(row["est_bits"]) - 1.0) < 0.15, row
         assert math.isfinite(float(row["psnr_yuv"]))
+
+
+@pytest.mark.slow
+def test_codec_speed_bench_codes_and_decodes_exactly() -> None:
+    """bench/codec_speed.py runs the real compress / decompress chain and reports an exact decode."""
+    proc = _run(
+        [
+            str(REPO_ROOT / "bench" / "codec_speed.py"),
+            "ssf_tiny",
+            "--height=64",
+            "--width=96",
+            "--frames=2",
+            "--repeats=1",
+            "--warmup=0",
+            "--threads=1",
+        ]
+    )
+    row = proc.stdout.strip().splitlines()[-1].split("|")
+    cells = [c.strip() for c in row[1:-1]]
+    assert cells[0] == "ssf_tiny" and cells[9] == "yes", proc.stdout
+    assert float(cells[5]) > 0 and float(cells[6]) > 0 and int(cells[7]) > 0  # fps, fps, I bits
+    assert float(cells[11]) < float(cells[12]), "a P frame costs more MACs than an I frame"

@@ -52,26 +52,47 @@ CODING_DEVICE = torch.device("cpu")
 """Where it runs: the CPU, whatever device the rest of the model is on (one kernel family)."""
 
 
-def _to_coding(value: Tensor) -> Tensor:
+def _to_coding(value: Tensor | None) -> Tensor | None:
+    if value is None:  # an optional input (e.g. no side prior) passes through
+        return None
     value = value.detach().to(CODING_DEVICE)
     return value.to(CODING_DTYPE) if value.is_floating_point() else value
 
 
-def coding_parameters(module: nn.Module, *inputs: Tensor) -> tuple[Tensor, ...]:
-    """Run ``module(*inputs)`` in float64 on the CPU; return its output(s) as float32 on the inputs' device.
+class _Method(nn.Module):
+    """Calls ``module.<name>``: lets :func:`torch.func.functional_call` run a method other than forward."""
+
+    def __init__(self, module: nn.Module, name: str) -> None:
+        super().__init__()
+        self.module = module
+        self.name = name
+
+    def forward(self, *inputs: Tensor | None) -> object:
+        return getattr(self.module, self.name)(*inputs)
+
+
+def coding_parameters(
+    module: nn.Module, *inputs: Tensor | None, method: str = "forward"
+) -> tuple[Tensor, ...]:
+    """Run ``module.<method>(*inputs)`` in float64 on the CPU; outputs as float32 on the inputs' device.
 
     ``module`` is evaluated through :func:`torch.func.functional_call` on float64 copies of its
     parameters and buffers, so the module itself (its dtype and device, its autograd state) is left
-    untouched, and training keeps using it in float32. The output may be one tensor or a tuple of
-    tensors; a tuple is always returned. Both directions of a codec must call this with the same
-    ``module`` and inputs they reproduce exactly (module docstring, rule 3).
+    untouched, and training keeps using it in float32. ``None`` inputs pass through (optional
+    arguments). The output may be one tensor or a tuple of tensors; a tuple is always returned.
+    Both directions of a codec must call this with the same ``module`` and inputs they reproduce
+    exactly (module docstring, rule 3).
     """
-    if not inputs:
+    tensors = [x for x in inputs if x is not None]
+    if not tensors:
         raise ValueError("coding_parameters needs at least one input tensor")
-    device = inputs[0].device
-    state = {name: _to_coding(p) for name, p in module.named_parameters()}
-    state.update({name: _to_coding(b) for name, b in module.named_buffers()})
+    if not callable(getattr(module, method, None)):
+        raise AttributeError(f"{type(module).__name__} has no method {method!r}")
+    device = tensors[0].device
+    target = module if method == "forward" else _Method(module, method)
+    state = {name: _to_coding(p) for name, p in target.named_parameters()}
+    state.update({name: _to_coding(b) for name, b in target.named_buffers()})
     with torch.no_grad():
-        out = torch.func.functional_call(module, state, tuple(_to_coding(x) for x in inputs))
+        out = torch.func.functional_call(target, state, tuple(_to_coding(x) for x in inputs))
     outputs = out if isinstance(out, tuple | list) else (out,)
     return tuple(o.to(torch.float32).to(device) for o in outputs)
