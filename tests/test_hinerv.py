@@ -158,3 +158,43 @@ def test_decode_in_a_fresh_process_equals_the_encoder(tmp_path: Path, repo_root:
     assert result.returncode == 0, result.stderr[-2000:]
     decoded = torch.load(tmp_path / "decoded.pt", weights_only=True)
     assert torch.equal(decoded["y"], y) and torch.equal(decoded["uv"], uv)
+
+
+# ---- evaluate.py end to end ---------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_evaluate_encodes_by_fitting_and_a_fresh_decoder_matches(tmp_path: Path, repo_root: Path) -> None:
+    """evaluate.py model=hinerv_tiny: bits from files; decoding the file in a fresh process gives
+    exactly the encoder's quantized reconstruction (the encoder writes it beside the bitstream)."""
+    import csv
+    import os
+
+    from tests.test_overfit import make_tiny_clip
+
+    make_tiny_clip(tmp_path / "clips", frames=3)
+    run_dir = tmp_path / "run"
+    command = [
+        sys.executable, str(repo_root / "evaluate.py"), "model=hinerv_tiny", "ctc=folder",
+        f"ctc.path={tmp_path / 'clips'}", "overfit.steps_scale=0.05", "codec.rate_points=[0,3]",
+        "codec.encoder_reconstruction=true", "~anchor", "metrics=[psnr]", "progress=false",
+        f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    result = subprocess.run(
+        command, cwd=repo_root, env={**os.environ, "HYDRA_FULL_ERROR": "1"}, capture_output=True, text=True,
+        timeout=900,
+    )  # fmt: skip
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    with (run_dir / "points.csv").open() as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda r: int(r["rate_point"]))
+    assert [(r["codec"], r["rate_point"]) for r in rows] == [("hinerv_tiny", "0"), ("hinerv_tiny", "3")]
+    for row in rows:
+        bitstream = run_dir / row["bitstream"]
+        assert int(row["bits"]) == bitstream.stat().st_size * 8
+        assert row["family"] == "scene-adaptive" and float(row["enc_s"]) > 0 and float(row["psnr_yuv"]) > 15
+        decoded = tmp_path / f"decoded_{row['rate_point']}.yuv"
+        subprocess.run(
+            [sys.executable, "-m", "nvc_train.codecs.adaptive", str(bitstream), str(decoded)],
+            cwd=repo_root, check=True, capture_output=True, timeout=300,
+        )  # fmt: skip
+        assert decoded.read_bytes() == Path(f"{bitstream}.enc.yuv").read_bytes()
