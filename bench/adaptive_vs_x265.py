@@ -41,7 +41,8 @@ def prepare_clip(source: Path, folder: Path, frames: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     fps = round(info.fps)
     depth = "_10bit" if info.bit_depth == 10 else ""
-    path = folder / f"{source.stem}_{width}x{height}_{fps}{depth}.yuv"
+    short = source.stem.split("_")[0]  # the size and frame count in the stem would confuse the name parser
+    path = folder / f"{short}_{width}x{height}_{fps}{depth}.yuv"
     if path.is_file():
         return path
     dtype = "<u2" if info.bit_depth == 10 else "u1"
@@ -69,7 +70,7 @@ def main() -> None:
     parser.add_argument("--model", default="c3_tiny")
     parser.add_argument("--steps-scale", type=float, default=1.0)
     parser.add_argument("--rate-points", default="[0,1,2,3]")
-    parser.add_argument("--anchor-qps", default="[32,37,42,47]",
+    parser.add_argument("--anchor-qps", default="[38,42,46,51]",
                         help="x265 QPs: chosen to overlap the adaptive codec's quality range")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "adaptive_vs_x265")

@@ -189,3 +189,25 @@ def test_corrupted_files_give_a_bitstream_error(encoded, tmp_path: Path) -> None
         decode_file(rewritten("foreign.nvc", [foreign, *units[1:]], forged), tmp_path / "x.yuv")
     with pytest.raises(BitstreamError, match="made by codec"):
         decode_file(bitstream, tmp_path / "x.yuv", expected_codec_id="other")
+
+
+def test_pretrained_initialisation_is_loaded_and_checked(encoded, tmp_path: Path) -> None:
+    """PNVC-style start: network weights saved by one fit (save_network) start another; others refused."""
+    from nvc_train.codecs.base import CodecError
+
+    codec, _, _ = encoded
+    source = tiny_net()
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for p in source.network_parameters().values():
+            p.add_(torch.randn_like(p))
+    weights = tmp_path / "pretrained.pt"
+    torch.save({k: v.detach() for k, v in source.network_parameters().items()}, weights)
+    started = AdaptiveCodec({"_target_": "models.c3.C3Net", **_config("c3_tiny")}, codec.overfit,
+                            init_weights=str(weights))  # fmt: skip
+    fresh = tiny_net()
+    started._initialise(fresh)
+    for name, value in source.network_parameters().items():
+        assert torch.equal(fresh.network_parameters()[name], value)
+    with pytest.raises(CodecError, match="do not fit"):
+        started._initialise(tiny_net(arm_hidden=5))
