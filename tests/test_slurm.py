@@ -12,10 +12,12 @@ and slurm/evaluate.sbatch as a job array whose merged tables equal a single-proc
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -39,8 +41,7 @@ CLIENTS = ("sbatch", "squeue", "scontrol", "scancel", "sinfo")
 # sched_interval) start it right then: submit -> running ~1 s, requeue -> running ~6 s, measured.
 CRED_EXPIRE_S = 5
 FINAL_STATES = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", "BOOT_FAIL"}
-TINY_TRAIN = [
-    "logger=csv",
+TINY_TRAIN = [  # plus a logger choice
     *SHRINK,
     *LEAN_CALLBACKS,
     "data.frames=2",
@@ -204,24 +205,27 @@ def stop_cluster(root: Path, env: dict[str, str]) -> None:
     """Cancel every job, then stop slurmd, slurmctld and munged (pid files), waiting for each."""
     if (root / "slurm.conf").is_file() and (root / "slurmctld.pid").is_file():
         subprocess.run(["scancel", "--full", "--user=root"], env=env, capture_output=True, timeout=30)
-    pid_files = [root / "slurmd.pid", root / "slurmctld.pid", root / "munge" / "munged.pid"]
-    for pid_file in pid_files:
-        if not pid_file.is_file():
-            continue
-        pid = int(pid_file.read_text().split()[0])
-        try:
-            os.kill(pid, 15)
-        except ProcessLookupError:
-            continue
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
+    pids = []
+    for pid_file in (root / "slurmd.pid", root / "slurmctld.pid", root / "munge" / "munged.pid"):
+        if pid_file.is_file():
+            pid = int(pid_file.read_text().split()[0])
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+                pids.append(pid)
+    deadline = time.monotonic() + 20
+    for pid in pids:
+        while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.05)
-        else:
-            os.kill(pid, 9)
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 @pytest.fixture(scope="module")
@@ -282,6 +286,7 @@ def test_preempted_training_job_checkpoints_requeues_and_resumes(slurm: LocalSlu
         f"--output={out}",
         "slurm/train.sbatch",
         *TINY_TRAIN,
+        "logger=csv",
         f"trainer.max_steps={max_steps}",
         f"trainer.val_check_interval={val_every}",
         f"hydra.run.dir={run_dir}",
@@ -327,6 +332,7 @@ def test_two_task_ddp_job(slurm: LocalSlurm, tmp_path: Path) -> None:
         f"--output={out}",
         "slurm/train.sbatch",
         *TINY_TRAIN,
+        "logger=[csv,wandb]",  # W&B offline (WANDB_MODE=offline, as on nodes without internet)
         "trainer=ddp",
         "trainer.accelerator=cpu",
         "trainer.precision=32-true",
@@ -343,6 +349,9 @@ def test_two_task_ddp_job(slurm: LocalSlurm, tmp_path: Path) -> None:
     config = load(run_dir / "checkpoints" / "last.ckpt")
     assert config["global_step"] == 2
     assert config["nvc_config"]["trainer"]["devices"] == 2
+    # One offline W&B run (rank 0's), for `wandb sync <run dir>/wandb/offline-run-*` from a login node.
+    offline = list((run_dir / "wandb").glob("offline-run-*"))
+    assert len(offline) == 1 and any(offline[0].glob("*.wandb")), offline
 
 
 @pytest.mark.slow
@@ -352,7 +361,7 @@ def test_submitit_sweep_on_slurm(slurm: LocalSlurm, tmp_path: Path) -> None:
     proc = subprocess.run(
         [
             sys.executable, "train.py", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
-            "hydra.launcher.timeout_min=10", *TINY_TRAIN, "trainer.max_steps=2",
+            "hydra.launcher.timeout_min=10", *TINY_TRAIN, "logger=csv", "trainer.max_steps=2",
             "trainer.val_check_interval=2", "module.lambda_min=117,200", f"hydra.sweep.dir={sweep_dir}",
         ],
         cwd=REPO_ROOT, env=slurm.env, capture_output=True, text=True, timeout=600,
