@@ -47,6 +47,7 @@ the codec, the builder, reference numbers and the registered variants.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -193,6 +194,15 @@ def hyper_decoder(hyper_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
+def _full_precision(tensor: Tensor) -> contextlib.AbstractContextManager:
+    """Autocast off on ``tensor``'s device: likelihoods (erfc, the density's matmuls) and bits are
+    computed in float32 even under mixed precision, where bf16 would round the rate to 2-3 digits.
+    The meta device (complexity counting) has no autocast and needs none."""
+    if tensor.is_meta:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 def _bits(likelihoods: Tensor, mask: Tensor | None = None) -> Tensor:
     """Per-item information in bits, -sum log2 p, over the elements ``mask`` selects (all if None)."""
     info = -torch.log2(likelihoods)
@@ -230,7 +240,8 @@ class LevelledBottleneck(EntropyBottleneck):
         b, c = z.shape[:2]
         if c != self.level_channels:
             raise ValueError(f"z must have {self.level_channels} channels, got {tuple(z.shape)}")
-        z_hat, likelihoods = super().forward(z.repeat(1, self.levels, 1, 1), quantizer)
+        with _full_precision(z):
+            z_hat, likelihoods = super().forward(z.float().repeat(1, self.levels, 1, 1), quantizer)
         items = torch.arange(b, device=z.device)
 
         def own(t: Tensor) -> Tensor:
@@ -332,21 +343,23 @@ class SpatialContextCoder(nn.Module):
         self, y: Tensor, first: tuple[Tensor, Tensor], next_params: NextParams, masks: Sequence[Tensor]
     ) -> tuple[Tensor, Tensor]:
         """``(y_hat, bits per item)``: noise for the likelihoods in training, rounding otherwise."""
-        y_hat = torch.zeros_like(y)
-        bits = y.new_zeros(y.shape[0])
+        y_hat = torch.zeros_like(y, dtype=torch.float32)
+        bits = y.new_zeros(y.shape[0], dtype=torch.float32)
         scales, means = self._capped(first)
         for step, mask in enumerate(masks):
             if step:
                 scales, means = self._capped(next_params(step, y_hat))
-            m = mask.to(y.dtype)
-            if self.training:
-                likelihoods = self.gaussian.likelihood(quantize(y, "noise"), scales, means)
-                rounded = quantize(y, "ste", means)
-            else:
-                rounded = quantize(y, "dequantize", means)
-                likelihoods = self.gaussian.likelihood(rounded, scales, means)
-            y_hat = y_hat + rounded * m
-            bits = bits + _bits(likelihoods, m)
+            with _full_precision(y):
+                y32, scales, means = y.float(), scales.float(), means.float()
+                m = mask.to(y32.dtype)
+                if self.training:
+                    likelihoods = self.gaussian.likelihood(quantize(y32, "noise"), scales, means)
+                    rounded = quantize(y32, "ste", means)
+                else:
+                    rounded = quantize(y32, "dequantize", means)
+                    likelihoods = self.gaussian.likelihood(rounded, scales, means)
+                y_hat = y_hat + rounded * m
+                bits = bits + _bits(likelihoods, m)
         return y_hat, bits
 
     def code(

@@ -171,6 +171,20 @@ def test_one_training_step_of_the_full_model_at_256():
     assert not torch.equal(before, net.inter.recon_head.weight)
 
 
+def test_rate_stays_float32_under_mixed_precision():
+    """bf16 autocast (GPU training recipes): the transforms may run in bf16, the likelihoods and bits
+    may not (bf16 would round a frame's rate to 2-3 significant digits)."""
+    torch.manual_seed(0)
+    model = build_model("dcvc_rt_tiny").train()
+    (y0, uv0), (y1, uv1) = frames(64, 64, 2)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        intra = model.forward_frame(y0, uv0, torch.tensor([3]), None)
+        inter = model.forward_frame(y1, uv1, torch.tensor([3]), intra.ref)
+    for out in (intra, inter):
+        assert out.bits.dtype == torch.float32 and torch.isfinite(out.bits).all()
+    (intra.bits + inter.bits).sum().backward()
+
+
 # ---------------------------------------------------------------------------------------------------
 # Entropy-model parts
 
