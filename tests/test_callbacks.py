@@ -268,3 +268,51 @@ def test_schedule_by_steps_epochs_and_fit_end(monkeypatch) -> None:
     assert schedule(CTCEvaluation(every_n_epochs=2, at_fit_start=True), 3, 4) == [0, 6, 12]
     assert schedule(CTCEvaluation(every_n_steps=3, every_n_epochs=1, at_fit_end=False), 3, 2) == [3, 6]
     assert schedule(CTCEvaluation(at_fit_end=False), 3, 2) == []
+
+
+class _FailsOn(NeuralCodec):
+    """A real neural codec whose encoder fails on one sequence: a rank-local fault."""
+
+    def encode(self, sequence, rate_point, structure, bitstream):  # type: ignore[override]
+        if sequence.name == "coffee_zoom":
+            raise RuntimeError("encoder fault on coffee_zoom")
+        return super().encode(sequence, rate_point, structure, bitstream)
+
+
+def _evaluate_on_rank(rank: int, world_size: int, init_file: str, out_dir: str, results: Any) -> None:
+    """One gloo rank of a 2-process group: run CTCEvaluation.evaluate with a trainer-like namespace."""
+    from types import SimpleNamespace
+
+    import torch.distributed as dist
+
+    import models
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world_size)
+    try:
+        torch.manual_seed(0)
+        net = models.build_model("dcvc_lite_tiny")
+        trainer = SimpleNamespace(global_rank=rank, world_size=world_size, global_step=3, loggers=[])
+        module = SimpleNamespace(net=net, device=torch.device("cpu"), nvc_config={"model_name": "tiny"})
+        callback = CTCEvaluation(sequences=SEQUENCES, frames=2, q_indices=[0, 7], out_dir=out_dir)
+        callback.anchor = _FailsOn(models.build_model("dcvc_lite_tiny"), "faulty", [3])
+        try:
+            callback.evaluate(trainer, module)
+            results.put((rank, "no error"))
+        except RuntimeError as error:
+            results.put((rank, str(error)))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_a_failing_rank_fails_every_rank_instead_of_hanging(tmp_path: Path) -> None:
+    import torch.multiprocessing as mp
+
+    context = mp.get_context("spawn")
+    results = context.SimpleQueue()
+    args = (2, str(tmp_path / "init"), str(tmp_path / "ctc_eval"), results)
+    mp.start_processes(_evaluate_on_rank, args=args, nprocs=2, join=True, start_method="spawn")
+    messages = dict(results.get() for _ in range(2))
+    for rank in (0, 1):  # the anchor's coffee_zoom point is rank 1's share; both ranks report it
+        assert "rank 1: RuntimeError: encoder fault on coffee_zoom" in messages[rank], messages

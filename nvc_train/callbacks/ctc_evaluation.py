@@ -75,17 +75,17 @@ def select_sequences(
     return [by_name[n] for n in names]
 
 
-def gather_rows(rows: list[dict[str, Any]], shard: Shard) -> list[dict[str, Any]]:
-    """Every rank's rows on every rank (``all_gather_object``); a single process returns its own."""
+def gather_shards(mine: Any, shard: Shard) -> list[Any]:
+    """Every rank's ``mine`` on every rank, in rank order (``all_gather_object``); one process: ``[mine]``."""
     if shard.world_size == 1:
-        return rows
+        return [mine]
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
         raise RuntimeError(f"sharded over {shard.world_size} ranks but torch.distributed is not initialised")
     gathered: list[Any] = [None] * shard.world_size
-    dist.all_gather_object(gathered, rows)
-    return [row for part in gathered for row in part]
+    dist.all_gather_object(gathered, mine)
+    return gathered
 
 
 def frozen_codec(
@@ -271,9 +271,8 @@ class CTCEvaluation(Callback):
         codec = frozen_codec(net, str(self.codec_name), rates, pl_module.device)
         folder = self.out_dir / f"step_{step:07d}"
         jobs = make_jobs([codec], self._sequences)
-        mine = run_jobs(jobs, self.structure, folder, self.options, shard)
         anchor_jobs = self._anchor_jobs()
-        anchor_mine = run_jobs(anchor_jobs, self.structure, self.anchor_dir, self.options, shard)
+        mine, anchor_mine, error = self._run_share(jobs, anchor_jobs, folder, shard)
         log.info(
             "CTC evaluation at step %d: rank %d coded %d of %d points",
             step,
@@ -281,9 +280,15 @@ class CTCEvaluation(Callback):
             len(mine) + len(anchor_mine),
             len(jobs) + len(anchor_jobs),
         )
-        rows = gather_rows(mine, shard)
-        if anchor_jobs:
-            self._anchor_rows = gather_rows(anchor_mine, shard)  # the runner re-uses result.json next time
+        # One collective carries rows and failures, so a rank that failed never leaves the others
+        # waiting in a gather: every rank learns of it and raises.
+        parts = gather_shards((mine, anchor_mine, error), shard)
+        errors = [part[2] for part in parts if part[2]]
+        if errors:
+            raise RuntimeError(f"CTC evaluation at step {step} failed: " + "; ".join(errors))
+        rows = [row for part in parts for row in part[0]]
+        if anchor_jobs:  # coded this time; later evaluations re-use these rows (and the runner its files)
+            self._anchor_rows = [row for part in parts for row in part[1]]
         anchor_rows = self._anchor_rows or []
         if shard.rank != 0:
             return None
@@ -319,6 +324,22 @@ class CTCEvaluation(Callback):
             folder,
         )
         return record
+
+    def _run_share(
+        self, jobs: list[Job], anchor_jobs: list[Job], folder: Path, shard: Shard
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str | None]:
+        """This rank's model and anchor points; under DDP a failure is returned (to be gathered), alone
+        it is raised as it is."""
+        assert self.anchor_dir is not None
+        try:
+            mine = run_jobs(jobs, self.structure, folder, self.options, shard)
+            anchor_mine = run_jobs(anchor_jobs, self.structure, self.anchor_dir, self.options, shard)
+        except Exception as error:
+            if shard.world_size == 1:
+                raise
+            log.exception("CTC evaluation failed on rank %d", shard.rank)
+            return [], [], f"rank {shard.rank}: {type(error).__name__}: {error}"
+        return mine, anchor_mine, None
 
     def _anchor_jobs(self) -> list[Job]:
         """The anchor's jobs the first time (none afterwards); imported points are read, not coded."""
