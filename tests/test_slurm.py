@@ -384,8 +384,9 @@ def read_table(path: Path, key: tuple[str, ...]) -> dict[tuple[str, ...], dict[s
 
 
 @pytest.mark.slow
-def test_evaluation_array_equals_single_process(slurm: LocalSlurm, tmp_path: Path) -> None:
-    """``sbatch --array`` of evaluate.sbatch: each array task codes its shard, task 0 merges."""
+def test_evaluation_arrays_equal_single_process(slurm: LocalSlurm, tmp_path: Path) -> None:
+    """``sbatch --array`` of evaluate.sbatch, and the same shards as a submitit sweep: each array
+    task codes its shard, shard 0 merges; the tables equal a single-process run's."""
     small = [
         "frames=2", "metrics=[psnr]", "bd_metrics=[psnr_yuv]", "progress=false",
         "~ctc.test_sets.embedded.sequences.coffee_zoom", "~ctc.test_sets.embedded.sequences.rocket_tilt",
@@ -413,14 +414,30 @@ def test_evaluation_array_equals_single_process(slurm: LocalSlurm, tmp_path: Pat
     )  # fmt: skip
     assert single.returncode == 0, single.stderr[-3000:]
 
+    # The same shards as a Hydra sweep through the submitit launcher (one array task per shard).
+    submitit_dir = tmp_path / "submitit"
+    sweep = subprocess.run(
+        [
+            sys.executable, "evaluate.py", "-m", "hydra/launcher=slurm", "hydra.launcher.cpus_per_task=1",
+            *small, "shard.rank=range(0,2)", "shard.world_size=2", f"run_dir={submitit_dir}",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}",
+        ],
+        cwd=REPO_ROOT, env=slurm.env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert sweep.returncode == 0, sweep.stdout[-3000:] + sweep.stderr[-3000:]
+
     key = ("codec", "sequence", "rate_point")
-    merged, reference = read_table(array_dir / "points.csv", key), read_table(single_dir / "points.csv", key)
-    assert merged.keys() == reference.keys() and len(merged) == 16
-    for point, row in merged.items():
-        assert row["bits"] == reference[point]["bits"], point
-        assert row["psnr_yuv"] == reference[point]["psnr_yuv"], point
+    reference = read_table(single_dir / "points.csv", key)
+    assert len(reference) == 16
     bd_key = ("class", "metric", "method")
-    assert read_table(array_dir / "bdrate.csv", bd_key) == read_table(single_dir / "bdrate.csv", bd_key)
+    for sharded_dir in (array_dir, submitit_dir):
+        merged = read_table(sharded_dir / "points.csv", key)
+        assert merged.keys() == reference.keys(), sharded_dir.name
+        for point, row in merged.items():
+            assert row["bits"] == reference[point]["bits"], (sharded_dir.name, point)
+            assert row["psnr_yuv"] == reference[point]["psnr_yuv"], (sharded_dir.name, point)
+        bdrate = read_table(sharded_dir / "bdrate.csv", bd_key)
+        assert bdrate == read_table(single_dir / "bdrate.csv", bd_key), sharded_dir.name
 
 
 def test_shard_ranks_from_slurm_arrays_and_tasks(monkeypatch) -> None:
