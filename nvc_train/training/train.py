@@ -20,6 +20,7 @@ from typing import Any
 import lightning.pytorch as pl
 import torch
 from hydra.utils import instantiate
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -218,9 +219,18 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, An
     for logger in trainer.loggers:  # the whole run config beside the metrics (W&B config, hparams.yaml)
         logger.log_hyperparams(module.nvc_config)
 
-    ckpt_path = resume_checkpoint(cfg.get("resume"), checkpoint_dir, Path(trainer.default_root_dir))
+    hpc_dir = Path(trainer.default_root_dir)
+    ckpt_path = resume_checkpoint(cfg.get("resume"), checkpoint_dir, hpc_dir)
     if ckpt_path:
         log.info("resuming from %s", ckpt_path)
+    elif SLURMEnvironment.detect() and any(hpc_dir.glob(f"{HPC_CHECKPOINT_PREFIX}*.ckpt")):
+        log.warning(  # Lightning's own rule under SLURM, which a null ckpt_path cannot switch off
+            "resume=%s, but under SLURM Lightning continues from the %s*.ckpt in %s; "
+            "give the run a new folder to start afresh",
+            cfg.get("resume"),
+            HPC_CHECKPOINT_PREFIX,
+            hpc_dir,
+        )
     failed = True
     start = time.perf_counter()
     try:
