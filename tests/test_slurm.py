@@ -352,6 +352,14 @@ def test_two_task_ddp_job(slurm: LocalSlurm, tmp_path: Path) -> None:
     # One offline W&B run (rank 0's), for `wandb sync <run dir>/wandb/offline-run-*` from a login node.
     offline = list((run_dir / "wandb").glob("offline-run-*"))
     assert len(offline) == 1 and any(offline[0].glob("*.wandb")), offline
+    # The upload step, without uploading (no key, no network here): wandb lists the run it would sync.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    wandb_cli = Path(sys.executable).with_name("wandb")
+    sync = subprocess.run(
+        [str(wandb_cli), "sync", "--dry-run", str(offline[0])],
+        env={**env, "NETRC": str(tmp_path / "no_netrc")}, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert sync.returncode == 0 and "Would sync 1 run" in sync.stdout + sync.stderr, sync.stderr
 
 
 @pytest.mark.slow
