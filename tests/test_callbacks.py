@@ -316,3 +316,9 @@ def test_a_failing_rank_fails_every_rank_instead_of_hanging(tmp_path: Path) -> N
     messages = dict(results.get() for _ in range(2))
     for rank in (0, 1):  # the anchor's coffee_zoom point is rank 1's share; both ranks report it
         assert "rank 1: RuntimeError: encoder fault on coffee_zoom" in messages[rank], messages
+
+
+def test_fast_dev_run_skips_the_coding(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    train(make_cfg(run_dir, *SMALL_RUN, *CTC_TINY, "trainer.fast_dev_run=true"))
+    assert not (run_dir / "ctc_eval").exists()

@@ -258,8 +258,12 @@ class CTCEvaluation(Callback):
     def evaluate(self, trainer: Trainer, pl_module: LightningModule) -> dict[str, Any] | None:
         """Code the subset with the live weights on every rank's share; rank 0 writes and logs.
 
-        Returns the evaluation's record on rank 0, None on the other ranks.
+        Returns the evaluation's record on rank 0, None on the other ranks and under ``fast_dev_run``
+        (which Lightning treats as a smoke test: no checkpoints, no loggers, and here no coding).
         """
+        if getattr(trainer, "fast_dev_run", False):  # a smoke test of the steps, like Lightning's checkpoints
+            log.info("fast_dev_run: CTC evaluation at step %d skipped", trainer.global_step)
+            return None
         started = time.perf_counter()
         self._setup(trainer, pl_module)
         assert self._sequences is not None and self.out_dir is not None and self.anchor_dir is not None
