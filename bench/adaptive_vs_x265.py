@@ -74,6 +74,7 @@ def main() -> None:
                         help="x265 QPs: chosen to overlap the adaptive codec's quality range")  # fmt: skip
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "adaptive_vs_x265")
+    parser.add_argument("--tag", default="", help="run-folder suffix (give one with extra overrides)")
     parser.add_argument("extra", nargs="*", help="more evaluate.py overrides")
     args = parser.parse_args()
 
@@ -83,7 +84,7 @@ def main() -> None:
         if not source.is_file():
             sys.exit(f"clip not found: {source}")
         clip = prepare_clip(source, args.out / "clips" / name, args.frames)
-        run_dir = args.out / f"{name}_{args.model}_s{args.steps_scale:g}_f{args.frames}"
+        run_dir = args.out / f"{name}_{args.model}_s{args.steps_scale:g}_f{args.frames}{args.tag}"
         cmd = [
             sys.executable, str(REPO_ROOT / "evaluate.py"), f"model={args.model}", "ctc=folder",
             f"ctc.path={clip.parent}", f"frames={args.frames}", "structure=ld", "anchor=x265",

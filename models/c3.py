@@ -282,6 +282,8 @@ class C3Net(SceneAdaptiveNet):
         shared_latents: add one sequence-level grid per level to every frame's (coded once, before
             frame 0; trained by every batch), so static content is learned and paid for once and
             the per-frame grids only carry what changes.
+        frame_min_level: per-frame grids exist from this level on (finer ones are zero and not sent);
+            with shared latents, fine detail is then learned and paid for once per sequence.
     """
 
     pad_multiple = 4
@@ -309,6 +311,7 @@ class C3Net(SceneAdaptiveNet):
         phases: int = 8,
         latent_init_std: float = 0.0,
         shared_latents: bool = False,
+        frame_min_level: int = 0,
     ) -> None:
         architecture = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         architecture["synthesis_hidden"] = [int(v) for v in synthesis_hidden]
@@ -316,6 +319,11 @@ class C3Net(SceneAdaptiveNet):
         self.structure = CodingStructure(structure, intra_period, gop_size)  # type: ignore[arg-type]
         self.coding_order = self.structure.frames(num_frames)
         self.shared = bool(shared_latents)
+        self.frame_min_level = int(frame_min_level)
+        if not 0 <= self.frame_min_level < int(levels) or (self.frame_min_level and not self.shared):
+            raise ValueError(
+                f"frame_min_level must be in [0, levels) and needs shared_latents, got {frame_min_level}"
+            )
         # Row num_frames (when shared): the sequence-level grids, coded like an intra frame.
         refs = torch.full((num_frames + int(self.shared), 2), -1, dtype=torch.int64)
         for frame in self.coding_order:
@@ -391,16 +399,21 @@ class C3Net(SceneAdaptiveNet):
         quantized, bits = self._grids_and_bits(frame_indices)
         if self.shared:  # sequence-level grids: sent once, so a batch of B frames pays B / T of them
             shared_index = torch.tensor([self.num_frames], device=frame_indices.device)
-            shared, shared_bits = self._grids_and_bits(shared_index)
+            shared, shared_bits = self._grids_and_bits(shared_index, sequence_level=True)
             quantized = [g + s for g, s in zip(quantized, shared, strict=True)]
             bits = bits + shared_bits * (len(frame_indices) / self.num_frames)
         return *self._synthesize(quantized), bits
 
-    def _grids_and_bits(self, indices: Tensor) -> tuple[list[Tensor], Tensor]:
+    def _grids_and_bits(self, indices: Tensor, sequence_level: bool = False) -> tuple[list[Tensor], Tensor]:
         """Quantized grids (every level) of latent rows ``indices`` and their estimated bits."""
-        quantized = [self._quantized(self.latents[level][indices]) for level in range(self.levels)]
+        first = 0 if sequence_level else self.frame_min_level  # finer per-frame levels are not sent
+        quantized = [
+            self._quantized(self.latents[level][indices]) if level >= first
+            else self.latents[level].new_zeros(len(indices), *self.latents[level].shape[1:])
+            for level in range(self.levels)
+        ]  # fmt: skip
         bits = quantized[0].new_zeros(())
-        for level in range(self.levels):
+        for level in range(first, self.levels):
             ref0, ref1, has_ref = self._ref_grids(level, indices, quantize=True)
             coarse = quantized[level + 1] if level + 1 < self.levels else None
             mu, log_scale = self.arm(self._context(level, quantized[level], coarse, ref0, ref1, has_ref))
@@ -433,10 +446,13 @@ class C3Net(SceneAdaptiveNet):
     def _code_frame(self, poc: int, grids: list[list[Tensor | None]], coder: AnsEncoder | AnsDecoder) -> None:
         """Encode (grids[poc] known) or decode (grids[poc] filled in place) one frame's latents."""
         decoding = isinstance(coder, AnsDecoder)
+        first = 0 if poc == self.num_frames else self.frame_min_level
         for level in reversed(range(self.levels)):
             h, w = self.grid_sizes[level]
-            if decoding:
+            if decoding or level < first:
                 grids[poc][level] = torch.zeros(1, 1, h, w, dtype=torch.float64)
+            if level < first:
+                continue
             second = _checkerboard(h, w, torch.device("cpu")).bool()
             for mask in (~second, second):
                 context = self._fixed_context(level, poc, grids)

@@ -211,3 +211,15 @@ def test_killed_evaluate_resumes_where_it_stopped(tmp_path: Path) -> None:
     assert len(list(run_dir.glob("points/**/result.json"))) == 2
     with (run_dir / "points.csv").open() as handle:
         assert len(list(csv.DictReader(handle))) == 2
+
+
+def test_a_changed_schedule_or_architecture_makes_stored_points_stale() -> None:
+    """The runner re-measures a point whose codec description differs: it must name every config number."""
+    from nvc_train.codecs.adaptive import AdaptiveCodec
+
+    model = yaml.safe_load((REPO_ROOT / "configs/model/c3_tiny.yaml").read_text())
+    overfit = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    base = AdaptiveCodec(model, overfit).description()
+    assert AdaptiveCodec(model, {**overfit, "steps_scale": 0.5}).description() != base
+    assert AdaptiveCodec({**model, "arm_hidden": 8}, overfit).description() != base
+    assert AdaptiveCodec(model, dict(overfit)).description() == base

@@ -141,8 +141,14 @@ class AdaptiveCodec(Codec):
         self.last_fit: dict[str, Any] = {}
 
     def description(self) -> str:
+        """Names the network, the schedule and a hash of both configs: a stored point made with
+        other architecture numbers, lambdas or steps is stale and gets re-measured on resume."""
+        import hashlib
+
         phases = "+".join(f"{p['name']}{p['steps']}" for p in self.overfit["phases"])
-        return f"{self.name} ({self.target.rsplit('.', 1)[-1]}, overfit {phases})"
+        configs = json.dumps([self.target, self.model, self.overfit, self.init_weights], sort_keys=True)
+        digest = hashlib.sha256(configs.encode()).hexdigest()[:8]
+        return f"{self.name} ({self.target.rsplit('.', 1)[-1]}, overfit {phases}, config {digest})"
 
     def _lambda(self, rate_point: RatePoint) -> float:
         if not isinstance(rate_point, int) or not 0 <= rate_point < len(self.lambdas):
