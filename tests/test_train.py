@@ -216,7 +216,9 @@ def test_nonfinite_steps_are_skipped_and_counted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(experiment: str, tmp_path: Path) -> None:
-    out = train(make_cfg(tmp_path / "run", f"experiment={experiment}", "trainer.fast_dev_run=true"))
+    # The DCVC-RT recipes name the full-size model; the tiny one of the same class keeps this test fast.
+    shrink = ["model=dcvc_rt_tiny"] if experiment.startswith("dcvc_rt_") else []
+    out = train(make_cfg(tmp_path / "run", f"experiment={experiment}", *shrink, "trainer.fast_dev_run=true"))
     assert out["global_step"] == 1
     assert math.isfinite(out["metrics"]["train/loss"])
 
@@ -368,25 +370,6 @@ def test_train_py_user_error_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 1
     assert "error: no training clips found" in proc.stderr
     assert "Traceback" not in proc.stderr
-
-
-@pytest.mark.slow
-def test_ddp_on_two_cpu_processes(tmp_path: Path) -> None:
-    run_dir = tmp_path / "run"
-    run_train_py(
-        "trainer=ddp",
-        "trainer.accelerator=cpu",
-        "trainer.devices=2",
-        "trainer.precision=32-true",
-        "trainer.num_sanity_val_steps=0",
-        "logger=csv",
-        *SHRINK,
-        *SMALL_RUN,
-        f"hydra.run.dir={run_dir}",
-    )
-    checkpoint = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
-    assert checkpoint["global_step"] == 2
-    assert checkpoint["nvc_config"]["trainer"]["strategy"].startswith("ddp")
 
 
 # --------------------------------------------------------------------------------------------------
