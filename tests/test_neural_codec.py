@@ -29,11 +29,13 @@ from nvc_train.embedded import embedded_sequences
 from nvc_train.video.frame import VideoInfo
 import dataclasses
 state, stream, out, name, frames = sys.argv[1:6]
+torch.set_num_threads(int(sys.argv[6]) if len(sys.argv) > 6 else 1)
+threads = None if len(sys.argv) > 7 and sys.argv[7] == "unpinned" else 1
 net = models.build_model(name)
 net.load_state_dict(torch.load(state, weights_only=True))
 seq = embedded_sequences()[0]
 seq = dataclasses.replace(seq, info=dataclasses.replace(seq.info, num_frames=int(frames)))
-NeuralCodec(net, name).decode(stream, seq, out)
+NeuralCodec(net, name, coding_threads=threads).decode(stream, seq, out)
 """
 
 
@@ -74,6 +76,40 @@ def test_decoding_in_a_fresh_process_is_bit_exact(encoded) -> None:
     encoder_side = Path(f"{result.bitstream}.enc.yuv").read_bytes()
     assert len(encoder_side) == sequence.info.frame_bytes * 3
     assert decoded.read_bytes() == encoder_side
+
+
+@pytest.mark.slow
+def test_decoded_pictures_do_not_depend_on_the_decoders_thread_count(tmp_path: Path) -> None:
+    """dcvc_rt_tiny's float32 synthesis moves with the thread count; the adapter's pin removes that.
+
+    Encoded here, decoded in fresh processes started with 2 threads: with the adapter's default
+    (coding on one thread) the pictures equal the encoder's byte for byte. Unpinned, the same
+    decoder is run too, to show the pin is what makes the difference when the CPU's kernels do
+    move with the thread count (it is not asserted: some CPUs' kernels do not).
+    """
+    name = "dcvc_rt_tiny"
+    torch.manual_seed(0)
+    codec = NeuralCodec(models.build_model(name), name, rate_points=[7], encoder_reconstruction=True)
+    sequence = short(embedded_sequences()[0], 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)  # the pin, not this process's count, decides the encoder's pictures
+    try:
+        result = codec.encode(
+            sequence, 7, CodingStructure("ld", intra_period=-1, gop_size=1), tmp_path / "s.nvc"
+        )
+    finally:
+        torch.set_num_threads(before)
+    torch.save(codec.net.state_dict(), tmp_path / "state.pt")
+    encoder_side = Path(f"{result.bitstream}.enc.yuv").read_bytes()
+    for mode in ("pinned", "unpinned"):
+        subprocess.run(
+            [sys.executable, "-c", DECODE_SCRIPT, str(tmp_path / "state.pt"), str(result.bitstream),
+             str(tmp_path / f"{mode}.yuv"), name, "4", "2", mode],
+            cwd=REPO_ROOT, check=True, timeout=300,
+        )  # fmt: skip
+    assert (tmp_path / "pinned.yuv").read_bytes() == encoder_side
+    unpinned = (tmp_path / "unpinned.yuv").read_bytes()
+    print(f"unpinned 2-thread decode equals the encoder's pictures: {unpinned == encoder_side}")
 
 
 def test_file_bits_are_close_to_the_estimate(encoded) -> None:

@@ -12,7 +12,9 @@ counted by the runner from the file written here; the model's estimate is return
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -49,7 +51,15 @@ class NeuralCodec(Codec):
         rate_points: list[int] | None = None,
         device: str = "cpu",
         encoder_reconstruction: bool = False,
+        coding_threads: int | None = 1,
     ) -> None:
+        # coding_threads: torch's CPU intra-op threads while coding (None: leave the process's count).
+        # float32 convolutions give other results with other thread counts on the CPU (measured in
+        # tests/test_determinism.py), and a P frame's prior is computed from the decoder's previous
+        # float output, so an encoder and a decoder started with other thread counts could drift.
+        # Pinning the count while coding makes the decoded pictures independent of how the decoding
+        # process was started. GPU coding is not affected by this setting.
+        self.coding_threads = coding_threads
         # encoder_reconstruction: also write what the encoder reconstructed, beside the bitstream
         # (``<bitstream>.enc.yuv``), so that a decoder elsewhere can be checked against it byte for byte.
         self.encoder_reconstruction = encoder_reconstruction
@@ -74,6 +84,7 @@ class NeuralCodec(Codec):
         rate_points: list[int] | None = None,
         device: str = "cpu",
         encoder_reconstruction: bool = False,
+        coding_threads: int | None = 1,
     ) -> NeuralCodec:
         """Rebuild the network from the checkpoint's own resolved config (loaded with weights_only=True)."""
         from hydra.utils import instantiate
@@ -90,7 +101,20 @@ class NeuralCodec(Codec):
         state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
         net.load_state_dict(state)
         model_name = name or config.get("model_name") or type(net).__name__.lower()
-        return cls(net, model_name, rate_points, device, encoder_reconstruction)
+        return cls(net, model_name, rate_points, device, encoder_reconstruction, coding_threads)
+
+    @contextlib.contextmanager
+    def _pinned_threads(self) -> Iterator[None]:
+        """Code with ``coding_threads`` CPU threads, then give the process its own count back."""
+        if self.coding_threads is None or self.device.type != "cpu":
+            yield
+            return
+        before = torch.get_num_threads()
+        torch.set_num_threads(self.coding_threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
 
     def description(self) -> str:
         return f"{self.name} ({type(self.net).__name__}, weights {self.weights_hash.hex()[:8]})"
@@ -136,7 +160,8 @@ class NeuralCodec(Codec):
         for index, frame in enumerate(reader.read(sequence.start_frame, info.num_frames)):
             intra = structure.is_intra(index)
             y, uv = self._to_model(frame)
-            payload, out = self.net.compress_frame(y, uv, q, None if intra else ref)
+            with self._pinned_threads():
+                payload, out = self.net.compress_frame(y, uv, q, None if intra else ref)
             ref = out.ref
             estimated += float(out.bits.sum())
             units.append(Unit(KIND_I if intra else KIND_P, q, payload))
@@ -183,9 +208,14 @@ class NeuralCodec(Codec):
             for unit in units:
                 if not unit.is_frame:
                     continue
-                y, uv, ref = self.net.decompress_frame(
-                    unit.payload, unit.rate_point, None if unit.kind == KIND_I else ref, padded_h, padded_w
-                )
+                with self._pinned_threads():
+                    y, uv, ref = self.net.decompress_frame(
+                        unit.payload,
+                        unit.rate_point,
+                        None if unit.kind == KIND_I else ref,
+                        padded_h,
+                        padded_w,
+                    )
                 writer.write(self._to_frame(y, uv, info.height, info.width, header.bit_depth))
         return DecodeResult(Path(output), time.perf_counter() - started)
 
