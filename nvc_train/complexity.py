@@ -85,10 +85,11 @@ def codec_complexity(
 
     ``net`` is a ``models.base.NeuralVideoCodec`` (duck-typed: ``forward_frame``, ``pad_multiple``,
     ``num_q``). The frame is padded to ``pad_multiple`` and run through ``forward_frame`` in eval mode
-    without gradients; a P frame is counted against the reference an intra frame left (the intra frame
-    itself is not counted). ``q_index`` defaults to the middle rate point (MACs of these nets do not
-    depend on it). ``device`` defaults to the net's own; ``"meta"`` counts on a meta copy (see the
-    module docstring). The net's training flag, parameters and buffers are left as they were.
+    without gradients; a P frame is counted against the reference a P frame left (the steady state
+    of a low-delay sequence; the intra frame and the first P frame are not counted). ``q_index``
+    defaults to the middle rate point (MACs of these nets do not depend on it). ``device`` defaults
+    to the net's own; ``"meta"`` counts on a meta copy (see the module docstring). The net's
+    training flag, parameters and buffers are left as they were.
 
     Returns ``params_m`` (every parameter, as ``sum(p.numel())``), ``kmac_per_px``, ``macs`` (the
     count over the padded frame) and the ``height``, ``width`` and ``frame_type`` it was counted at.
@@ -113,7 +114,11 @@ def codec_complexity(
         with torch.no_grad():
             ref = None
             if frame_type == "P":
+                # Steady state: the P frame after a P frame. The first P frame after an intra frame
+                # may build its reference differently (DCVC-RT turns the intra picture into a
+                # feature), which is not what a low-delay sequence's other P frames cost.
                 ref = model.forward_frame(y, uv, q_tensor, None).ref
+                ref = model.forward_frame(y, uv, q_tensor, ref).ref
             macs = count_macs(model.forward_frame, y, uv, q_tensor, ref)
     except (RuntimeError, NotImplementedError) as error:
         if target.type != "meta":

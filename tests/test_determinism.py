@@ -1,6 +1,6 @@
 """Entropy decoding does not drift: streams decode bit-exactly in another process and thread count.
 
-The rule under test is :mod:`nvc_train.entropy.params`: the network that turns decoded hyper
+The rule under test is :mod:`nvc_train.entropy.coding_parameters`: the network that turns decoded hyper
 latents into scales and means runs in float64 on the CPU when coding and is rounded once to
 float32. The cross-process tests encode in one fresh process with one torch thread and decode in
 two others, with one and with two threads, from the saved weights and payloads alone: the entropy

@@ -9,14 +9,14 @@ CDF tables that ``update()`` builds into checkpointed buffers; see :mod:`nvc_tra
 for how encoder and decoder are guaranteed the same integer model. ``encode_into`` / ``decode_from``
 code several latents into ONE :class:`AnsEncoder` stream, so a frame pays the coder's flush once.
 :func:`coding_parameters` is the rule for the network that computes a latent's scales and means
-when coding (float64 on the CPU, rounded once to float32; see :mod:`nvc_train.entropy.params`).
+when coding (float64 on the CPU, rounded once to float32; see :mod:`nvc_train.entropy.coding_parameters`).
 """
 
 from nvc_train.entropy.bottleneck import EntropyBottleneck
 from nvc_train.entropy.coder import PRECISION, AnsDecoder, AnsEncoder, EntropyCoderError
+from nvc_train.entropy.coding_parameters import coding_parameters
 from nvc_train.entropy.gaussian import GaussianConditional
 from nvc_train.entropy.ops import lower_bound, quantize
-from nvc_train.entropy.params import coding_parameters
 
 __all__ = [
     "PRECISION",
