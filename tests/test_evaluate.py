@@ -49,9 +49,10 @@ def embedded_run(tmp_path_factory) -> Path:
 
 @pytest.mark.slow
 def test_default_run_writes_every_result_file(embedded_run: Path) -> None:
-    for name in ("points.csv", "points.json", "bdrate.csv", "bdrate.md", "complexity.csv"):
+    for name in ("points.csv", "points.json", "bdrate.csv", "bdrate.md", "complexity.csv", "complexity.md"):
         assert (embedded_run / name).is_file(), name
     assert list(embedded_run.glob("rd_*_psnr_yuv.png"))
+    assert list(embedded_run.glob("radar_*.png"))  # BD-rate per metric against speed (review's Fig. 1)
     rows = read_points(embedded_run)
     assert {r["codec"] for r in rows} == {"x265", "x264"}
     assert len({r["sequence"] for r in rows}) == 4

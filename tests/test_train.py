@@ -349,6 +349,8 @@ def test_evaluate_py_codes_the_trained_checkpoint(cli_run: Path, tmp_path: Path)
     with (eval_dir / "complexity.csv").open() as handle:
         (complexity,) = list(csv.DictReader(handle))  # kMAC/px counted at the test sequences' size
     assert 0 < float(complexity["kmac_per_px_intra"]) < float(complexity["kmac_per_px"])
+    # A neural codec's speed is its coding path's, timed with warm-up (ComplexityProfile's rule).
+    assert complexity["fps_method"] == "model" and float(complexity["enc_fps"]) > 0
 
 
 @pytest.mark.slow

@@ -9,18 +9,17 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from nvc_train.atomic import atomic_write_csv
+from nvc_train.callbacks.complexity_profile import complexity_table_rows
 from nvc_train.codecs.base import Codec
 from nvc_train.ctc import load_sequences
-from nvc_train.evaluation.plots import write_rd_plots
+from nvc_train.evaluation.plots import write_radar_plots, write_rd_plots
 from nvc_train.evaluation.points import structure_label
 from nvc_train.evaluation.runner import MeasureOptions, Shard, collect_rows, make_jobs, run_jobs
 from nvc_train.evaluation.tables import (
-    COMPLEXITY_COLUMNS,
     bdrate_markdown,
-    complexity_rows,
     compute_bdrates,
     write_bdrate,
+    write_complexity,
     write_points,
 )
 
@@ -30,9 +29,9 @@ log = logging.getLogger(__name__)
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Evaluate the codec under test and the anchor on the configured CTC sequences.
 
-    Writes points.csv/json, bdrate.csv/md, complexity.csv and rd_*.png into ``cfg.run_dir`` and
-    returns the rows and the run folder. Under sharding, every rank codes its share and rank 0
-    waits for the others and writes the tables.
+    Writes points.csv/json, bdrate.csv/md, complexity.csv/md, rd_*.png and radar_*.png into
+    ``cfg.run_dir`` and returns the rows and the run folder. Under sharding, every rank codes its
+    share and rank 0 waits for the others and writes the tables.
     """
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -83,9 +82,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         write_bdrate(run_dir, bd_rows, markdown)
     # kMAC/px at the first test sequence's size (one count per codec: 1080p costs seconds on a CPU).
     size = (sequences[0].info.height, sequences[0].info.width) if sequences else (1080, 1920)
-    known = {c.name: c.complexity(*size) for c in coded}
-    atomic_write_csv(run_dir / "complexity.csv", complexity_rows(rows, known), COMPLEXITY_COLUMNS)
+    complexity = complexity_table_rows(coded, rows, *size, **cfg.get("complexity", {}))
+    write_complexity(run_dir, complexity)
     write_rd_plots(run_dir, rows, cfg.bd_metrics)
+    if anchor is not None:
+        write_radar_plots(run_dir, bd_rows, complexity, anchor.name, cfg.bd_metrics, cfg.bd_methods[0])
     log.info("aggregation: %s", AGGREGATION_RULE)
     if (run_dir / "bdrate.md").is_file():
         print((run_dir / "bdrate.md").read_text())
