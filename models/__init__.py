@@ -5,6 +5,12 @@ soon as ``models`` is imported, and a codec is one new file in ``models/`` plus 
 its configs. Full and tiny variants of one class are registered side by side under their own names
 (``dcvc_lite``, ``dcvc_lite_tiny``). The framework itself never imports this package by name: configs
 reach it through ``_target_`` (``configs/model/<name>.yaml``).
+
+The registry holds the scene-agnostic networks, which are built without knowing a sequence.
+Scene-adaptive networks (``models/c3.py``, ``models/hinerv.py``, base class in ``models/adaptive.py``)
+have shapes that follow the sequence they are fitted to, so the adapter
+(``nvc_train/codecs/adaptive.py``) builds them per sequence from the same ``configs/model/<name>.yaml``
+and the bitstream carries their architecture.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["UnknownModelError", "build_model", "list_models", "register_model"]
+__all__ = ["UnknownModelError", "build_model", "build_variant", "list_models", "register_model"]
 
 _Builder = TypeVar("_Builder", bound=Callable[..., nn.Module])
+_Model = TypeVar("_Model", bound=nn.Module)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 
@@ -40,6 +47,21 @@ def list_models() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def build_variant(
+    cls: Callable[..., _Model], variant: str, numbers: dict[str, Any], overrides: dict[str, Any]
+) -> _Model:
+    """One registered variant = a class and its numbers; ``overrides`` replace single numbers.
+
+    A misspelt override would otherwise surface as a TypeError deep in a constructor (or, for a
+    name the constructor happens to accept under another meaning, not at all), so unknown names
+    are refused here with the variant's known ones.
+    """
+    unknown = sorted(set(overrides) - set(numbers))
+    if unknown:
+        raise TypeError(f"unknown {variant} arguments {unknown}; known: {sorted(numbers)}")
+    return cls(**{**numbers, **overrides})
+
+
 def build_model(name: str, **kwargs: Any) -> nn.Module:
     """Build the registered model ``name``; ``kwargs`` override single numbers of the variant."""
     try:
@@ -53,6 +75,4 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 # Explicit imports of every codec module fill the registry; they come after the registry functions
 # because each module registers itself with them at import time.
-from models import dcvc_lite  # noqa: E402, F401
-from models import ssf  # noqa: E402, F401
-from models import dcvc_rt  # noqa: E402, F401
+from models import dcvc_lite, dcvc_rt, ssf  # noqa: E402, F401

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models import register_model
+from models import build_variant, register_model
 from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
 from models.blocks import (
     HyperpriorLatentCodec,
@@ -358,14 +358,6 @@ class DCVCLite(NeuralVideoCodec):
 # Builder
 
 
-def _build(defaults: dict[str, Any], overrides: dict[str, Any]) -> DCVCLite:
-    """One variant = its numbers; keyword overrides (e.g. ``num_q``) replace single numbers."""
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise TypeError(f"unknown dcvc_lite arguments {unknown}; known: {sorted(defaults)}")
-    return DCVCLite(**{**defaults, **overrides})
-
-
 # ---------------------------------------------------------------------------------------------------
 # Reference numbers. No paper to match: measured on this code (kMAC per luma pixel of one frame's
 # forward_frame, torch.utils.flop_counter, 256x256). Tests check the parameter counts exactly, so a
@@ -413,10 +405,10 @@ REFERENCE: dict[str, dict[str, float]] = {
 @register_model
 def dcvc_lite(**overrides: Any) -> DCVCLite:
     """Full size: the operating point for GPU training."""
-    return _build(VARIANTS["dcvc_lite"], overrides)
+    return build_variant(DCVCLite, "dcvc_lite", VARIANTS["dcvc_lite"], overrides)
 
 
 @register_model
 def dcvc_lite_tiny(**overrides: Any) -> DCVCLite:
     """Tiny: trains visibly in minutes on two CPU cores on 64x64 crops; what the tests run."""
-    return _build(VARIANTS["dcvc_lite_tiny"], overrides)
+    return build_variant(DCVCLite, "dcvc_lite_tiny", VARIANTS["dcvc_lite_tiny"], overrides)

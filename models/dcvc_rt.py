@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import register_model
+from models import build_variant, register_model
 from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
 from models.blocks import RateGain
 from nvc_train.entropy import (
@@ -973,14 +973,6 @@ class DCVCRT(NeuralVideoCodec):
 # Builder
 
 
-def _build(defaults: dict[str, Any], overrides: dict[str, Any]) -> DCVCRT:
-    """One variant = its numbers; keyword overrides (e.g. ``refresh_interval``) replace single numbers."""
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise TypeError(f"unknown dcvc_rt arguments {unknown}; known: {sorted(defaults)}")
-    return DCVCRT(**{**defaults, **overrides})
-
-
 # ---------------------------------------------------------------------------------------------------
 # Reference numbers. DCVC-RT (CVPR 2025) and the NVC review's Table 5: P-frame model 20.7 M
 # parameters, 185.7 kMAC/px at 1920x1080. Measured on this code (nvc_train.complexity, MACs =
@@ -1061,10 +1053,10 @@ REFERENCE: dict[str, dict[str, int]] = {
 @register_model
 def dcvc_rt(**overrides: Any) -> DCVCRT:
     """Full size: the published DCVC-RT (P model 20.7 M parameters, 185.7 kMAC/px at 1080p)."""
-    return _build(VARIANTS["dcvc_rt"], overrides)
+    return build_variant(DCVCRT, "dcvc_rt", VARIANTS["dcvc_rt"], overrides)
 
 
 @register_model
 def dcvc_rt_tiny(**overrides: Any) -> DCVCRT:
     """Tiny: the same classes with small widths and one block per stage; what the CPU tests run."""
-    return _build(VARIANTS["dcvc_rt_tiny"], overrides)
+    return build_variant(DCVCRT, "dcvc_rt_tiny", VARIANTS["dcvc_rt_tiny"], overrides)

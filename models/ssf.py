@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import register_model
+from models import build_variant, register_model
 from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
 from models.blocks import RateGain
 from nvc_train.entropy import (
@@ -504,14 +504,6 @@ class ScaleSpaceFlow(NeuralVideoCodec):
 # Builder
 
 
-def _build(defaults: dict[str, Any], overrides: dict[str, Any]) -> ScaleSpaceFlow:
-    """One variant = its numbers; keyword overrides replace single numbers."""
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise TypeError(f"unknown ssf arguments {unknown}; known: {sorted(defaults)}")
-    return ScaleSpaceFlow(**{**defaults, **overrides})
-
-
 # ---------------------------------------------------------------------------------------------------
 # Reference numbers. The paper gives the architecture, not a parameter or MAC count; these are
 # measured on this code (python -m nvc_train.complexity ssf: 1920x1080, run padded to 1920x1152;
@@ -564,10 +556,10 @@ REFERENCE: dict[str, dict[str, float]] = {
 @register_model
 def ssf(**overrides: Any) -> ScaleSpaceFlow:
     """Full size, the paper's channel counts (128 / 192 / 192, 5x5 kernels, 5 levels, sigma0 1.5)."""
-    return _build(VARIANTS["ssf"], overrides)
+    return build_variant(ScaleSpaceFlow, "ssf", VARIANTS["ssf"], overrides)
 
 
 @register_model
 def ssf_tiny(**overrides: Any) -> ScaleSpaceFlow:
     """Tiny: the same classes at CPU-test size (pad_multiple 32); what the tests run."""
-    return _build(VARIANTS["ssf_tiny"], overrides)
+    return build_variant(ScaleSpaceFlow, "ssf_tiny", VARIANTS["ssf_tiny"], overrides)
