@@ -30,6 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
+from nvc_train.bitstream import AdaptivePayload
+
 __all__ = [
     "AdaptiveOutput",
     "AdaptivePayload",
@@ -56,19 +58,6 @@ class AdaptiveOutput:
     uv: Tensor
     latent_bits: Tensor
     parameter_bits: Tensor
-
-
-@dataclass
-class AdaptivePayload:
-    """Everything after the container header: parameters once, then one payload per frame.
-
-    ``frames`` is in display order, ``len == num_frames``; a payload may be empty (an INR sends no
-    per-frame data). The adapter writes ``parameters`` as a parameter-set unit and each frame
-    payload as a frame unit; the container adds lengths and CRCs.
-    """
-
-    parameters: bytes
-    frames: list[bytes]
 
 
 @dataclass

@@ -44,9 +44,11 @@ from nvc_train.bitstream.container import (
     read_stream,
     write_stream,
 )
+from nvc_train.bitstream.payload import AdaptivePayload
 from nvc_train.bitstream.weights import weights_hash
 
 __all__ = [
+    "AdaptivePayload",
     "FIRST_NON_FRAME_KIND",
     "HEADER_FIELDS",
     "KIND_B",

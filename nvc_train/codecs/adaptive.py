@@ -23,7 +23,6 @@ import json
 import logging
 import time
 from collections.abc import Mapping
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +33,7 @@ from nvc_train.bitstream import (
     KIND_I,
     KIND_P,
     KIND_PARAMETER_SET,
+    AdaptivePayload,
     BitstreamError,
     StreamHeader,
     Unit,
@@ -41,7 +41,7 @@ from nvc_train.bitstream import (
     weights_hash,
     write_stream,
 )
-from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint
+from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
 from nvc_train.ctc import Sequence
 from nvc_train.structure import CodingStructure
 from nvc_train.video.frame import YUVFrame
@@ -273,21 +273,8 @@ class AdaptiveCodec(Codec):
         ]
         for frame in structure.frames(info.num_frames):
             units.append(Unit(FRAME_KINDS[frame.frame_type], rate_point, payload.frames[frame.poc]))
-        fps = Fraction(info.fps).limit_denominator(1001)
-        header = StreamHeader(
-            codec_id=self.name[:32],
-            weights_hash=weights_hash([("parameter_set", parameter_set), ("weights", payload.parameters)]),
-            width=info.width,
-            height=info.height,
-            bit_depth=info.bit_depth,
-            num_frames=info.num_frames,
-            fps_num=fps.numerator,
-            fps_den=fps.denominator,
-            structure=structure.kind,
-            intra_period=structure.intra_period,
-            gop_size=structure.gop_size,
-            rate_point=rate_point,
-        )
+        coded_hash = weights_hash([("parameter_set", parameter_set), ("weights", payload.parameters)])
+        header = stream_header(self.name, coded_hash, sequence, structure, rate_point)
         write_stream(bitstream, header, units)
 
     # ---- decoding -----------------------------------------------------------------------------
@@ -322,8 +309,6 @@ def decode_file(
 
     Every defect of the file (container, parameter set, weights, latents) is a :class:`BitstreamError`.
     """
-    from models.adaptive import AdaptivePayload  # the file names its class in models/; decoding needs it
-
     header, units = read_stream(bitstream, expected_codec_id)
     if len(units) < 2 or units[0].kind != KIND_PARAMETER_SET or units[1].kind != KIND_WEIGHTS:
         raise BitstreamError(f"{bitstream}: expected a parameter set and a weights unit before the frames")

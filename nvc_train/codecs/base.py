@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass, field
+from fractions import Fraction
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
+
+from nvc_train.bitstream import StreamHeader
 
 if TYPE_CHECKING:
     from nvc_train.ctc import Sequence
@@ -80,3 +83,29 @@ class Codec(abc.ABC):
     @abc.abstractmethod
     def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
         """Decode ``bitstream`` into a raw 4:2:0 ``.yuv`` at ``output`` (source bit depth)."""
+
+
+def stream_header(
+    codec_id: str, weights_hash: bytes, sequence: Sequence, structure: CodingStructure, rate_point: int
+) -> StreamHeader:
+    """The container header of one coded sequence, the same for every codec that writes the container.
+
+    The frame rate is stored as a fraction (30000/1001 stays exact); the codec id is cut to the
+    container's 32 bytes.
+    """
+    info = sequence.info
+    fps = Fraction(info.fps).limit_denominator(1001)
+    return StreamHeader(
+        codec_id=codec_id[:32],
+        weights_hash=weights_hash,
+        width=info.width,
+        height=info.height,
+        bit_depth=info.bit_depth,
+        num_frames=info.num_frames,
+        fps_num=fps.numerator,
+        fps_den=fps.denominator,
+        structure=structure.kind,
+        intra_period=structure.intra_period,
+        gop_size=structure.gop_size,
+        rate_point=rate_point,
+    )

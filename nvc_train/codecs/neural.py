@@ -15,15 +15,14 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from nvc_train.bitstream import KIND_I, KIND_P, StreamHeader, Unit, read_stream, weights_hash, write_stream
-from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint
+from nvc_train.bitstream import KIND_I, KIND_P, Unit, read_stream, weights_hash, write_stream
+from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
 from nvc_train.complexity import codec_complexity
 from nvc_train.ctc import Sequence
 from nvc_train.structure import CodingStructure
@@ -169,27 +168,9 @@ class NeuralCodec(Codec):
                 writer.write(self._to_frame(out.y_hat, out.uv_hat, info.height, info.width, info.bit_depth))
         if writer is not None:
             writer.close()
-        header = self._header(sequence, structure, q)
+        header = stream_header(self.name, self.weights_hash, sequence, structure, q)
         write_stream(bitstream, header, units)
         return EncodeResult(Path(bitstream), time.perf_counter() - started, estimated_bits=estimated)
-
-    def _header(self, sequence: Sequence, structure: CodingStructure, q: int) -> StreamHeader:
-        info = sequence.info
-        fps = Fraction(info.fps).limit_denominator(1001)
-        return StreamHeader(
-            codec_id=self.name[:32],
-            weights_hash=self.weights_hash,
-            width=info.width,
-            height=info.height,
-            bit_depth=info.bit_depth,
-            num_frames=info.num_frames,
-            fps_num=fps.numerator,
-            fps_den=fps.denominator,
-            structure=structure.kind,
-            intra_period=structure.intra_period,
-            gop_size=structure.gop_size,
-            rate_point=q,
-        )
 
     # ---- decoding ------------------------------------------------------------------------------
 
