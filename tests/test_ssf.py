@@ -169,13 +169,14 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.slow
-def test_train_py_on_vimeo_then_evaluate_py_with_real_bits(tmp_path: Path) -> None:
+@pytest.mark.parametrize("model", ["ssf_tiny", "dcvc_rt_tiny"])  # residual and conditional, one path
+def test_train_py_on_vimeo_then_evaluate_py_with_real_bits(model: str, tmp_path: Path) -> None:
     vimeo = write_vimeo(tmp_path / "vimeo_septuplet", ensure_embedded_clips()["astronaut_pan"])
     run_dir = tmp_path / "train"
     _run(
         [
             str(REPO_ROOT / "train.py"),
-            "model=ssf_tiny",
+            f"model={model}",
             "data=vimeo90k",
             f"data.root={vimeo}",
             "data.frames=2",
@@ -196,7 +197,7 @@ def test_train_py_on_vimeo_then_evaluate_py_with_real_bits(tmp_path: Path) -> No
     )
     ckpt = run_dir / "checkpoints" / "last.ckpt"
     checkpoint = torch.load(ckpt, weights_only=True)
-    assert checkpoint["global_step"] == 3 and checkpoint["nvc_config"]["model_name"] == "ssf_tiny"
+    assert checkpoint["global_step"] == 3 and checkpoint["nvc_config"]["model_name"] == model
 
     eval_dir = tmp_path / "eval"
     _run(
@@ -212,7 +213,7 @@ def test_train_py_on_vimeo_then_evaluate_py_with_real_bits(tmp_path: Path) -> No
     )
     with (eval_dir / "points.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert rows and {r["codec"] for r in rows} == {"ssf_tiny"}
+    assert rows and {r["codec"] for r in rows} == {model}
     for row in rows:
         stream = Path(row["bitstream"])
         stream = stream if stream.is_absolute() else eval_dir / stream
