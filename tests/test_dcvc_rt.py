@@ -39,6 +39,7 @@ from nvc_train.embedded import ensure_embedded_clips
 from nvc_train.entropy import AnsDecoder, AnsEncoder
 from nvc_train.training.losses import DISTORTIONS, RGB_WEIGHT, combine_planes, frame_terms, plane_mses
 from nvc_train.video import open_video
+from tests.test_models import _encode_sequence
 
 NAMES = ("dcvc_rt", "dcvc_rt_tiny")
 
@@ -235,16 +236,6 @@ def test_levelled_bottleneck_codes_each_level_with_its_own_density():
 # Real coding: offsets, refresh, several rate points
 
 
-def _encode(model: DCVCRT, clip, qs):
-    payloads, outputs, ref = [], [], None
-    for (y, uv), q in zip(clip, qs, strict=True):
-        data, out = model.compress_frame(y, uv, q, ref)
-        payloads.append(data)
-        outputs.append(out)
-        ref = out.ref
-    return payloads, outputs
-
-
 # positions 0..9 after the intra frame: offsets 2, 0, 1, 0, 1, 0, 1, 0, 2 (tiny's [0, 2, 0, 1, ...]) and,
 # with refresh_interval 3, refreshes at positions 1, 4 and 7; the rate point changes along the way.
 SEQUENCE_QS = [7, 7, 3, 3, 0, 5, 5, 1, 6, 2]
@@ -265,7 +256,7 @@ def test_round_trip_is_exact_with_offsets_refreshes_and_changing_rate_points():
     model = tiny(refresh_interval=3)
     h, w = 64, 128
     clip = frames(h, w, len(SEQUENCE_QS))
-    payloads, outputs = _encode(model, clip, SEQUENCE_QS)
+    payloads, outputs = _encode_sequence(model, clip, SEQUENCE_QS)
     ref = None
     for index, (data, out, q) in enumerate(zip(payloads, outputs, SEQUENCE_QS, strict=True)):
         y_hat, uv_hat, ref = model.decompress_frame(data, q, ref, h, w)
@@ -279,11 +270,11 @@ def test_round_trip_is_exact_with_offsets_refreshes_and_changing_rate_points():
         )
 
     # The refresh and the offsets are real: switching them off changes exactly the frames they touch.
-    plain, _ = _encode(tiny(), clip, SEQUENCE_QS)  # no refresh before position 33
+    plain, _ = _encode_sequence(tiny(), clip, SEQUENCE_QS)  # no refresh before position 33
     assert plain[:4] == payloads[:4]  # positions 0..3: same rules (position 1 uses the picture anyway)
     assert plain[4] != payloads[4]  # position 4: refreshed from the picture with refresh_interval 3
-    flat, _ = _encode(tiny(qp_offsets=(0,)), clip[:3], SEQUENCE_QS[:3])
-    unflat, _ = _encode(tiny(qp_offsets=(0,) * 8), clip[:3], SEQUENCE_QS[:3])
+    flat, _ = _encode_sequence(tiny(qp_offsets=(0,)), clip[:3], SEQUENCE_QS[:3])
+    unflat, _ = _encode_sequence(tiny(qp_offsets=(0,) * 8), clip[:3], SEQUENCE_QS[:3])
     assert flat == unflat  # a period of zeros is no offset, whatever its length
     assert flat[1] != plain[1]  # position 1 carries offset 2 in the tiny pattern
 
@@ -291,7 +282,7 @@ def test_round_trip_is_exact_with_offsets_refreshes_and_changing_rate_points():
 def test_truncated_and_corrupted_payloads_raise_payload_error():
     model = tiny()
     clip = frames(64, 64, 2)
-    (i_data, p_data), outputs = _encode(model, clip, [4, 4])
+    (i_data, p_data), outputs = _encode_sequence(model, clip, [4, 4])
     for data, ref in ((i_data, None), (p_data, outputs[0].ref)):
         for cut in (1, 2, 5, len(data) // 2, len(data) - 1):
             with pytest.raises(PayloadError):
@@ -332,7 +323,7 @@ def test_a_fresh_process_decodes_the_encoders_pictures_byte_for_byte(tmp_path: P
     h, w = 64, 128
     clip = frames(h, w, 6)
     qs = SEQUENCE_QS[:6]
-    payloads, outputs = _encode(model, clip, qs)
+    payloads, outputs = _encode_sequence(model, clip, qs)
     torch.save(model.state_dict(), tmp_path / "state.pt")
     for index, data in enumerate(payloads):
         (tmp_path / f"frame{index}.bin").write_bytes(data)
