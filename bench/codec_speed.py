@@ -32,7 +32,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from nvc_train.complexity import codec_complexity, measure_fps, padded_size  # noqa: E402
+from nvc_train.complexity import (  # noqa: E402
+    codec_complexity,
+    decode_chain,
+    encode_chain,
+    measure_fps,
+    padded_size,
+)
 from nvc_train.embedded import ensure_embedded_clips  # noqa: E402
 from nvc_train.video import open_video  # noqa: E402
 
@@ -99,19 +105,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     q = net.num_q // 2 if args.q is None else args.q
 
     def encode(chain: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[bytes, Any]]:
-        coded, ref = [], None
-        for y, uv in chain:
-            data, out = net.compress_frame(y, uv, q, ref)
-            ref = out.ref
-            coded.append((data, out))
-        return coded
+        return encode_chain(net, chain, q)
 
     def decode(coded: list[tuple[bytes, Any]]) -> list[torch.Tensor]:
-        ref, pictures = None, []
-        for data, _ in coded:
-            y_hat, _, ref = net.decompress_frame(data, q, ref, height, width)
-            pictures.append(y_hat)
-        return pictures
+        return decode_chain(net, [data for data, _ in coded], q, height, width)
 
     timing = measure_fps(encode, decode, frames, warmup=args.warmup, repeats=args.repeats, device=device)
     coded = encode(frames)

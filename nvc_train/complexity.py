@@ -43,7 +43,15 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-__all__ = ["codec_complexity", "count_macs", "measure_fps", "padded_size", "synchronize"]
+__all__ = [
+    "codec_complexity",
+    "count_macs",
+    "decode_chain",
+    "encode_chain",
+    "measure_fps",
+    "padded_size",
+    "synchronize",
+]
 
 
 def count_macs(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> int:
@@ -137,6 +145,29 @@ def codec_complexity(
         "width": width,
         "frame_type": frame_type,
     }
+
+
+def encode_chain(net: nn.Module, frames: Sequence[tuple[torch.Tensor, torch.Tensor]], q_index: int) -> list:
+    """Code ``frames`` as I P P ... with ``net.compress_frame``: ``[(payload, FrameOutput), ...]``.
+
+    The chain every speed figure times (the complexity callback, evaluate.py's table, the bench), so
+    that they all time the same work: each P frame references the encoder's own previous output.
+    """
+    coded, ref = [], None
+    for y, uv in frames:
+        payload, out = net.compress_frame(y, uv, q_index, ref)
+        coded.append((payload, out))
+        ref = out.ref
+    return coded
+
+
+def decode_chain(net: nn.Module, payloads: Sequence[bytes], q_index: int, height: int, width: int) -> list:
+    """Decode an :func:`encode_chain` stream's payloads in order; returns the decoded luma planes."""
+    pictures, ref = [], None
+    for payload in payloads:
+        y_hat, _, ref = net.decompress_frame(payload, q_index, ref, height, width)
+        pictures.append(y_hat)
+    return pictures
 
 
 def synchronize(device: str | torch.device | None = None) -> None:

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from nvc_train.complexity import measure_fps, padded_size
+from nvc_train.complexity import decode_chain, encode_chain, measure_fps, padded_size
 from nvc_train.evaluation.tables import COMPLEXITY_COLUMNS, complexity_rows, device_name, write_complexity
 
 log = logging.getLogger(__name__)
@@ -93,17 +93,10 @@ def profile_network(
         padded.append((y, uv))
 
     def encode(frame_list: list[tuple[torch.Tensor, torch.Tensor]]) -> list[bytes]:
-        payloads, ref = [], None
-        for y, uv in frame_list:
-            payload, out = coded_net.compress_frame(y, uv, q, ref)
-            payloads.append(payload)
-            ref = out.ref
-        return payloads
+        return [payload for payload, _ in encode_chain(coded_net, frame_list, q)]
 
     def decode(payloads: list[bytes]) -> None:
-        ref = None
-        for payload in payloads:
-            _, _, ref = coded_net.decompress_frame(payload, q, ref, padded_h, padded_w)
+        decode_chain(coded_net, payloads, q, padded_h, padded_w)
 
     speed = measure_fps(encode, decode, padded, warmup=warmup, repeats=repeats, device=target)
     return {
