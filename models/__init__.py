@@ -20,11 +20,21 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-__all__ = ["UnknownModelError", "build_model", "build_variant", "list_models", "register_model"]
+__all__ = [
+    "UnknownModelError",
+    "build_model",
+    "build_variant",
+    "list_models",
+    "list_networks",
+    "network_class",
+    "register_model",
+    "register_network",
+]
 
 _Builder = TypeVar("_Builder", bound=Callable[..., nn.Module])
 _Model = TypeVar("_Model", bound=nn.Module)
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+_NETWORKS: dict[str, type[nn.Module]] = {}  # "models.c3.C3Net" -> the class: what a file may name
 
 
 class UnknownModelError(ValueError):
@@ -40,6 +50,33 @@ def register_model(builder: _Builder) -> _Builder:
         )
     _REGISTRY[name] = builder
     return builder
+
+
+def register_network(cls: type[_Model]) -> type[_Model]:
+    """Allow files to name ``cls``: a checkpoint's or a bitstream's config may build it, nothing else.
+
+    Why an allow-list: a config read from a file is data written by whoever made the file. Given to
+    ``hydra.utils.instantiate`` it could name any importable callable (``torch.load`` of a pickle,
+    ``Path.write_text``), so the framework looks the class up here by its dotted name instead, and
+    calls it with plain numbers only (:mod:`nvc_train.networks`).
+    """
+    _NETWORKS[f"{cls.__module__}.{cls.__qualname__}"] = cls
+    return cls
+
+
+def list_networks() -> list[str]:
+    """Dotted names of the network classes a file may name (a config's ``_target_``), sorted."""
+    return sorted(_NETWORKS)
+
+
+def network_class(target: str) -> type[nn.Module]:
+    """The registered network class whose dotted name is ``target``; nothing is imported for it."""
+    try:
+        return _NETWORKS[target]
+    except (KeyError, TypeError):
+        raise UnknownModelError(
+            f"{target!r} is not a registered network class; registered: {', '.join(list_networks())}"
+        ) from None
 
 
 def list_models() -> list[str]:
@@ -75,4 +112,4 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
 
 # Explicit imports of every codec module fill the registry; they come after the registry functions
 # because each module registers itself with them at import time.
-from models import dcvc_lite, dcvc_rt, ssf  # noqa: E402, F401
+from models import c3, dcvc_lite, dcvc_rt, hinerv, ssf  # noqa: E402, F401

@@ -40,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import register_network
 from models.adaptive import SceneAdaptiveNet
 from nvc_train.entropy.base import TableEntropyModel
 from nvc_train.entropy.coder import MAX_HALF_RANGE, AnsDecoder, AnsEncoder, EntropyCoderError, _cdf_tables
@@ -265,6 +266,7 @@ class Synthesis(nn.Module):
 # ---- the codec network ------------------------------------------------------------------------
 
 
+@register_network
 class C3Net(SceneAdaptiveNet):
     """Latent grids per frame + shared ARM and synthesis for one sequence (see the module docstring).
 

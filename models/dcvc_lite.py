@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models import build_variant, register_model
+from models import build_variant, register_model, register_network
 from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
 from models.blocks import (
     HyperpriorLatentCodec,
@@ -181,6 +181,7 @@ class InterCodec(nn.Module):
 # Model
 
 
+@register_network
 class DCVCLite(NeuralVideoCodec):
     """dcvc_lite: intra hyperprior codec + conditional P-frame codec, variable rate, YUV 4:2:0.
 

@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import build_variant, register_model
+from models import build_variant, register_model, register_network
 from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
 from models.blocks import RateGain
 from nvc_train.entropy import (
@@ -715,6 +715,7 @@ class InterModel(nn.Module):
 # The codec
 
 
+@register_network
 class DCVCRT(NeuralVideoCodec):
     """DCVC-RT: intra model + inter model behind the framework's 4:2:0 model API.
 

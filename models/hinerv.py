@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models import register_network
 from models.adaptive import SceneAdaptiveNet
 
 __all__ = ["REFERENCE", "VARIANTS", "HiNeRV", "hinerv_variant"]
@@ -142,6 +143,7 @@ class Stage(nn.Module):
 # ---- the codec network --------------------------------------------------------------------------
 
 
+@register_network
 class HiNeRV(SceneAdaptiveNet):
     """One network per sequence: frame index -> (Y, UV); see the module docstring for the data flow.
 

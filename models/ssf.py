@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import build_variant, register_model
+from models import build_variant, register_model, register_network
 from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
 from models.blocks import RateGain
 from nvc_train.entropy import (
@@ -317,6 +317,7 @@ class Reference:
         return Reference(self.frame.detach())
 
 
+@register_network
 class ScaleSpaceFlow(NeuralVideoCodec):
     """ssf: hyperprior intra codec + scale-space-flow motion + residual coding, variable rate, YUV 4:2:0.
 

@@ -597,10 +597,12 @@ def read_stream(
             f"{path} is {info.st_size} bytes, more than the {MAX_STREAM_BYTES}-byte bitstream limit; "
             "is it really a bitstream?"
         )
+    # Read what the file holds (one byte more shows a file that grew since stat()): a read sized by
+    # the limit would reserve 4 GiB of address space for every stream, and fail under `ulimit -v`.
     with open(path, "rb") as handle:
-        data = handle.read(MAX_STREAM_BYTES + 1)
-    if len(data) > MAX_STREAM_BYTES:  # grew between stat() and read()
-        raise BitstreamError(f"{path} is more than the {MAX_STREAM_BYTES}-byte bitstream limit")
+        data = handle.read(info.st_size + 1)
+    if len(data) > info.st_size:
+        raise BitstreamError(f"{path} changed size while it was read; is another process writing it?")
     try:
         return decode_stream(data, expected_codec_id, expected_weights_hash)
     except BitstreamError as exc:

@@ -85,21 +85,20 @@ class NeuralCodec(Codec):
         encoder_reconstruction: bool = False,
         coding_threads: int | None = 1,
     ) -> NeuralCodec:
-        """Rebuild the network from the checkpoint's own resolved config (loaded with weights_only=True)."""
-        from hydra.utils import instantiate
+        """Rebuild the network from the checkpoint's own resolved config (loaded with weights_only=True).
 
-        path = Path(path)
-        if not path.is_file():
-            raise CodecError(f"checkpoint not found: {path} (train one with `python train.py`)")
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        The config names a registered network class and numbers only (:mod:`nvc_train.networks`);
+        a checkpoint that names anything else is refused before anything is built.
+        """
+        from nvc_train.networks import build_network, checked_model_name, load_checkpoint, network_state
+
+        checkpoint = load_checkpoint(path)
         config: dict[str, Any] | None = checkpoint.get("nvc_config")
         if not config or "model" not in config:
             raise CodecError(f"{path} carries no nvc-train config (was it written by train.py?)")
-        net = instantiate(config["model"])
-        prefix = "net."
-        state = {k[len(prefix) :]: v for k, v in checkpoint["state_dict"].items() if k.startswith(prefix)}
-        net.load_state_dict(state)
+        net = build_network(config["model"], str(path), network_state(checkpoint, str(path)))
         model_name = name or config.get("model_name") or type(net).__name__.lower()
+        model_name = checked_model_name(model_name, str(path))
         return cls(net, model_name, rate_points, device, encoder_reconstruction, coding_threads)
 
     @contextlib.contextmanager

@@ -21,15 +21,15 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
+from nvc_train.networks import CheckpointError, load_checkpoint, network_state
+
 __all__ = ["CompileNet", "InitWeights", "InitWeightsError"]
 
 log = logging.getLogger(__name__)
 
-NET_PREFIX = "net."  # RDModule keeps the codec network as ``self.net``
 
-
-class InitWeightsError(RuntimeError):
-    """The checkpoint to start from is missing, unreadable, or does not fit the network."""
+class InitWeightsError(CheckpointError):
+    """The checkpoint to start from is missing, unreadable, hostile, or does not fit the network."""
 
 
 class InitWeights(Callback):
@@ -83,22 +83,14 @@ class InitWeights(Callback):
 
     @staticmethod
     def _network_state(path: Path) -> dict[str, torch.Tensor]:
+        """The network tensors of a train.py checkpoint, read the one way every loader reads them
+        (:func:`nvc_train.networks.load_checkpoint`: weights only, a foreign ``_target_`` refused)."""
         try:
-            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several types for a damaged or foreign file
-            raise InitWeightsError(
-                f"cannot read checkpoint {path}: {type(error).__name__}: {error}"
-            ) from error
-        if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
-            raise InitWeightsError(f"{path} is not a train.py checkpoint (no state_dict)")
-        state = {
-            key[len(NET_PREFIX) :]: value
-            for key, value in checkpoint["state_dict"].items()
-            if key.startswith(NET_PREFIX)
-        }
-        if not state:
-            raise InitWeightsError(f"{path} holds no codec network weights (no '{NET_PREFIX}*' entries)")
-        return state
+            return network_state(load_checkpoint(path), str(path))
+        except InitWeightsError:
+            raise
+        except CheckpointError as error:
+            raise InitWeightsError(str(error)) from None
 
     def _load(self, net: torch.nn.Module, state: dict[str, torch.Tensor]) -> None:
         own = net.state_dict()
