@@ -138,9 +138,7 @@ def _construct(cls: type[nn.Module], kwargs: Mapping[str, Any], source: str, dev
         ) from error
 
 
-def build_network(
-    config: Any, source: str, state: Mapping[str, torch.Tensor] | None = None
-) -> nn.Module:
+def build_network(config: Any, source: str, state: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """Build the network a file's ``model`` config names; with ``state``, load it after a meta check.
 
     The meta build costs no memory; when ``state`` is given, its keys and shapes must be the
@@ -189,7 +187,8 @@ def load_network_state(net: nn.Module, state: Mapping[str, torch.Tensor], source
     try:
         net.load_state_dict(dict(state))
     except RuntimeError as error:
-        raise CheckpointError(f"{source}: the weights do not load into {type(net).__name__}: {error}") from None
+        name = type(net).__name__
+        raise CheckpointError(f"{source}: the weights do not load into {name}: {error}") from None
 
 
 def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
