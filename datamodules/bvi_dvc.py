@@ -13,6 +13,9 @@ recursively (the classes may sit in sub-folders).
 decord is never opened in ``__init__`` and no decoder is kept open: :class:`ScopedDecordReader`
 opens the container for one read and closes it, inside whichever process reads (a DataLoader
 worker, environment note R4), so 800 files do not hold 800 decoders in every worker.
+
+A root that is unset, absent or holds no video files raises :class:`MissingDataError`, which
+``train.py`` prints without a traceback.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from datamodules.clips import ClipDataModule, ClipSource
+from nvc_train.training.errors import MissingDataError
 from nvc_train.video import DecordReader, RawYUVReader, VideoFormatError, VideoInfo, VideoReader, YUVFrame
 from nvc_train.video.readers import raw_name_fields
 
@@ -86,7 +90,7 @@ def find_bvi_dvc_files(root: Path, source: str = "auto") -> list[Path]:
     if source not in SOURCES:
         raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
     if not root.is_dir():
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"BVI-DVC root not found: {root} is not a folder (expected the BVI-DVC .mp4 files or raw "
             f"*_<W>x<H>_*.yuv files under it; download them from the dataset's page, "
             f"nothing is downloaded here)"
@@ -97,7 +101,7 @@ def find_bvi_dvc_files(root: Path, source: str = "auto") -> list[Path]:
     chosen = {"yuv": raw, "mp4": mp4, "auto": raw or mp4}[source]
     if not chosen:
         wanted = {"yuv": "*.yuv", "mp4": "*.mp4", "auto": "*.mp4 or *.yuv"}[source]
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"no BVI-DVC video files ({wanted}) under {root} ({len(files)} other file(s) found); "
             f"expected names like AAdvertisingMassagesBangkokVidevo_1920x1088_25fps_10bit_420.yuv"
         )
@@ -130,7 +134,7 @@ class BVIDVCDataModule(ClipDataModule):
             raise ValueError(f"data.source must be one of {', '.join(SOURCES)}, got {source!r}")
         super().__init__(**kwargs)
         if root in (None, "", "???"):
-            raise ValueError("data.root is not set: pass the BVI-DVC folder (or set BVI_DVC_ROOT)")
+            raise MissingDataError("data.root is not set: pass the BVI-DVC folder (or set BVI_DVC_ROOT)")
         self.root = Path(root).expanduser()
         self.source = source
         self.matrix = matrix

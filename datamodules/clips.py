@@ -19,6 +19,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
+from nvc_train.training.errors import MissingDataError
 from nvc_train.video import VideoInfo, VideoReader, YUVFrame, open_video
 
 log = logging.getLogger(__name__)
@@ -143,6 +144,9 @@ class CentreClipCrops(Dataset):
 class ClipDataModule(LightningDataModule):
     """Training crops and fixed validation crops from 4:2:0 clips (files and/or one folder).
 
+    Clips that are absent or none usable raise :class:`MissingDataError`: the user must fix the
+    data or the config, so ``train.py`` prints the message alone, without a traceback.
+
     Args:
         clips: video files (raw ``.yuv`` with ``_WxH`` in the name, ``.y4m``, containers).
         folder: a folder whose ``.y4m`` and ``*_WxH*.yuv`` files are added (not recursive; the
@@ -222,7 +226,7 @@ class ClipDataModule(LightningDataModule):
             from nvc_train.ctc import scan_folder
 
             if not self.folder.is_dir():
-                raise FileNotFoundError(f"data.folder is not a folder: {self.folder}")
+                raise MissingDataError(f"data.folder is not a folder: {self.folder}")
             try:
                 sequences = scan_folder(self.folder, self.fps, self.bit_depth)
             except FileNotFoundError:  # its message speaks of ctc.path; this is data.folder
@@ -234,7 +238,7 @@ class ClipDataModule(LightningDataModule):
         """Readers (metadata only: they keep no open handle) for every configured clip."""
         readers = [open_video(path, info) for path, info in self.find_clips()]
         if not readers:
-            raise FileNotFoundError(f"no training clips found: {self.describe_source()}")
+            raise MissingDataError(f"no training clips found: {self.describe_source()}")
         return readers
 
     def setup(self, stage: str | None = None) -> None:
@@ -273,7 +277,7 @@ class ClipDataModule(LightningDataModule):
                 keep.append(reader)
         if not keep:
             need = f"{frames} frames" + (f" of at least {crop[1]}x{crop[0]}" if crop else "")
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"no clip usable for {purpose} ({need}) in {self.describe_source()}: " + ", ".join(skipped)
             )
         if skipped:

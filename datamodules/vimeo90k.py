@@ -14,7 +14,9 @@ evaluation sequences (CTC, UVG) are limited-range BT.709 too, so the model sees 
 statistics in training and in testing. ``matrix`` / ``full_range`` change it.
 
 Each septuplet is one :class:`SeptupletReader` (a 7-frame :class:`~nvc_train.video.VideoReader`),
-so the cropping, flipping and reversal of :mod:`datamodules.clips` apply unchanged.
+so the cropping, flipping and reversal of :mod:`datamodules.clips` apply unchanged. A root, list
+file or septuplet that is not there raises :class:`MissingDataError` naming the path and the layout
+expected, which ``train.py`` prints without a traceback.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 from torch.utils.data import DataLoader
 
 from datamodules.clips import CentreClipCrops, ClipDataModule, RandomClipCrops
+from nvc_train.training.errors import MissingDataError
 from nvc_train.video import VideoFormatError, VideoInfo, VideoReader, YUVFrame
 
 log = logging.getLogger(__name__)
@@ -79,7 +82,7 @@ class SeptupletReader(VideoReader):
 
             path = self.frame_path(0)
             if not path.is_file():
-                raise FileNotFoundError(f"missing Vimeo-90k frame {path}")
+                raise MissingDataError(f"missing Vimeo-90k frame {path}")
             with Image.open(path) as image:  # header only
                 width, height = image.size
             self._size = (height, width)
@@ -97,7 +100,7 @@ class SeptupletReader(VideoReader):
 
         path = self.frame_path(index)
         if not path.is_file():
-            raise FileNotFoundError(f"missing Vimeo-90k frame {path} (a septuplet has im1.png..im7.png)")
+            raise MissingDataError(f"missing Vimeo-90k frame {path} (a septuplet has im1.png..im7.png)")
         with Image.open(path) as image:
             rgb = np.array(image.convert("RGB"))  # a writable copy for torch
         info = self.info
@@ -119,10 +122,10 @@ def read_septuplet_list(root: Path, name: str) -> list[str]:
     """The ``00001/0001`` entries of a list file; a missing or empty file is a layout error."""
     path = root / name
     if not path.is_file():
-        raise FileNotFoundError(f"no {name} in {root}: {_layout_hint(root)}")
+        raise MissingDataError(f"no {name} in {root}: {_layout_hint(root)}")
     entries = [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if not entries:
-        raise FileNotFoundError(f"{path} lists no septuplets: {_layout_hint(root)}")
+        raise MissingDataError(f"{path} lists no septuplets: {_layout_hint(root)}")
     return entries
 
 
@@ -130,13 +133,13 @@ def check_sequence_folders(root: Path, entries: Sequence[str], list_name: str) -
     """The septuplet folders of ``entries``; all missing ones are named in one error (first few + count)."""
     sequences = root / SEQUENCES
     if not sequences.is_dir():
-        raise FileNotFoundError(f"no {SEQUENCES}/ folder in {root}: {_layout_hint(root)}")
+        raise MissingDataError(f"no {SEQUENCES}/ folder in {root}: {_layout_hint(root)}")
     folders = [sequences / entry for entry in entries]
     missing = [entry for entry, folder in zip(entries, folders, strict=True) if not folder.is_dir()]
     if missing:
         shown = ", ".join(missing[:_LISTED_MISSING])
         more = f" and {len(missing) - _LISTED_MISSING} more" if len(missing) > _LISTED_MISSING else ""
-        raise FileNotFoundError(
+        raise MissingDataError(
             f"{len(missing)} of {len(entries)} septuplets listed in {root / list_name} have no folder "
             f"under {sequences}: {shown}{more} (incomplete download or unpacking?)"
         )
@@ -197,7 +200,9 @@ class Vimeo90kDataModule(ClipDataModule):
             pin_memory=pin_memory,
         )
         if root in (None, "", "???"):
-            raise ValueError("data.root is not set: pass the Vimeo-90k septuplet folder (or VIMEO90K_ROOT)")
+            raise MissingDataError(
+                "data.root is not set: pass the Vimeo-90k septuplet folder (or set VIMEO90K_ROOT)"
+            )
         self.root = Path(root).expanduser()
         self.epoch_samples = samples_per_epoch
         self.matrix = matrix
@@ -226,7 +231,7 @@ class Vimeo90kDataModule(ClipDataModule):
         if self.train_set is not None:
             return
         if not self.root.is_dir():
-            raise FileNotFoundError(
+            raise MissingDataError(
                 f"Vimeo-90k root not found: {self.root} is not a folder; {_layout_hint(self.root)}"
             )
         train_readers = self._readers(TRAIN_LIST)

@@ -90,16 +90,22 @@ def apply_checkpoint_defaults(argv: Sequence[str], config_dir: Path | None = Non
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """Errors whose message is the whole story: printed as one line, no traceback."""
+    """Errors whose message is the whole story: printed as one message, no traceback.
+
+    :class:`~nvc_train.training.errors.TrainingError` is training's "the user must fix something"
+    (its data modules' missing data included, as ``MissingDataError``); anything not listed here
+    is a bug and keeps its traceback.
+    """
     from nvc_train.bdrate import BDRateError
     from nvc_train.bitstream import BitstreamError
     from nvc_train.codecs.base import CodecError
     from nvc_train.ctc import MissingSequencesError, RegistryError
+    from nvc_train.training.errors import TrainingError
     from nvc_train.video.readers import VideoFormatError
 
     return (
         CodecError, MissingSequencesError, RegistryError, VideoFormatError, BDRateError, BitstreamError,
-        FileNotFoundError,
+        TrainingError, FileNotFoundError,
     )  # fmt: skip
 
 

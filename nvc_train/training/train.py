@@ -4,12 +4,20 @@ Everything is built from the config's ``_target_`` entries: the data module (``d
 network (``model``), the RD module around it (``module``), the Trainer (``trainer``), and the
 callbacks and loggers as dicts of named entries (``callbacks``, ``logger``) built in a loop, so
 switching one off is a config edit (``~callbacks.lr_monitor`` or ``logger=csv``).
+
+A run that ends without a usable result fails with a :class:`TrainingError` that says why and what
+to change (``train.py`` prints it as one line and exits with status 1): config values never set,
+no optimisation step made, a loss or weights that are no longer finite, or more skipped steps than
+``max_skipped_share``. Checkpoints of a diverged model are renamed ``*.nonfinite.ckpt`` so that
+neither ``resume: auto`` nor ``evaluate.py ckpt=.../last.ckpt`` takes them for a trained model.
 """
 
 from __future__ import annotations
 
 import importlib.metadata
 import logging
+import math
+import re
 import signal
 import subprocess
 import time
@@ -24,8 +32,10 @@ from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from nvc_train.training.errors import TrainingError
 from nvc_train.training.loggers import finish_wandb
 
 log = logging.getLogger(__name__)
@@ -35,6 +45,10 @@ HPC_CHECKPOINT_PREFIX = "hpc_ckpt_"  # Lightning's name for its SLURM requeue ch
 # The exit status of a run stopped by SIGTERM after saving its checkpoint: 128 + SIGTERM, what a
 # shell reports for a process the signal ended, so a scheduler or script sees "stopped", not "done".
 SIGTERM_EXIT_STATUS = 128 + int(signal.SIGTERM)
+# The RD module's validation loss: what checkpoints are ranked by and what says a run still learns.
+VAL_LOSS = "val/loss"
+# A checkpoint of a diverged model keeps its step in the name but not a name resume or evaluation takes.
+NONFINITE_TAG = ".nonfinite"
 
 
 def instantiate_named(group: Mapping[str, Any] | None, what: str) -> list[Any]:
@@ -172,6 +186,176 @@ def run_config(cfg: DictConfig) -> dict[str, Any]:
     return config
 
 
+def unset_config_values(cfg: DictConfig | ListConfig, prefix: str = "") -> list[str]:
+    """The dotted keys of every ``???`` value left in the config, each with its environment variable.
+
+    Hydra only notices a ``???`` when something reads it, deep inside instantiation, and then
+    prints a traceback; asking before anything is built names all of them at once, and a value
+    that reads ``${oc.env:VIMEO90K_ROOT,???}`` also names the variable that would set it.
+    Values that fail for another reason are left to fail where they are used.
+    """
+    unset: list[str] = []
+    is_dict = isinstance(cfg, DictConfig)
+    for key in list(cfg.keys()) if is_dict else range(len(cfg)):
+        path = f"{prefix}[{key}]" if not is_dict else f"{prefix}.{key}" if prefix else str(key)
+        try:
+            value = cfg[key]
+        except MissingMandatoryValue:
+            value = MISSING
+        except OmegaConfBaseException:
+            continue
+        if isinstance(value, str) and value == MISSING:  # also ${oc.env:NAME,???} with NAME unset
+            raw = OmegaConf.to_container(cfg, resolve=False)[key]  # type: ignore[index]
+            env = re.search(r"oc\.env:\s*([A-Za-z_]\w*)", str(raw))
+            unset.append(f"{path} (or set {env.group(1)})" if env else path)
+        elif isinstance(value, (DictConfig, ListConfig)):
+            unset += unset_config_values(value, path)
+    return unset
+
+
+def check_config(cfg: DictConfig) -> float | None:
+    """Refuse, before anything is built, a config that cannot train; return ``max_skipped_share``.
+
+    A mistake found here costs the user seconds, not the hours of a run that fails at its end.
+    """
+    unset = unset_config_values(cfg)
+    if unset:
+        example = unset[0].split(" ")[0]
+        raise TrainingError(
+            f"config value(s) not set: {', '.join(unset)}; give each on the command line, "
+            f"e.g. python train.py {example}=/path/to/it"
+        )
+    share = cfg.get("max_skipped_share")
+    if share is not None and not 0.0 <= float(share) <= 1.0:
+        raise TrainingError(f"max_skipped_share must be a share in [0, 1] or null (no limit), got {share}")
+    return None if share is None else float(share)
+
+
+def nonfinite_tensors(module: torch.nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers that hold a NaN or an infinity.
+
+    The module's state dict is what a checkpoint stores, so this is what would be saved.
+    """
+    return [
+        name
+        for name, tensor in module.state_dict().items()
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())
+    ]
+
+
+def check_steps_made(trainer: pl.Trainer) -> None:
+    """A run that made no optimisation step learned nothing and saved nothing: say so, do not exit 0.
+
+    Counted over the whole run, so the same command run again after a finished run (resumed at
+    ``max_steps``, nothing left to do) still succeeds.
+    """
+    if trainer.global_step > 0:
+        return
+    raise TrainingError(
+        "no optimisation step was made "
+        f"(trainer.max_steps={trainer.max_steps}, trainer.max_epochs={trainer.max_epochs}, "
+        f"trainer.limit_train_batches={trainer.limit_train_batches}), so nothing was learned and no "
+        "checkpoint was written; set trainer.max_steps to a positive number (e.g. trainer.max_steps=900) "
+        "and make sure an epoch holds at least one full batch (data.samples_per_epoch >= data.batch_size)"
+    )
+
+
+def set_aside(path: Path) -> Path:
+    """Rename ``NAME.ckpt`` to ``NAME.nonfinite.ckpt`` (replacing an older one) and return the new path."""
+    target = path.with_name(f"{path.stem}{NONFINITE_TAG}{path.suffix}")
+    path.replace(target)
+    return target
+
+
+def set_aside_diverged_checkpoints(trainer: pl.Trainer) -> tuple[list[str], str | None]:
+    """Rename the checkpoints of a diverged model; return what was renamed and the best one kept.
+
+    ``last.ckpt`` always goes: it holds the diverged weights (Lightning wrote it at the last
+    validation, :func:`save_last_if_behind` after it), and leaving it would make ``resume: auto``
+    continue the divergence and ``evaluate.py`` measure NaN. A top-k checkpoint goes when its
+    ``val/loss`` was not finite (Lightning ranks a NaN as the worst score but still keeps it while
+    fewer than k are saved); one with a finite score is an earlier, healthy model and stays.
+    Only global rank 0 touches files.
+    """
+    renamed: list[str] = []
+    kept: str | None = None
+    for callback in trainer.checkpoint_callbacks:
+        last = getattr(callback, "last_model_path", "")
+        top_k = getattr(callback, "best_k_models", {})
+        paths = [Path(last)] if last else []
+        paths += [Path(path) for path, score in top_k.items() if not math.isfinite(float(score))]
+        best, score = getattr(callback, "best_model_path", ""), getattr(callback, "best_model_score", None)
+        if best and score is not None and math.isfinite(float(score)):
+            kept = f"{best} ({VAL_LOSS}={float(score):.4g})"
+        for path in dict.fromkeys(paths):
+            if trainer.is_global_zero and (path.is_file() or path.is_symlink()):
+                renamed.append(f"{path.name} -> {set_aside(path).name}")
+    return renamed, kept
+
+
+def check_outcome(
+    trainer: pl.Trainer, module: pl.LightningModule, cfg: DictConfig, max_skipped_share: float | None
+) -> None:
+    """Fail a run whose result cannot be trusted, with every reason and what to change.
+
+    Diverged: the last validation's ``val/loss`` is not finite (a model whose bits or
+    reconstructions are NaN cannot be evaluated) or a weight is not finite; its checkpoints are
+    set aside (:func:`set_aside_diverged_checkpoints`). Too many skipped steps (the RD module skips
+    a step whose loss or gradient is not finite): the weights are finite and ``last.ckpt`` stays,
+    but the model learned from only part of its batches, which usually means a learning rate or
+    data problem that a plain "done" would hide.
+    """
+    check_steps_made(trainer)
+    problems: list[str] = []
+    val_loss = trainer.callback_metrics.get(VAL_LOSS)  # present only when this fit validated
+    if val_loss is not None and not math.isfinite(float(val_loss)):
+        problems.append(f"the last validation's loss ({VAL_LOSS}) is {float(val_loss)}")
+    bad = nonfinite_tensors(module)
+    if bad:
+        total = sum(1 for t in module.state_dict().values() if t.is_floating_point())
+        problems.append(f"{len(bad)} of {total} weight tensors are not finite (first: {bad[0]})")
+    diverged = bool(problems)
+    skipped = int(getattr(module, "skipped_steps", 0))
+    share = skipped / trainer.global_step
+    too_many = max_skipped_share is not None and share > max_skipped_share
+    if too_many:
+        problems.append(
+            f"{skipped} of {trainer.global_step} optimizer steps ({share:.0%}) were skipped because the loss "
+            f"or a gradient was not finite, more than max_skipped_share={max_skipped_share}"
+        )
+    if not problems:
+        return
+    lines = [("training diverged" if diverged else "training skipped too many steps") + ":"]
+    lines += [f"  - {problem}" for problem in problems]
+    if diverged:
+        renamed, kept = set_aside_diverged_checkpoints(trainer)
+        if renamed:
+            lines.append(
+                "The diverged model's checkpoints were renamed so that resume: auto and evaluate.py do not "
+                f"take them: {', '.join(renamed)}."
+            )
+        lines.append(
+            f"The best checkpoint by {VAL_LOSS} is kept: {kept}."
+            if kept
+            else f"No checkpoint of this run has a finite {VAL_LOSS}."
+        )
+    else:
+        lines.append(
+            "The weights are finite and the checkpoints are kept, but the model learned from only "
+            f"{trainer.global_step - skipped} of {trainer.global_step} batches."
+        )
+    lr = OmegaConf.select(cfg, "module.optimizer.lr", default=None)
+    lr_text = f"{lr:g}" if isinstance(lr, (int, float)) else str(lr)
+    lines.append(
+        f"Lower the learning rate (module.optimizer.lr={lr_text}), keep gradient clipping on "
+        "(trainer.gradient_clip_val) and check the data for broken clips, then start again in a new "
+        "hydra.run.dir"
+        + ("" if diverged else "; or accept the skips with a higher max_skipped_share (null: no limit)")
+        + "."
+    )
+    raise TrainingError("\n".join(lines))
+
+
 def _plain_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {key: float(value) for key, value in metrics.items()}
 
@@ -188,6 +372,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     ``hpc_ckpt_N.ckpt`` that a SLURM requeue or a SIGTERM left (:func:`resume_checkpoint`). A
     SIGTERM saves such a checkpoint and exits with status 143. However the run ends, an open W&B
     run is closed and the run folder is logged.
+
+    Raises :class:`TrainingError` (printed by ``train.py`` as one message, exit status 1) for a
+    config value left unset, a run that made no optimisation step, a diverged run (its checkpoints
+    renamed ``*.nonfinite.ckpt``) and more skipped steps than ``max_skipped_share``
+    (:func:`check_outcome`): a run that returns has a usable ``last.ckpt``.
     """
     run_dir = Path(cfg.paths.run_dir)
     checkpoint_dir = Path(cfg.paths.checkpoint_dir)
@@ -202,6 +391,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
 
 
 def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, Any]:
+    from nvc_train.cli import user_errors
+
+    max_skipped_share = check_config(cfg)
     if cfg.get("seed") is not None:
         pl.seed_everything(int(cfg.seed), workers=True)
     record_run(run_dir)
@@ -236,6 +428,7 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, An
     try:
         trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         save_last_if_behind(trainer)
+        check_outcome(trainer, module, cfg, max_skipped_share)
         failed = False
     except SIGTERMException:
         log.warning(
@@ -244,8 +437,11 @@ def _train(cfg: DictConfig, run_dir: Path, checkpoint_dir: Path) -> dict[str, An
             trainer.default_root_dir,
         )
         raise SystemExit(SIGTERM_EXIT_STATUS) from None
-    except BaseException:
-        log.exception("training failed; run folder: %s", run_dir)
+    except BaseException as error:
+        if isinstance(error, user_errors()):  # its message is the whole story: the caller prints it
+            log.error("training stopped; run folder: %s", run_dir)
+        else:  # a bug: keep the traceback
+            log.exception("training failed; run folder: %s", run_dir)
         raise
     finally:
         finish_wandb(failed)
