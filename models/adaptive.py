@@ -30,7 +30,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor, nn
 
-from nvc_train.bitstream import AdaptivePayload
+from nvc_train.bitstream import MAX_FRAMES, AdaptivePayload
+from nvc_train.bitstream.architecture import ArchitectureField, check_architecture
 
 __all__ = [
     "AdaptiveOutput",
@@ -39,6 +40,17 @@ __all__ = [
     "SceneAdaptiveNet",
     "decode_threads",
 ]
+
+# The sequence geometry and coding structure every scene-adaptive architecture record holds; the
+# decoder also checks them against the container header (nvc_train/codecs/adaptive.py).
+GEOMETRY_FIELDS: dict[str, ArchitectureField] = {
+    "height": ArchitectureField("int", 1, 16384),
+    "width": ArchitectureField("int", 1, 16384),
+    "num_frames": ArchitectureField("int", 1, MAX_FRAMES),
+    "structure": ArchitectureField("str", choices=("ld", "ra", "ai")),
+    "intra_period": ArchitectureField("int", -1, MAX_FRAMES),
+    "gop_size": ArchitectureField("int", 1, 1024),
+}
 
 # Latent quantization proxies, in the order a schedule normally visits them.
 LATENT_QUANTIZERS = ("soft", "ste", "hard")
@@ -110,6 +122,9 @@ class SceneAdaptiveNet(nn.Module):
 
     colour_space: ClassVar[str] = "yuv420"
     pad_multiple: ClassVar[int] = 1
+    # Every constructor keyword a file may set, with its type and range (checked before building;
+    # listed in nvc_train/bitstream/FORMAT.md). Subclasses add their architecture numbers.
+    ARCHITECTURE_FIELDS: ClassVar[dict[str, ArchitectureField]] = GEOMETRY_FIELDS
 
     def __init__(self, architecture: Mapping[str, Any]) -> None:
         super().__init__()
@@ -158,6 +173,32 @@ class SceneAdaptiveNet(nn.Module):
     def init_from_frames(self, y: Tensor, uv: Tensor) -> None:
         """Optional data-dependent initialisation before fitting (all frames, padded, display order)."""
         return None
+
+    @classmethod
+    def checked_architecture(cls, record: Any, where: str) -> dict[str, Any]:
+        """``record`` (from a file) checked against :attr:`ARCHITECTURE_FIELDS`; BitstreamError if not."""
+        return check_architecture(record, cls.ARCHITECTURE_FIELDS, where)
+
+    def frame_activation_bytes(self) -> int:
+        """Peak bytes of the intermediate tensors of decoding one frame (subclasses estimate theirs).
+
+        Called on a network built on the ``meta`` device, so it may read shapes, never values.
+        """
+        return 0
+
+    def decode_memory_bytes(self) -> int:
+        """Estimated peak memory of decoding this network from a file, in bytes.
+
+        The decoder calls it on a ``meta`` build (no memory) and refuses a stream whose estimate
+        exceeds its limit before the real network exists. Counted: the weights about five times
+        (float weights, their decoded symbols and steps, the copy loaded), the buffers, every
+        decoded frame twice (``reconstruct`` returns them all; the writer converts each) and the
+        subclass's per-frame intermediates.
+        """
+        weights = sum(p.numel() for p in self.parameters()) * 4
+        buffers = sum(b.numel() * b.element_size() for b in self.buffers())
+        frames = self.num_frames * self.height * self.width * 3 // 2 * 4 * 2
+        return int(5 * weights + buffers + frames + self.frame_activation_bytes())
 
     def complexity(self) -> dict[str, float]:
         """Parameter count (M) of the coded network (latents excluded)."""
@@ -234,10 +275,15 @@ class SceneAdaptiveNet(nn.Module):
         net = cls(**architecture)
         if len(payload.frames) != net.num_frames:
             raise ValueError(f"{len(payload.frames)} frame payloads for a {net.num_frames}-frame network")
+        net.decompress_weights(payload.parameters)
         with torch.no_grad(), decode_threads(1):
-            net._load_weights(net.parameter_coder().decompress(payload.parameters))
             net.decompress_latents(payload.frames)
         return net.eval()
+
+    def decompress_weights(self, data: bytes) -> None:
+        """Load the network's weights from the coded weights payload (the decoder's first step)."""
+        with torch.no_grad(), decode_threads(1):
+            self._load_weights(self.parameter_coder().decompress(data))
 
     def _load_weights(self, weights: Mapping[str, Tensor]) -> None:
         own = self.network_parameters()

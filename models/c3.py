@@ -41,7 +41,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models import register_network
-from models.adaptive import SceneAdaptiveNet
+from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
+from nvc_train.bitstream.architecture import ArchitectureField
 from nvc_train.entropy.base import TableEntropyModel
 from nvc_train.entropy.coder import MAX_HALF_RANGE, AnsDecoder, AnsEncoder, EntropyCoderError, _cdf_tables
 from nvc_train.entropy.gaussian import gaussian_bin_mass
@@ -289,6 +290,27 @@ class C3Net(SceneAdaptiveNet):
     """
 
     pad_multiple = 4
+    # What a file may set, and within what (beyond the published c3 / Cool-Chic presets, bounded so
+    # that a decoder's memory and time stay sane; nvc_train/bitstream/FORMAT.md lists them).
+    ARCHITECTURE_FIELDS = {
+        **GEOMETRY_FIELDS,
+        "levels": ArchitectureField("int", 1, 12),
+        "synthesis_stride": ArchitectureField("int", 1, 2),
+        "synthesis_hidden": ArchitectureField("ints", 1, 256, min_items=0, max_items=8),
+        "synthesis_residual": ArchitectureField("int", 0, 8),
+        "arm_hidden": ArchitectureField("int", 1, 256),
+        "arm_layers": ArchitectureField("int", 1, 8),
+        "temporal_context": ArchitectureField("bool"),
+        "fraction_bits": ArchitectureField("int", 0, 16),
+        "weight_bits": ArchitectureField("int", 1, 20),
+        "log_scale_min": ArchitectureField("float", -10.0, 10.0),
+        "log_scale_step": ArchitectureField("float", 1e-3, 1.0),
+        "num_scales": ArchitectureField("int", 2, 128),
+        "phases": ArchitectureField("int", 1, 16),
+        "latent_init_std": ArchitectureField("float", 0.0, 10.0),
+        "shared_latents": ArchitectureField("bool"),
+        "frame_min_level": ArchitectureField("int", 0, 11),
+    }
 
     def __init__(
         self,
@@ -504,6 +526,18 @@ class C3Net(SceneAdaptiveNet):
                 self.latents[level].data.copy_(
                     torch.cat([g[level] for g in grids]).to(self.latents[level].dtype)
                 )
+
+    def frame_activation_bytes(self) -> int:
+        """Synthesis at the finest grid, the float64 grids and ARM contexts of decoding, the tables."""
+        h, w = self.grid_sizes[0]
+        widths = [self.levels, *self.architecture["synthesis_hidden"], 6]
+        synthesis = h * w * (self.levels + 2 * max(widths)) * 4 * 4
+        grids = self.latents[0].shape[0] * sum(gh * gw for gh, gw in self.grid_sizes) * 8
+        arm = h * w * (self.context_features + 2 * int(self.architecture["arm_hidden"])) * 8 * 3
+        z = 6.2  # the Gaussian's tail at the coding tables' tail mass (1e-9)
+        half = min(math.ceil(math.exp(self.entropy.log_scale_max) * z) + 1, MAX_HALF_RANGE)
+        tables = self.entropy.num_scales * self.entropy.phases * (2 * half + 1) * 8 * 4
+        return int(synthesis + grids + arm + tables)
 
     def complexity(self) -> dict[str, float]:
         return {**super().complexity(), "latents_per_px": self._latents_per_pixel()}

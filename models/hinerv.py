@@ -34,7 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models import register_network
-from models.adaptive import SceneAdaptiveNet
+from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
+from nvc_train.bitstream.architecture import ArchitectureField
 
 __all__ = ["REFERENCE", "VARIANTS", "HiNeRV", "hinerv_variant"]
 
@@ -164,6 +165,26 @@ class HiNeRV(SceneAdaptiveNet):
     """
 
     pad_multiple = 2
+    # What a file may set, and within what (the published S..XXL sizes fit well inside;
+    # nvc_train/bitstream/FORMAT.md lists them).
+    ARCHITECTURE_FIELDS = {
+        **GEOMETRY_FIELDS,
+        "channels": ArchitectureField("int", 1, 2048),
+        "channels_reduce": ArchitectureField("float", 1.0, 16.0),
+        "depths": ArchitectureField("ints", 1, 16, min_items=2, max_items=8),
+        "expansions": ArchitectureField("floats", 0.25, 16.0, min_items=2, max_items=8),
+        "kernels": ArchitectureField("ints", 1, 15, min_items=2, max_items=8),
+        "scales": ArchitectureField("ints", 1, 8, min_items=2, max_items=8),
+        "stem_kernel": ArchitectureField("int", 1, 15),
+        "base_grid_frames": ArchitectureField("int", 1, 100_000),
+        "base_grid_channels": ArchitectureField("int", 1, 256),
+        "base_grid_levels": ArchitectureField("int", 1, 8),
+        "encoding_frames": ArchitectureField("int", 0, 100_000),
+        "encoding_channels": ArchitectureField("int", 1, 256),
+        "encoding_levels": ArchitectureField("int", 1, 8),
+        "encoding_depth_scale": ArchitectureField("float", 0.0, 4.0),
+        "grid_init_scale": ArchitectureField("float", 0.0, 10.0),
+    }
 
     def __init__(
         self,
@@ -257,6 +278,18 @@ class HiNeRV(SceneAdaptiveNet):
         y = y[..., : self.height, : self.width]
         uv = uv[..., : self.height // 2, : self.width // 2]
         return y, uv, y.new_zeros(())
+
+    def frame_activation_bytes(self) -> int:
+        """The widest stage's expanded activations (float32), a few alive at once."""
+        arch = self.architecture
+        height, width, widths = self.base_height, self.base_width, [int(arch["channels"])]
+        for _ in range(1, len(arch["scales"])):
+            widths.append(max(int(widths[-1] / arch["channels_reduce"]), 1))
+        peak = 0
+        for scale, channels, expansion in zip(arch["scales"], widths, arch["expansions"], strict=True):
+            height, width = height * scale, width * scale
+            peak = max(peak, height * width * channels * max(1.0, expansion))
+        return int(peak * 4 * 4)
 
     def macs_per_pixel(self) -> float:
         """MACs per luma pixel of decoding one frame (the framework's counter, on meta tensors)."""

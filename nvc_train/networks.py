@@ -191,13 +191,14 @@ def load_network_state(net: nn.Module, state: Mapping[str, torch.Tensor], source
         raise CheckpointError(f"{source}: the weights do not load into {name}: {error}") from None
 
 
-def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
+def load_checkpoint(path: str | Path, mmap: bool = False, require_weights: bool = True) -> dict[str, Any]:
     """A ``train.py`` checkpoint, read with ``weights_only=True`` and its ``model`` config checked.
 
     Every reader of checkpoints (evaluate, resume, initial weights, converters) calls this, so a
     file that names a foreign class is refused the same way before anything is built, even by a
     reader that does not build from the config: such a file is hostile, not merely another model.
-    ``mmap`` maps the tensors instead of reading them (a check before Lightning reads the file).
+    ``mmap`` maps the tensors instead of reading them (a check before Lightning reads the file);
+    ``require_weights=False`` accepts a file without a ``state_dict`` (Lightning's own reader decides).
     """
     path = Path(path)
     source = str(path)
@@ -212,7 +213,9 @@ def load_checkpoint(path: str | Path, mmap: bool = False) -> dict[str, Any]:
             f"cannot read checkpoint {path}: {type(error).__name__}: {str(error)[:300]} (is it a "
             "PyTorch checkpoint? a train.py run keeps its own in checkpoints/last.ckpt)"
         ) from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
+    if not isinstance(checkpoint, dict):
+        raise CheckpointError(f"{path} is not a train.py checkpoint (a {type(checkpoint).__name__})")
+    if require_weights and not isinstance(checkpoint.get("state_dict"), Mapping):
         raise CheckpointError(f"{path} is not a train.py checkpoint (no state_dict)")
     config = checkpoint.get("nvc_config")
     if config is not None:

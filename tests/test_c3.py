@@ -188,7 +188,7 @@ def test_corrupted_files_give_a_bitstream_error(encoded, tmp_path: Path) -> None
     foreign = Unit(units[0].kind, units[0].rate_point, b'{"target": "os.system", "architecture": {}}')
     forged = replace(header, weights_hash=weights_hash([("parameter_set", foreign.payload),
                                                         ("weights", units[1].payload)]))  # fmt: skip
-    with pytest.raises(BitstreamError, match="only models"):
+    with pytest.raises(BitstreamError, match="not a registered network class"):
         decode_file(rewritten("foreign.nvc", [foreign, *units[1:]], forged), tmp_path / "x.yuv")
     with pytest.raises(BitstreamError, match="made by codec"):
         decode_file(bitstream, tmp_path / "x.yuv", expected_codec_id="other")

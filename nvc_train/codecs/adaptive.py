@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -52,7 +53,6 @@ log = logging.getLogger(__name__)
 
 KIND_WEIGHTS = 0x81
 FRAME_KINDS = {"I": KIND_I, "P": KIND_P, "B": KIND_B}
-ALLOWED_TARGET_PREFIX = "models."  # a file may only name network classes of the models package
 MAX_ARCHITECTURE_BYTES = 1 << 16
 
 
@@ -68,21 +68,34 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def network_class(target: str) -> type:
-    """The SceneAdaptiveNet class ``target`` names (refusing anything outside ``models.``)."""
-    from hydra.utils import get_class
+def network_class(target: Any, where: str = "config") -> type:
+    """The registered scene-adaptive network class ``target`` names (``models.register_network``).
 
-    if not isinstance(target, str) or not target.startswith(ALLOWED_TARGET_PREFIX):
-        raise BitstreamError(
-            f"bitstream names network class {target!r}; only {ALLOWED_TARGET_PREFIX}* allowed"
-        )
+    A file may name only a registered class (nothing is imported for a name), and it must be a
+    scene-adaptive one: a neural codec's class named in an adaptive file is refused too.
+    """
+    from nvc_train.networks import CheckpointError
+    from nvc_train.networks import network_class as registered
+
     try:
-        cls = get_class(target)
-    except Exception as error:  # noqa: BLE001 - hydra wraps import failures in several types
-        raise BitstreamError(f"bitstream names network class {target!r}, which cannot be imported") from error
-    if not all(hasattr(cls, name) for name in ("decompress", "reconstruct", "pad_multiple")):
-        raise BitstreamError(f"{target} is not a scene-adaptive network")
+        cls = registered(target, where)
+    except CheckpointError as error:
+        raise BitstreamError(str(error)) from None
+    if not all(hasattr(cls, name) for name in ("decompress_weights", "ARCHITECTURE_FIELDS", "reconstruct")):
+        raise BitstreamError(f"{where}: {target} is not a scene-adaptive network")
     return cls
+
+
+def decode_memory_limit() -> int:
+    """Bytes a decoder may plan to use: ``NVC_DECODE_MEMORY_GB`` (default 8), checked on a meta build."""
+    import os
+
+    value = os.environ.get("NVC_DECODE_MEMORY_GB", "8")
+    try:
+        gigabytes = float(value)
+    except ValueError:
+        raise CodecError(f"NVC_DECODE_MEMORY_GB={value!r} is not a number of gigabytes") from None
+    return int(gigabytes * (1 << 30))
 
 
 class AdaptiveCodec(Codec):
@@ -262,20 +275,9 @@ class AdaptiveCodec(Codec):
                 own[key].copy_(value)
 
     def _write(self, bitstream: Path, sequence: Sequence, structure: CodingStructure, rate_point: int,
-               net: Any, payload: Any) -> None:  # fmt: skip
-        info = sequence.info
-        parameter_set = json.dumps(
-            {"target": self.target, "architecture": net.architecture}, sort_keys=True, separators=(",", ":")
-        ).encode()
-        units = [
-            Unit(KIND_PARAMETER_SET, rate_point, parameter_set),
-            Unit(KIND_WEIGHTS, rate_point, payload.parameters),
-        ]
-        for frame in structure.frames(info.num_frames):
-            units.append(Unit(FRAME_KINDS[frame.frame_type], rate_point, payload.frames[frame.poc]))
-        coded_hash = weights_hash([("parameter_set", parameter_set), ("weights", payload.parameters)])
-        header = stream_header(self.name, coded_hash, sequence, structure, rate_point)
-        write_stream(bitstream, header, units)
+               net: Any, payload: AdaptivePayload) -> None:  # fmt: skip
+        header = stream_header(self.name, b"", sequence, structure, rate_point)
+        write_adaptive_stream(bitstream, header, self.target, net.architecture, payload)
 
     # ---- decoding -----------------------------------------------------------------------------
 
@@ -302,54 +304,154 @@ class AdaptiveCodec(Codec):
                 writer.write(crop_frame(frame, (height, width)))
 
 
+def write_adaptive_stream(
+    path: str | Path,
+    header: StreamHeader,
+    target: str,
+    architecture: Mapping[str, Any],
+    payload: AdaptivePayload,
+) -> None:
+    """Write the container of a fitted network: parameter set, weights, one unit per frame.
+
+    ``header`` gives everything but the weights hash, which is set here from what the file carries.
+    """
+    import dataclasses
+
+    parameter_set = json.dumps(
+        {"target": target, "architecture": dict(architecture)}, sort_keys=True, separators=(",", ":")
+    ).encode()
+    units = [
+        Unit(KIND_PARAMETER_SET, header.rate_point, parameter_set),
+        Unit(KIND_WEIGHTS, header.rate_point, payload.parameters),
+    ]
+    for frame in header.coding_structure().frames(header.num_frames):
+        units.append(Unit(FRAME_KINDS[frame.frame_type], header.rate_point, payload.frames[frame.poc]))
+    coded_hash = weights_hash([("parameter_set", parameter_set), ("weights", payload.parameters)])
+    write_stream(path, dataclasses.replace(header, weights_hash=coded_hash), units)
+
+
 def decode_file(
-    bitstream: str | Path, output: str | Path, expected_codec_id: str | None = None
+    bitstream: str | Path,
+    output: str | Path,
+    expected_codec_id: str | None = None,
+    memory_limit: int | None = None,
 ) -> StreamHeader:
     """Decode an adaptive-codec file into a raw 4:2:0 ``.yuv`` from the file alone; returns its header.
 
-    Every defect of the file (container, parameter set, weights, latents) is a :class:`BitstreamError`.
+    Untrusted bytes are checked before anything is allocated, in this order: the container (CRCs,
+    bounded fields), the weights hash, the parameter set (size, JSON, a registered scene-adaptive
+    class), its architecture record (every field typed and bounded, :mod:`nvc_train.bitstream.
+    architecture`), its agreement with the header (padded size, frames, structure), the network's
+    shapes against the weights unit (built on ``meta``: no memory), and the decoder's estimated
+    memory against ``memory_limit`` (default :func:`decode_memory_limit`). Every defect is a
+    :class:`BitstreamError` naming the file and the unit; the output appears only when whole.
     """
+    where = str(bitstream)
     header, units = read_stream(bitstream, expected_codec_id)
     if len(units) < 2 or units[0].kind != KIND_PARAMETER_SET or units[1].kind != KIND_WEIGHTS:
-        raise BitstreamError(f"{bitstream}: expected a parameter set and a weights unit before the frames")
+        raise BitstreamError(f"{where}: expected a parameter set and a weights unit before the frames")
     expected_hash = weights_hash([("parameter_set", units[0].payload), ("weights", units[1].payload)])
     if header.weights_hash != expected_hash:
-        raise BitstreamError(f"{bitstream}: the weights hash does not match the network the file carries")
-    if len(units[0].payload) > MAX_ARCHITECTURE_BYTES:
-        raise BitstreamError(f"{bitstream}: parameter set of {len(units[0].payload)} bytes is too large")
-    try:
-        parameter_set = json.loads(units[0].payload.decode("utf-8"))
-        target, architecture = parameter_set["target"], parameter_set["architecture"]
-        if not isinstance(architecture, dict):
-            raise TypeError("architecture is not a mapping")
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as error:
-        raise BitstreamError(
-            f"{bitstream}: the parameter set is not a valid architecture ({error})"
-        ) from error
-    net_class = network_class(target)
+        raise BitstreamError(f"{where}: the weights hash does not match the network the file carries")
+    net_class, architecture = _parameter_set(units[0].payload, header, f"{where}, unit 0 (parameter set)")
     frames = [u for u in units[2:] if u.is_frame]
-    structure = header.coding_structure()
-    order = structure.frames(header.num_frames)
-    if len(frames) != len(order) or architecture.get("num_frames") != header.num_frames:
-        raise BitstreamError(f"{bitstream}: {len(frames)} frame units for {header.num_frames} frames")
+    order = header.coding_structure().frames(header.num_frames)
+    if len(frames) != len(order):
+        raise BitstreamError(f"{where}: {len(frames)} frame units for {header.num_frames} frames")
     by_poc = [b""] * header.num_frames
-    for unit, frame in zip(frames, order, strict=True):
+    for index, (unit, frame) in enumerate(zip(frames, order, strict=True)):
         if unit.kind != FRAME_KINDS[frame.frame_type]:
             raise BitstreamError(
-                f"{bitstream}: frame {frame.poc} has unit kind {unit.kind}, not {frame.frame_type}"
+                f"{where}, frame unit {index}: frame {frame.poc} has unit kind {unit.kind}, "
+                f"not {frame.frame_type}"
             )
         by_poc[frame.poc] = unit.payload
+    _check_before_building(net_class, architecture, units[1].payload, memory_limit, where)
+    step = "the network"
     try:
-        net = net_class.decompress(architecture, AdaptivePayload(units[1].payload, by_poc))
-        y, uv = net.reconstruct()
+        net = net_class(**architecture)
+        step = "unit 1 (weights)"
+        net.decompress_weights(units[1].payload)
+        step = "the frame units (latents)"
+        with torch.no_grad():
+            net.decompress_latents(by_poc)
+        step = "the reconstruction"
+        y, uv = net.eval().reconstruct()
+        step = f"the output {output}"
+        AdaptiveCodec._write_frames(Path(output), y, uv, header.height, header.width, header.bit_depth)
     except BitstreamError:
         raise
-    except (ValueError, TypeError, RuntimeError) as error:  # EntropyCoderError, ParamCodingError among them
+    except MemoryError:
+        raise BitstreamError(f"{where}: {step}: out of memory; the stream needs more than is free") from None
+    except OSError:
+        raise  # the output cannot be written: not the stream's fault
+    except Exception as error:  # noqa: BLE001 - any failure on a checked stream is the stream's defect
         raise BitstreamError(
-            f"{bitstream}: payload cannot be decoded: {type(error).__name__}: {error}"
+            f"{where}: {step} cannot be decoded: {type(error).__name__}: {str(error)[:300]}"
         ) from error
-    AdaptiveCodec._write_frames(Path(output), y, uv, header.height, header.width, header.bit_depth)
     return header
+
+
+def _parameter_set(payload: bytes, header: StreamHeader, where: str) -> tuple[type, dict[str, Any]]:
+    """The network class and its checked architecture, which must agree with the header."""
+    if len(payload) > MAX_ARCHITECTURE_BYTES:
+        raise BitstreamError(
+            f"{where}: {len(payload)} bytes is more than the {MAX_ARCHITECTURE_BYTES} allowed"
+        )
+    try:
+        parameter_set = json.loads(payload.decode("utf-8"))
+        target, architecture = parameter_set["target"], parameter_set["architecture"]
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as error:
+        raise BitstreamError(
+            f"{where}: not a valid parameter set ({type(error).__name__}: {error})"
+        ) from None
+    net_class = network_class(target, where)
+    architecture = net_class.checked_architecture(architecture, where)
+    pad = net_class.pad_multiple
+    expected = {
+        "height": -(-header.height // pad) * pad,
+        "width": -(-header.width // pad) * pad,
+        "num_frames": header.num_frames,
+        "structure": header.structure,
+        "intra_period": header.intra_period,
+        "gop_size": header.gop_size,
+    }
+    differ = [f"{k} {architecture[k]!r} (header: {v!r})" for k, v in expected.items() if architecture[k] != v]
+    if differ:
+        raise BitstreamError(f"{where}: the architecture disagrees with the header: {', '.join(differ)}")
+    return net_class, architecture
+
+
+def _check_before_building(
+    net_class: type, architecture: dict[str, Any], weights: bytes, memory_limit: int | None, where: str
+) -> None:
+    """Build on ``meta`` (shapes only): the weights unit must code these shapes, the memory must fit."""
+    from nvc_train.entropy.param_coding import ParamCodingError, payload_spec_crc
+
+    try:
+        with torch.device("meta"):
+            meta = net_class(**architecture)
+        spec_crc = meta.parameter_coder().spec_crc
+        need = meta.decode_memory_bytes()
+    except (ValueError, TypeError, ZeroDivisionError, OverflowError, RuntimeError) as error:
+        raise BitstreamError(
+            f"{where}, unit 0 (parameter set): the architecture does not build "
+            f"{net_class.__name__}: {type(error).__name__}: {str(error)[:300]}"
+        ) from None
+    try:
+        coded_crc = payload_spec_crc(weights)
+    except ParamCodingError as error:
+        raise BitstreamError(f"{where}, unit 1 (weights): {error}") from None
+    if coded_crc != spec_crc:
+        raise BitstreamError(
+            f"{where}, unit 1 (weights): coded for other shapes than the architecture's network"
+        )
+    limit = decode_memory_limit() if memory_limit is None else int(memory_limit)
+    if need > limit:
+        raise BitstreamError(
+            f"{where}: decoding this {net_class.__name__} needs about {need / 2**30:.2f} GiB, more than the "
+            f"{limit / 2**30:.2f} GiB allowed (NVC_DECODE_MEMORY_GB raises the limit)"
+        )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -359,7 +461,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("output")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    header = decode_file(args.bitstream, args.output)
+    try:
+        header = decode_file(args.bitstream, args.output)
+    except (BitstreamError, CodecError, FileNotFoundError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(1) from None
     print(f"decoded {header.num_frames} frames of {header.width}x{header.height} into {args.output}")
 
 

@@ -65,6 +65,7 @@ __all__ = [
     "ParameterCoder",
     "TensorSpec",
     "laplace_bits",
+    "payload_spec_crc",
     "step_value",
 ]
 
@@ -282,6 +283,22 @@ class TensorSpec:
     def step_shape(self) -> tuple[int, ...]:
         """Shape that broadcasts the per-group steps over the tensor."""
         return (self.shape[0],) + (1,) * (len(self.shape) - 1) if self.per_channel else ()
+
+
+def payload_spec_crc(data: bytes) -> int:
+    """The architecture CRC a weights payload was coded for, read from its header alone.
+
+    A decoder compares it with the CRC of the network an untrusted file describes before building
+    that network for real (shapes only, on the ``meta`` device).
+    """
+    if len(data) < _HEADER.size:
+        raise ParamCodingError(f"parameter payload of {len(data)} bytes is shorter than its header")
+    magic, version, spec_crc, _ = _HEADER.unpack_from(data)
+    if magic != _MAGIC or version != _VERSION:
+        raise ParamCodingError(
+            f"not a version {_VERSION} parameter payload (magic {magic!r}, version {version})"
+        )
+    return int(spec_crc)
 
 
 class ParameterCoder(nn.Module):

@@ -35,6 +35,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException
 
+from nvc_train.networks import load_checkpoint
 from nvc_train.training.errors import TrainingError
 from nvc_train.training.loggers import finish_wandb
 
@@ -104,11 +105,17 @@ def resume_checkpoint(resume: Any, checkpoint_dir: Path, hpc_dir: Path | None = 
         for path in candidates:
             if path.is_file() and (step := checkpoint_step(path)) is not None:
                 ranked.append((step, path.stat().st_mtime_ns, path))
-        return str(max(ranked)[2]) if ranked else None
-    path = Path(str(resume)).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"resume checkpoint not found: {path}")
-    return str(path)
+        if not ranked:
+            return None
+        chosen = max(ranked)[2]
+    else:
+        chosen = Path(str(resume)).expanduser()
+        if not chosen.is_file():
+            raise FileNotFoundError(f"resume checkpoint not found: {chosen}")
+    # Lightning builds nothing from the file's config, but a file naming a foreign class is hostile:
+    # refuse it here, as evaluate.py and InitWeights do, before the fit restores anything from it.
+    load_checkpoint(chosen, mmap=True, require_weights=False)
+    return str(chosen)
 
 
 class CheckpointOnSigterm(Callback):
