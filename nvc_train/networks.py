@@ -248,4 +248,15 @@ def network_state(checkpoint: Mapping[str, Any], source: str) -> dict[str, torch
     bad = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
     if bad:
         raise CheckpointError(f"{source}: state_dict entries {bad[:3]} are not tensors")
+    # A diverged run's weights code nothing sensible (the entropy coder fails deep inside): say so here.
+    not_finite = [
+        key
+        for key, value in state.items()
+        if value.is_floating_point() and not bool(torch.isfinite(value).all())
+    ]
+    if not_finite:
+        raise CheckpointError(
+            f"{source}: {len(not_finite)} tensors hold NaN or infinite values ({', '.join(not_finite[:3])}); "
+            "the run diverged: use an earlier checkpoint or train again with a lower learning rate"
+        )
     return state

@@ -159,3 +159,20 @@ def test_careless_checkpoints_get_one_clear_message(tmp_path: Path) -> None:
     bad_name = _checkpoint(tmp_path / "name.ckpt", config, model_name="../../escape")
     with pytest.raises(CheckpointError, match="model_name .* is not a plain name"):
         NeuralCodec.from_checkpoint(bad_name)
+
+
+def test_a_diverged_checkpoint_is_refused_with_the_reason(tmp_path: Path) -> None:
+    tiny = build_model("dcvc_lite_tiny")
+    state = {f"net.{k}": v.clone() for k, v in tiny.state_dict().items()}
+    first_weight = next(k for k, v in state.items() if v.is_floating_point())
+    state[first_weight].view(-1)[0] = float("nan")
+    config = {"_target_": "models.dcvc_lite.DCVCLite", **tiny.config}
+    path = tmp_path / "diverged.ckpt"
+    torch.save({"state_dict": state, "nvc_config": {"model": config, "model_name": "tiny"}}, path)
+    with pytest.raises(CheckpointError, match="NaN or infinite values .* the run diverged"):
+        NeuralCodec.from_checkpoint(path)
+    with pytest.raises(InitWeightsError, match="the run diverged"):
+        InitWeights(path).on_fit_start(
+            SimpleNamespace(ckpt_path=None, global_step=0, fast_dev_run=False),
+            SimpleNamespace(net=build_model("dcvc_lite_tiny")),
+        )

@@ -155,3 +155,30 @@ def test_sizes_that_need_padding_round_trip(clips_dir: Path, tmp_path: Path) -> 
     decoded = codec.decode(result.bitstream, sequence, tmp_path / "d.yuv").reconstruction
     assert decoded.stat().st_size == sequence.info.frame_bytes * 2
     assert decoded.read_bytes() == Path(f"{result.bitstream}.enc.yuv").read_bytes()
+
+
+def test_crafted_payload_fields_are_checked_before_the_model_uses_them(encoded, tmp_path: Path) -> None:
+    """A re-signed stream (CRCs right) whose fields the model would misuse: one message each, no output."""
+    from nvc_train.bitstream import KIND_P, Unit, read_stream, write_stream
+
+    codec, sequence, result, _ = encoded
+    header, units = read_stream(result.bitstream)
+
+    def crafted(name: str, new_units: list[Unit], **header_fields) -> Path:
+        path = tmp_path / name
+        write_stream(path, dataclasses.replace(header, **header_fields), new_units)
+        return path
+
+    out = tmp_path / "out.yuv"
+    rate_63 = [Unit(units[0].kind, 63, units[0].payload), *units[1:]]
+    with pytest.raises(BitstreamError, match=r"unit 0 \(frame 0\): rate point 63 is outside .* \[0, 8\)"):
+        codec.decode(crafted("q63.nvc", rate_63), sequence, out)
+    with pytest.raises(BitstreamError, match="header bit depth 10, but .* is 8-bit"):
+        codec.decode(crafted("depth10.nvc", units, bit_depth=10), sequence, out)
+    p_first = [Unit(KIND_P, units[0].rate_point, units[0].payload), *units[1:]]
+    with pytest.raises(BitstreamError, match=r"unit 0 \(frame 0\): unit kind 1, expected I"):
+        codec.decode(crafted("pfirst.nvc", p_first), sequence, out)
+    garbage = [*units[:-1], Unit(units[-1].kind, units[-1].rate_point, b"\x07" * 11)]
+    with pytest.raises(BitstreamError, match=r"unit 2 \(frame 2\): the payload cannot be decoded"):
+        codec.decode(crafted("garbage.nvc", garbage), sequence, out)
+    assert not out.exists(), "a refused stream left a reconstruction behind"

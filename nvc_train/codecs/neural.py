@@ -21,7 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from nvc_train.bitstream import KIND_I, KIND_P, Unit, read_stream, weights_hash, write_stream
+from nvc_train.bitstream import (
+    KIND_I,
+    KIND_P,
+    BitstreamError,
+    Unit,
+    read_stream,
+    weights_hash,
+    write_stream,
+)
 from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
 from nvc_train.complexity import codec_complexity
 from nvc_train.ctc import Sequence
@@ -174,6 +182,12 @@ class NeuralCodec(Codec):
     # ---- decoding ------------------------------------------------------------------------------
 
     def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
+        """Decode ``bitstream`` for ``sequence``; every defect of the file is a BitstreamError.
+
+        The container is checked first (CRCs, codec id, this model's weights hash); then the fields
+        the model will use, before it uses them: size, frame count and bit depth against the
+        sequence, each unit's kind (the first frame intra) and rate point against the model's range.
+        """
         started = time.perf_counter()
         header, units = read_stream(bitstream, self.name[:32], self.weights_hash)
         info = sequence.info
@@ -182,20 +196,43 @@ class NeuralCodec(Codec):
                 f"{bitstream} holds {header.num_frames} frames of {header.width}x{header.height}, "
                 f"but {sequence.name} codes {info.num_frames} frames of {info.width}x{info.height}"
             )
+        if header.bit_depth != info.bit_depth:
+            raise BitstreamError(
+                f"{bitstream}: header bit depth {header.bit_depth}, but {sequence.name} is "
+                f"{info.bit_depth}-bit; was it made from another version of the sequence?"
+            )
+        frames = [(index, unit) for index, unit in enumerate(units) if unit.is_frame]
+        for number, (index, unit) in enumerate(frames):
+            where = f"{bitstream}, unit {index} (frame {number})"
+            if unit.kind not in (KIND_I, KIND_P) or (number == 0 and unit.kind != KIND_I):
+                expected = "I" if number == 0 else "I or P"
+                raise BitstreamError(
+                    f"{where}: unit kind {unit.kind}, expected {expected} ({KIND_I}/{KIND_P})"
+                )
+            if not 0 <= unit.rate_point < self.net.num_q:
+                raise BitstreamError(
+                    f"{where}: rate point {unit.rate_point} is outside this model's q_index range "
+                    f"[0, {self.net.num_q})"
+                )
         padded_h, padded_w = self._padded_size(info.height, info.width)
         ref = None
         with YUVWriter(output) as writer:
-            for unit in units:
-                if not unit.is_frame:
-                    continue
-                with self._pinned_threads():
-                    y, uv, ref = self.net.decompress_frame(
-                        unit.payload,
-                        unit.rate_point,
-                        None if unit.kind == KIND_I else ref,
-                        padded_h,
-                        padded_w,
-                    )
+            for number, (index, unit) in enumerate(frames):
+                try:
+                    with self._pinned_threads():
+                        y, uv, ref = self.net.decompress_frame(
+                            unit.payload,
+                            unit.rate_point,
+                            None if unit.kind == KIND_I else ref,
+                            padded_h,
+                            padded_w,
+                        )
+                except (ValueError, RuntimeError, IndexError, KeyError, OverflowError) as error:
+                    # PayloadError, EntropyCoderError and torch's shape errors: the payload is wrong.
+                    raise BitstreamError(
+                        f"{bitstream}, unit {index} (frame {number}): the payload cannot be decoded by "
+                        f"{self.name}: {type(error).__name__}: {str(error)[:300]}"
+                    ) from error
                 writer.write(self._to_frame(y, uv, info.height, info.width, header.bit_depth))
         return DecodeResult(Path(output), time.perf_counter() - started)
 
