@@ -245,5 +245,15 @@ def test_cli_refuses_a_crafted_stream_with_one_line(tmp_path: Path) -> None:
     assert not (tmp_path / "out.yuv").exists()
 
 
+def test_format_md_lists_every_architecture_field_as_the_classes_declare_it() -> None:
+    from models.c3 import C3Net
+    from models.hinerv import HiNeRV
+
+    text = (REPO_ROOT / "nvc_train/bitstream/FORMAT.md").read_text()
+    for cls in (C3Net, HiNeRV):
+        for name, field in cls.ARCHITECTURE_FIELDS.items():
+            assert f"| `{name}` | {field.describe()} |" in text, f"FORMAT.md: {cls.__name__}.{name}"
+
+
 if __name__ == "__main__":
     worker(Path(sys.argv[1]))
