@@ -52,6 +52,10 @@ GEOMETRY_FIELDS: dict[str, ArchitectureField] = {
     "gop_size": ArchitectureField("int", 1, 1024),
 }
 
+# What a first decode in a fresh process allocates whatever the network (kernels' workspaces,
+# the entropy coder's library): about 100 MiB measured by bench/decode_memory.py at QCIF, rounded up.
+DECODER_BASE_BYTES = 192 << 20
+
 # Latent quantization proxies, in the order a schedule normally visits them.
 LATENT_QUANTIZERS = ("soft", "ste", "hard")
 
@@ -193,12 +197,16 @@ class SceneAdaptiveNet(nn.Module):
         exceeds its limit before the real network exists. Counted: the weights about five times
         (float weights, their decoded symbols and steps, the copy loaded), the buffers, every
         decoded frame twice (``reconstruct`` returns them all; the writer converts each) and the
-        subclass's per-frame intermediates.
+        subclass's per-frame intermediates; plus a quarter for what these counts miss (allocator
+        slack, the coder's tables) and :data:`DECODER_BASE_BYTES`, as measured by
+        ``bench/decode_memory.py``.
         """
         weights = sum(p.numel() for p in self.parameters()) * 4
         buffers = sum(b.numel() * b.element_size() for b in self.buffers())
         frames = self.num_frames * self.height * self.width * 3 // 2 * 4 * 2
-        return int(5 * weights + buffers + frames + self.frame_activation_bytes())
+        return DECODER_BASE_BYTES + int(
+            1.25 * (5 * weights + buffers + frames + self.frame_activation_bytes())
+        )
 
     def complexity(self) -> dict[str, float]:
         """Parameter count (M) of the coded network (latents excluded)."""
