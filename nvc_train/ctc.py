@@ -20,6 +20,11 @@ Schema of a ``ctc`` config (one file per test set in ``configs/ctc``; Hydra merg
     path: ???                         # only in ctc=folder: scan this folder (see scan_folder)
     fps: null                         # ctc=folder: frame rate of raw files whose name gives none
     bit_depth: 8                      # ctc=folder: depth of raw files whose name gives none
+    check_content: true               # optional: check raw files' samples against size and depth
+
+Raw files hold no header, so a wrong size or depth that still gives whole frames is caught by
+looking at the samples (:func:`nvc_train.video.readers.check_raw_content`); ``check_content:
+false`` trusts the stated sizes and depths instead (for content the check misjudges).
 
 ``fps`` is a number or an exact ratio such as ``60000/1001``; ``frames`` is the number of frames
 the test conditions code (the whole sequence in the HEVC CTC, 130 in the AOM CTC). A file is looked
@@ -74,7 +79,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "ctc"
 
 _SET_KEYS = frozenset({"subdir", "root", "generate", "sequences"})
 _SEQUENCE_KEYS = frozenset({"file", "width", "height", "fps", "bit_depth", "frames"})
-_TOP_KEYS = frozenset({"name", "root", "test_sets", "path", "fps", "bit_depth"})
+_TOP_KEYS = frozenset({"name", "root", "test_sets", "path", "fps", "bit_depth", "check_content"})
 
 
 class MissingSequencesError(FileNotFoundError):
@@ -191,6 +196,7 @@ def load_sequences(
         log.warning("ctc keys %s are not registry keys (%s) and are ignored", unknown, sorted(_TOP_KEYS))
 
     root, root_note = _data_root(cfg.get("root"))
+    check_content = _flag(cfg.get("check_content", True), "check_content")
     test_sets = cfg.get("test_sets") or {}
     if not isinstance(test_sets, Mapping):
         raise RegistryError(f"ctc.test_sets must be a mapping of test set name -> entry, got {test_sets!r}")
@@ -204,7 +210,7 @@ def load_sequences(
     problems: list[str] = []
     for set_name, spec in test_sets.items():
         set_sequences, set_missing, set_problems = _load_test_set(
-            str(set_name), spec, root, max_frames, start_frame
+            str(set_name), spec, root, max_frames, start_frame, check_content
         )
         sequences += set_sequences
         missing += set_missing
@@ -212,7 +218,7 @@ def load_sequences(
 
     if cfg.get("path") is not None:
         folder_sequences, folder_problems = _scan_folder_checked(
-            cfg["path"], cfg.get("fps"), cfg.get("bit_depth", 8), max_frames, start_frame
+            cfg["path"], cfg.get("fps"), cfg.get("bit_depth", 8), max_frames, start_frame, check_content
         )
         sequences += folder_sequences
         problems += folder_problems
@@ -221,8 +227,8 @@ def load_sequences(
         raise MissingSequencesError(missing, root_note)
     if problems:
         raise SequenceFileError(
-            f"{len(problems)} CTC sequence file{'s' if len(problems) != 1 else ''} "
-            "do not match the registry:\n" + "\n".join(f"  {p}" for p in problems)
+            f"{len(problems)} CTC sequence file{'s do' if len(problems) != 1 else ' does'} "
+            "not match the registry:\n" + "\n".join(f"  {p}" for p in problems)
         )
     log.info("%d sequences in %d test sets", len(sequences), len({s.test_set for s in sequences}))
     return sequences
@@ -234,6 +240,7 @@ def scan_folder(
     bit_depth: int = 8,
     max_frames: int | None = None,
     start_frame: int = 0,
+    check_content: bool = True,
 ) -> list[Sequence]:
     """Every ``.y4m`` and raw ``*_<W>x<H>*.yuv`` in ``path`` (not recursive), as one test set.
 
@@ -241,9 +248,10 @@ def scan_folder(
     raw file's size must be in its name, its frame rate is the number after the size
     (``_64x48_25``, ``_120fps``, ``_5994`` = 59.94) or else ``fps``, its bit depth 10 when the name
     says ``10bit`` (8 for ``8bit``) or else ``bit_depth``. A ``.yuv`` without a size cannot be read
-    and is skipped with one warning naming every such file; other files are ignored.
+    and is skipped with one warning naming every such file; other files are ignored. A raw file
+    whose samples do not fit its size or depth is refused unless ``check_content`` is False.
     """
-    sequences, problems = _scan_folder_checked(path, fps, bit_depth, max_frames, start_frame)
+    sequences, problems = _scan_folder_checked(path, fps, bit_depth, max_frames, start_frame, check_content)
     if problems:
         raise SequenceFileError(
             "files in the folder cannot be used:\n" + "\n".join(f"  {p}" for p in problems)
@@ -269,6 +277,13 @@ def _to_plain(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return plain
 
 
+def _flag(value: Any, key: str) -> bool:
+    """A yes/no setting; a string such as "false" from a command line is not taken as true."""
+    if isinstance(value, bool):
+        return value
+    raise RegistryError(f"ctc.{key} must be true or false, got {value!r}")
+
+
 def _data_root(value: Any) -> tuple[Path | None, str]:
     """The common data root and a note saying where it came from (for the missing-files message)."""
     if value not in (None, ""):
@@ -287,6 +302,7 @@ def _load_test_set(
     common_root: Path | None,
     max_frames: int | None,
     start_frame: int,
+    check_content: bool = True,
 ) -> tuple[list[Sequence], list[MissingFile], list[str]]:
     if not isinstance(spec, Mapping):
         raise RegistryError(f"test set {set_name}: expected a mapping with 'sequences', got {spec!r}")
@@ -313,7 +329,7 @@ def _load_test_set(
         if found is None:
             missing.append(MissingFile(set_name, str(seq_name), file_name, tuple(folders)))
             continue
-        count, problem = _frames_to_code(label, found, info, max_frames, start_frame)
+        count, problem = _frames_to_code(label, found, info, max_frames, start_frame, check_content)
         if problem:
             problems.append(problem)
             continue
@@ -375,7 +391,12 @@ def _with_frames(info: VideoInfo, num_frames: int) -> VideoInfo:
 
 
 def _frames_to_code(
-    label: str, path: Path, expected: VideoInfo, max_frames: int | None, start_frame: int
+    label: str,
+    path: Path,
+    expected: VideoInfo,
+    max_frames: int | None,
+    start_frame: int,
+    check_content: bool = True,
 ) -> tuple[int, str | None]:
     """(frames to code, problem) after checking the file against the registry entry.
 
@@ -388,8 +409,8 @@ def _frames_to_code(
         return 0, f"{label}: start_frame {start_frame} is past the {published} frames the registry lists"
     count = published - start_frame if max_frames is None else min(published - start_frame, max_frames)
     needed = start_frame + count
-    try:  # raw: the size must be whole frames of this size and depth; y4m: the header must agree
-        reader = open_video(path, expected)
+    try:  # raw: whole frames of this size and depth, samples that fit them; y4m: the header agrees
+        reader = open_video(path, expected, check_content)
     except VideoFormatError as error:
         return 0, f"{label}: {error}"
     held = len(reader)
@@ -432,7 +453,12 @@ def _generate_embedded(set_name: str, root: Path | None) -> Path:
 
 
 def _scan_folder_checked(
-    path: Any, default_fps: Any, default_depth: Any, max_frames: int | None, start_frame: int
+    path: Any,
+    default_fps: Any,
+    default_depth: Any,
+    max_frames: int | None,
+    start_frame: int,
+    check_content: bool = True,
 ) -> tuple[list[Sequence], list[str]]:
     folder = Path(str(path)).expanduser()
     if not folder.is_dir():
@@ -471,7 +497,7 @@ def _scan_folder_checked(
                 problems.append(f"{label}: {error}")
                 continue
             try:
-                held = len(open_video(file, info))
+                held = len(open_video(file, info, check_content))
             except VideoFormatError as error:
                 problems.append(f"{label}: {error}")
                 continue

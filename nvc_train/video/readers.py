@@ -15,9 +15,11 @@ import logging
 import os
 import re
 import secrets
+import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from contextlib import closing
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -195,15 +197,304 @@ def parse_yuv_name(path: str | os.PathLike[str]) -> VideoInfo:
         raise VideoFormatError(f"{name}: {error}") from error
 
 
+# --------------------------------------------------------------------------------------------------
+# Content checks for raw files
+#
+# A raw file has no header: a name that gives the wrong size or depth, but still a whole number of
+# frames, is otherwise read as garbage and measured as if it were video. The checks below look at a
+# band of rows in the middle of one frame (about a quarter of a megabyte, never the whole file) and
+# refuse what can only be a mistake. Every threshold was measured on the real clips of
+# shared/data/clips (cars, city_night, cockatoo, dog, street_pan, rooftop_pq_10bit) and the four
+# embedded clips, written as raw files and read at their true size and depth, and at every wrong
+# width (with a height giving a whole number of frames) from 64 to 2048:
+#
+# - depth, 10-bit read as 8-bit: odd bytes <= 3 in 100.00% (rooftop) against 0.00% (every 8-bit
+#   clip); even bytes > 3 in 99.56% (rooftop).
+# - depth, 8-bit read as 10-bit: words > 1023 in 100.00% of samples (every 8-bit clip) against
+#   0.00% (rooftop at 10 bits).
+# - width (MSD(k) = mean squared difference of luma samples k apart in the sample stream; a row
+#   of the true width W makes MSD(W) a sharp dip, since those pairs are vertical neighbours):
+#   at the true width the best lag (>= 16) is W +- 1 in all 10 clips, also blurred (sigma 1.5, 4),
+#   so gain = MSD(W') / MSD(best) = 1.00; at 304 wrong widths gain >= 1.84 (5th pct 3.26).
+#   dip = MSD(W') / median MSD(W' +- 4..8): 0.05-0.40 at the true width, 0.98-1.04 at widths that
+#   divide it (W/2, W/4, ...), 0.21-0.89 at its multiples (2W, 3W: vertical neighbours two or
+#   three rows apart), >= 0.9 at the other 276 wrong widths, where gain >= 3.20 and the row/column
+#   ratio R = mean|row step| / mean|column step| >= 2.64 (true widths: R 0.47-1.94).
+#   Interlaced-like frames (rows of frames 3 apart woven) have their best lag at 2W, dip 0.76-0.92;
+#   rendered text repeated along its lines (screen content) has its best lag at the repeat
+#   (gain up to 3.0) but a clear dip (0.54) at its true width.
+#   With the rules below, those 304 wrong readings give 227 refusals, 28 warnings (2W..5W, and
+#   W + 4) and 49 readings not judged (frames under 8192 luma samples); true sizes, interlaced-like
+#   and text frames give neither.
+
+# Depth: refuse an 8-bit reading when nearly every odd byte is 0..3 and many even bytes are not.
+_ODD_SMALL_MIN = 0.99
+_EVEN_SPREAD_MIN = 0.25
+# Depth: refuse a 10-bit reading when this share of 16-bit words exceeds 1023; warn below it.
+_OVER_10BIT_REFUSE = 0.01
+# Width: samples taken from the middle of the luma plane, fewest samples and rows to judge.
+_PROBE_SAMPLES = 1 << 18
+_PROBE_MIN_SAMPLES = 8192
+_MIN_LAG = 16  # lags under 16 are horizontal neighbours, whatever the width
+_MAX_LAG = 8192
+_FLAT_STEP = 0.5  # mean |column step| (8-bit code values) below which there is no texture to judge
+_GAIN_WARN = 1.5
+_GAIN_REFUSE = 3.0
+_DIP_NONE = 0.9  # dip at the assumed width above this: no line structure there at all
+_DIP_FIELDS = 0.95  # best lag a multiple of the width and a dip below this: fields (interlace)
+_DIP_WEAK = 0.7  # a dip above this at the width is weak line structure (true widths: <= 0.40)
+_ROW_RATIO_REFUSE = 2.0
+
+# Files judged in this process (path, size, mtime, width, height, depth) -> "checked"/"trusted",
+# so that every later open (measurement, encoding) of a sequence costs nothing and says nothing.
+_CONTENT_VERDICTS: dict[tuple[str, int, int, int, int, int], str] = {}
+
+
+class RawContentWarning(UserWarning):
+    """A raw file's samples suggest another frame width than the one it is read with."""
+
+
+@dataclass(frozen=True)
+class WidthEvidence:
+    """How well the luma samples of a raw file fit rows of ``width`` samples (see the notes above).
+
+    ``row_ratio`` is mean |row step| / mean |column step| at ``width``; ``best_lag`` the sample
+    offset (>= 16) between the most alike samples, ``gain`` how much more alike they are than
+    samples ``width`` apart (1.0: the width is the best offset), ``dip`` how far samples ``width``
+    apart beat offsets 4..8 samples away (near 1.0: no line structure at ``width``).
+    """
+
+    width: int
+    row_ratio: float
+    row_step: float
+    column_step: float
+    best_lag: int
+    gain: float
+    dip: float
+    best_dip: float
+    verdict: str  # "ok", "inconclusive", "suspect" (warn) or "wrong" (refuse)
+
+    def describe(self) -> str:
+        """The measured numbers, for a message."""
+        return (
+            f"rows of {self.width} samples are {self.row_ratio:.1f}x as different from one row to the "
+            f"next as from one column to the next (mean |row step| {self.row_step:.1f}, "
+            f"|column step| {self.column_step:.1f}; natural video at its true width: 0.5-2); "
+            f"samples {self.best_lag} apart match {self.gain:.1f}x better than samples {self.width} "
+            f"apart (line-structure dip {self.best_dip:.2f} at {self.best_lag}, {self.dip:.2f} at "
+            f"{self.width}; a true width measures 0.05-0.4)"
+        )
+
+
+def _lag_msd(samples: np.ndarray, max_lag: int) -> np.ndarray:
+    """Mean squared difference of samples ``k`` apart, for every k in 0..max_lag (one FFT)."""
+    x = samples - samples.mean()
+    n = x.size
+    size = 1 << int(np.ceil(np.log2(n + max_lag + 1)))
+    spectrum = np.fft.rfft(x, size)
+    autocorrelation = np.fft.irfft(spectrum * np.conj(spectrum), size)[: max_lag + 1]
+    energy = np.concatenate(([0.0], np.cumsum(x * x)))
+    lags = np.arange(max_lag + 1)
+    # sum (x[i+k] - x[i])^2 = sum_{i<n-k} x[i]^2 + sum_{i>=k} x[i]^2 - 2 * autocorrelation(k)
+    total = energy[n - lags] + (energy[n] - energy[lags]) - 2.0 * autocorrelation
+    return np.maximum(total, 0.0) / (n - lags)
+
+
+def _dip(msd: np.ndarray, lag: int) -> float:
+    """MSD at ``lag`` (best of lag +- 1) over the median MSD 4..8 samples either side."""
+    sides = np.concatenate((msd[lag - 8 : lag - 3], msd[lag + 4 : lag + 9]))
+    return float(msd[lag - 1 : lag + 2].min() / max(float(np.median(sides)), 1e-9))
+
+
+def width_evidence(luma: np.ndarray, width: int, bit_depth: int = 8) -> WidthEvidence:
+    """Judge whether a stream of luma samples (consecutive rows) is made of rows of ``width``.
+
+    Why two measures: the row/column ratio alone cannot tell a width twice the true one (rows two
+    apart still look alike) from a busy picture, while the best line offset finds the true width
+    in every measured case and is 1.0 for every true width; both are reported.
+    """
+    samples = np.asarray(luma, dtype=np.float64).ravel()
+    rows = samples.size // width
+    max_lag = min(_MAX_LAG, samples.size // 4)
+    nothing = WidthEvidence(width, float("nan"), 0.0, 0.0, width, 1.0, 0.0, 0.0, "inconclusive")
+    if samples.size < _PROBE_MIN_SAMPLES or rows < 8 or width + 9 > max_lag or width < _MIN_LAG:
+        return nothing
+    plane = samples[: rows * width].reshape(rows, width)
+    row_step = float(np.abs(np.diff(plane, axis=0)).mean())
+    column_step = float(np.abs(np.diff(plane, axis=1)).mean())
+    scale = 1 << (bit_depth - 8)
+    if column_step < _FLAT_STEP * scale:
+        return nothing
+    msd = _lag_msd(samples, max_lag)
+    search = msd[_MIN_LAG : max_lag - 8]
+    best = _MIN_LAG + int(np.argmin(search))
+    floor = 1e-2 * scale * scale
+    gain = float((msd[width - 1 : width + 2].min() + floor) / (msd[best] + floor))
+    dip, best_dip = _dip(msd, width), _dip(msd, best)
+    multiple, divisor = round(best / width), round(width / best)
+    if abs(best - width) <= 2 or gain < _GAIN_WARN:
+        verdict = "ok"
+    elif multiple >= 2 and abs(best - multiple * width) <= 2 and dip < _DIP_FIELDS:
+        verdict = "ok"  # lines alike two apart, as in interlaced fields: the width holds
+    elif gain >= _GAIN_REFUSE and dip >= _DIP_NONE and row_step / column_step >= _ROW_RATIO_REFUSE:
+        verdict = "wrong"
+    elif (divisor >= 2 and abs(width - divisor * best) <= divisor) or dip >= _DIP_WEAK:
+        verdict = "suspect"  # rows of 2, 3... true rows, or hardly any line structure at the width
+    else:
+        verdict = "ok"  # clear rows at the width; a better offset elsewhere is repeated content
+    return WidthEvidence(
+        width, row_step / column_step, row_step, column_step, best, gain, dip, best_dip, verdict
+    )
+
+
+def _fix_hint(path: Path, info: VideoInfo, bit_depth: int, size: tuple[int, int] | None) -> str:
+    """How to put it right: the name, an explicit statement, or (when the name is right) the switch."""
+    example = ""
+    if size is not None:
+        found = _NAME_SIZE.search(path.stem)
+        prefix = path.stem[: found.start()] if found else path.stem
+        tag = "_10bit" if bit_depth == 10 else ""
+        example = f" (e.g. {prefix or 'name'}_{size[0]}x{size[1]}_{info.fps:g}{tag}.yuv)"
+    return (
+        f"Fix: rename the file so that its name states its true size and depth{example}, or state "
+        f"them explicitly (width/height/bit_depth of a ctc registry entry; ctc.bit_depth={bit_depth} "
+        "for ctc=folder files whose name has no depth tag; a VideoInfo given to open_video). If the "
+        "name is right, check_content=False skips this check (ctc.check_content=false; prefix a + "
+        "for suites other than ctc=folder)."
+    )
+
+
+def _whole_frame_heights(file_bytes: int, width: int, bytes_per_sample: int, limit: int = 4) -> list[int]:
+    """Even heights at which a file of ``width``-wide 4:2:0 frames holds whole frames, likeliest first.
+
+    Likeliest = aspect ratio nearest 16:10 among 1:2 .. 3:1, the span of real video formats.
+    """
+    heights = [
+        height
+        for height in range(max(2, width // 3 // 2 * 2), 2 * width + 1, 2)
+        if file_bytes % (width * height * 3 // 2 * bytes_per_sample) == 0
+    ]
+    return sorted(heights, key=lambda height: abs(np.log(width / height / 1.6)))[:limit]
+
+
+def _not_10bit_kind(raw: np.ndarray) -> tuple[str, int]:
+    """What a file read as 10-bit but holding words over 1023 most likely holds, and its depth."""
+    high_first = float(np.mean(raw[0::2] <= 3))
+    low_bytes = raw[0::2]
+    if high_first >= _ODD_SMALL_MIN and float(np.mean(raw[1::2] > 3)) >= _EVEN_SPREAD_MIN:
+        return (
+            "the words are big-endian (convert with ffmpeg -pix_fmt yuv420p10be -i ... -pix_fmt yuv420p10le)",
+            10,
+        )
+    if float(np.mean(low_bytes % 64 == 0)) >= _ODD_SMALL_MIN:
+        return "the values are MSB-aligned (P010-like, value << 6); shift them right by 6", 10
+    return (
+        f"the bytes look like 8-bit samples ({float(np.mean(raw > 3)):.0%} of all bytes above 3, "
+        "no high-byte pattern)",
+        8,
+    )
+
+
+def _probe(path: Path, info: VideoInfo, frame: int) -> tuple[np.ndarray, str]:
+    """The bytes of a band of about 2**18 luma samples in the middle of ``frame``, and where it is."""
+    rows = min(info.height, max(8, _PROBE_SAMPLES // info.width))
+    first_row = (info.height - rows) // 2
+    offset = frame * info.frame_bytes + first_row * info.width * info.bytes_per_sample
+    raw = np.fromfile(path, dtype=np.uint8, count=rows * info.width * info.bytes_per_sample, offset=offset)
+    return raw, f"frame {frame}, rows {first_row}-{first_row + rows - 1}"
+
+
+def check_raw_content(path: str | os.PathLike[str], info: VideoInfo) -> None:
+    """Refuse (or warn about) a raw file whose samples do not fit the size and depth it is read with.
+
+    ``info`` needs ``num_frames`` (the frames in the file). Reads one band of rows (about 2**18
+    samples) from the middle of the middle frame, so a 4K file costs what a small one does.
+    Raises :class:`VideoFormatError` for 10-bit samples read as 8-bit, 8-bit samples read as
+    10-bit and a width that cannot be the true one; warns (:class:`RawContentWarning`, and the
+    log) when another width only fits better.
+    """
+    path = Path(path)
+    if info.num_frames < 1:
+        return
+    bps = info.bytes_per_sample
+    raw, where = _probe(path, info, info.num_frames // 2)
+    what = f"{path.name} is read as {info.width}x{info.height} {info.bit_depth}-bit"
+
+    if info.bit_depth == 8:
+        odd_small = float(np.mean(raw[1::2] <= 3))
+        even_spread = float(np.mean(raw[0::2] > 3))
+        if odd_small >= _ODD_SMALL_MIN and even_spread >= _EVEN_SPREAD_MIN:
+            words = raw[: raw.size // 2 * 2].view("<u2")
+            raise VideoFormatError(
+                f"{what}, but its samples are 16-bit little-endian words of 10-bit video: in {where}, "
+                f"{odd_small:.2%} of the odd bytes are 0..3 (high bytes of values up to 1023) while "
+                f"{even_spread:.2%} of the even bytes are above 3 (8-bit video: about 0% and 100%); "
+                f"read as 10-bit the samples span {int(words.min())}..{int(words.max())}. "
+                + _fix_hint(path, info, 10, (info.width, info.height))
+            )
+    else:
+        words = raw.view("<u2")
+        over = float(np.mean(words > 1023))
+        if over > 0:
+            kind, depth = _not_10bit_kind(raw)
+            message = (
+                f"{what}, but {over:.2%} of its 16-bit words exceed 1023 (up to {int(words.max())}) in "
+                f"{where}, which 10-bit samples cannot: {kind}. "
+                + _fix_hint(path, info, depth, (info.width, info.height))
+            )
+            if over >= _OVER_10BIT_REFUSE:
+                raise VideoFormatError(message)
+            log.warning("%s", message)
+            warnings.warn(message, RawContentWarning, stacklevel=3)
+
+    # A band can fall on flat content (under a wrong size, often on the smooth chroma planes):
+    # look at up to five frames, at positions no frame size maps to one place, before giving up.
+    count = info.num_frames
+    for frame in dict.fromkeys((count // 2, count // 3, 4 * count // 5, count // 7, 0)):
+        if frame != count // 2:
+            raw, where = _probe(path, info, frame)
+        samples = raw if info.bit_depth == 8 else raw.view("<u2")
+        evidence = width_evidence(samples, info.width, info.bit_depth)
+        if evidence.verdict != "inconclusive":
+            break
+    if evidence.verdict in ("ok", "inconclusive"):
+        return
+    guess = evidence.best_lag
+    heights = _whole_frame_heights(path.stat().st_size, guess, bps) if guess % 2 == 0 else []
+    if heights:
+        sizes = ", ".join(f"{guess}x{height}" for height in heights)
+        suggestion = f"the true width is probably {guess} (sizes that give whole frames: {sizes})"
+    else:
+        suggestion = f"the true width is probably about {guess}"
+    message = (
+        f"{what}, but its pictures do not look {info.width} samples wide: in {where}, "
+        f"{evidence.describe()}; {suggestion}. "
+        + _fix_hint(path, info, info.bit_depth, (guess, heights[0]) if heights else None)
+    )
+    if evidence.verdict == "wrong":
+        raise VideoFormatError(message)
+    log.warning("%s", message)
+    warnings.warn(message, RawContentWarning, stacklevel=3)
+
+
+def _content_key(path: Path, info: VideoInfo) -> tuple[str, int, int, int, int, int]:
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns, info.width, info.height, info.bit_depth)
+
+
 class RawYUVReader(VideoReader):
     """Raw planar 4:2:0 (``yuv420p``, or ``yuv420p10le``: 16-bit little-endian words for 10-bit).
 
     A raw file has no header, so its size, depth and rate come from ``info`` or, failing that, its
     name (:func:`parse_yuv_name`); the frame count always comes from the file size, which must be
-    a whole number of frames.
+    a whole number of frames. A wrong size or depth can still give whole frames, so the samples of
+    one frame are checked against them (:func:`check_raw_content`) when the file is first opened
+    in a process; ``check_content=False`` skips that (and marks the file trusted for later opens).
     """
 
-    def __init__(self, path: str | os.PathLike[str], info: VideoInfo | None = None) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], info: VideoInfo | None = None, check_content: bool = True
+    ) -> None:
         self.path = Path(path)
         base = info if info is not None else parse_yuv_name(self.path)
         size = self.path.stat().st_size
@@ -215,6 +506,12 @@ class RawYUVReader(VideoReader):
                 f"({frames} frames and {remainder} bytes left over): wrong size or bit depth?"
             )
         self._info = VideoInfo(base.width, base.height, base.bit_depth, base.fps, frames)
+        key = _content_key(self.path, self._info)
+        if not check_content:
+            _CONTENT_VERDICTS[key] = "trusted"  # later opens in this process (measurement) trust it too
+        elif key not in _CONTENT_VERDICTS:
+            check_raw_content(self.path, self._info)
+            _CONTENT_VERDICTS[key] = "checked"
 
     @property
     def info(self) -> VideoInfo:
@@ -430,11 +727,14 @@ def _check_matches(path: Path, found: VideoInfo, expected: VideoInfo, check_dept
         raise VideoFormatError(f"{path} does not match its metadata: {'; '.join(mismatches)}")
 
 
-def open_video(path: str | os.PathLike[str], info: VideoInfo | None = None) -> VideoReader:
+def open_video(
+    path: str | os.PathLike[str], info: VideoInfo | None = None, check_content: bool = True
+) -> VideoReader:
     """Open a 4:2:0 video for random frame access, choosing the reader by the file's suffix.
 
     - ``.yuv``: raw 4:2:0, 8-bit or 16-bit little-endian for 10-bit. Size, depth and frame rate
-      come from ``info`` or else the file name (:func:`parse_yuv_name`).
+      come from ``info`` or else the file name (:func:`parse_yuv_name`); the samples are checked
+      against them unless ``check_content`` is False (:func:`check_raw_content`).
     - ``.y4m``: read from its header; ``info``, when given, must agree on size and depth.
     - anything else (.mp4, .mkv, .mov, ...): decord, 8-bit only, no AV1 (:class:`DecordReader`).
 
@@ -445,7 +745,7 @@ def open_video(path: str | os.PathLike[str], info: VideoInfo | None = None) -> V
         raise FileNotFoundError(f"video file not found: {path}")
     suffix = path.suffix.lower()
     if suffix in RAW_SUFFIXES:
-        return RawYUVReader(path, info)
+        return RawYUVReader(path, info, check_content)
     if suffix in Y4M_SUFFIXES:
         return Y4MReader(path, info)
     return DecordReader(path, info)
