@@ -104,8 +104,14 @@ def test_init_weights_refuses_foreign_targets(attacks: dict) -> None:
 
 
 def test_evaluate_py_refuses_with_one_line(attacks: dict, tmp_path: Path) -> None:
-    """The real entry point: exit 1, one ``error:`` line naming the entry, no traceback."""
-    for index, path in enumerate(attacks["files"]):
+    """The real entry point: exit 1, one ``error:`` line naming the entry, no traceback.
+
+    A careless input goes the same way: a text file given as a checkpoint.
+    """
+    text = tmp_path / "notes.ckpt"
+    text.write_text("not a checkpoint\n")
+    expected = ["not a registered network class"] * 2 + ["cannot read checkpoint"]
+    for index, path in enumerate([*attacks["files"], text]):
         proc = subprocess.run(
             [sys.executable, "evaluate.py", f"ckpt={path}", f"hydra.run.dir={tmp_path / f'run{index}'}"],
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
@@ -113,7 +119,8 @@ def test_evaluate_py_refuses_with_one_line(attacks: dict, tmp_path: Path) -> Non
         )  # fmt: skip
         assert proc.returncode == 1, proc.stderr[-2000:]
         assert "Traceback" not in proc.stderr, proc.stderr[-2000:]
-        assert "model._target_" in proc.stderr and "not a registered network class" in proc.stderr
+        errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and expected[index] in errors[0], proc.stderr[-2000:]
     _nothing_happened(attacks)
 
 

@@ -182,3 +182,13 @@ def test_crafted_payload_fields_are_checked_before_the_model_uses_them(encoded, 
     with pytest.raises(BitstreamError, match=r"unit 2 \(frame 2\): the payload cannot be decoded"):
         codec.decode(crafted("garbage.nvc", garbage), sequence, out)
     assert not out.exists(), "a refused stream left a reconstruction behind"
+
+
+def test_a_model_whose_latents_cannot_be_coded_gives_a_codec_error(tmp_path: Path) -> None:
+    """Finite but huge weights (a run that diverged before it went NaN): one message, no traceback."""
+    codec = tiny_codec()
+    with torch.no_grad():
+        for parameter in codec.net.parameters():
+            parameter.mul_(1e12)
+    with pytest.raises(CodecError, match="cannot code frame 0 .* are the model's weights sane"):
+        codec.encode(short(embedded_sequences()[0], 1), codec.rate_points[0], LD, tmp_path / "s.nvc")

@@ -33,6 +33,7 @@ from nvc_train.bitstream import (
 from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
 from nvc_train.complexity import codec_complexity
 from nvc_train.ctc import Sequence
+from nvc_train.entropy.coder import EntropyCoderError
 from nvc_train.structure import CodingStructure
 from nvc_train.video.frame import YUVFrame
 from nvc_train.video.pad import crop_frame, pad_frame
@@ -166,8 +167,14 @@ class NeuralCodec(Codec):
         for index, frame in enumerate(reader.read(sequence.start_frame, info.num_frames)):
             intra = structure.is_intra(index)
             y, uv = self._to_model(frame)
-            with self._pinned_threads():
-                payload, out = self.net.compress_frame(y, uv, q, None if intra else ref)
+            try:
+                with self._pinned_threads():
+                    payload, out = self.net.compress_frame(y, uv, q, None if intra else ref)
+            except EntropyCoderError as error:  # non-finite or huge latents: the weights, not the code
+                raise CodecError(
+                    f"{self.name} cannot code frame {index} of {sequence.name} at q_index {q}: {error}; "
+                    "are the model's weights sane (a diverged run gives huge or NaN latents)?"
+                ) from error
             ref = out.ref
             estimated += float(out.bits.sum())
             units.append(Unit(KIND_I if intra else KIND_P, q, payload))
