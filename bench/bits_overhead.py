@@ -37,7 +37,7 @@ def main() -> None:
 
     from nvc_train.bitstream import read_stream
     from nvc_train.codecs.neural import NeuralCodec
-    from nvc_train.embedded import embedded_sequences
+    from nvc_train.ctc import embedded_sequences
     from nvc_train.structure import CodingStructure
 
     codec = NeuralCodec.from_checkpoint(args.ckpt)

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from datamodules.clips import ClipDataModule, ClipSource
-from nvc_train.embedded import embedded_sequences, ensure_embedded_clips
+from nvc_train.ctc import embedded_sequences
+from nvc_train.embedded import ensure_embedded_clips
 
 
 class EmbeddedDataModule(ClipDataModule):

@@ -54,7 +54,7 @@ from nvc_train.video.readers import RAW_SUFFIXES, Y4M_SUFFIXES, VideoFormatError
 
 
 @dataclass(frozen=True)
-class Sequence:
+class CTCSequence:
     """One test sequence: where it is and what it is (metadata is data, never parsed from names).
 
     ``info.num_frames`` is the number of frames *to code* (the registry's count, capped by
@@ -69,7 +69,7 @@ class Sequence:
 
 
 # --------------------------------------------------------------------------------------------
-# Registry: configs/ctc -> list[Sequence]
+# Registry: configs/ctc -> list[CTCSequence]
 # --------------------------------------------------------------------------------------------
 
 log = logging.getLogger(__name__)
@@ -177,7 +177,7 @@ def list_suites(config_dir: Path | None = None) -> dict[str, str]:
 
 def load_sequences(
     ctc_cfg: Mapping[str, Any], max_frames: int | None = None, start_frame: int = 0
-) -> list[Sequence]:
+) -> list[CTCSequence]:
     """Every sequence of the configured test sets, checked against the files on disk.
 
     ``ctc_cfg`` is the ``ctc`` node (schema in the module docstring), as a dict or ``DictConfig``.
@@ -205,7 +205,7 @@ def load_sequences(
             "the ctc config lists no test sets and no folder (ctc.path); choose e.g. ctc=embedded"
         )
 
-    sequences: list[Sequence] = []
+    sequences: list[CTCSequence] = []
     missing: list[MissingFile] = []
     problems: list[str] = []
     for set_name, spec in test_sets.items():
@@ -241,7 +241,7 @@ def scan_folder(
     max_frames: int | None = None,
     start_frame: int = 0,
     check_content: bool = True,
-) -> list[Sequence]:
+) -> list[CTCSequence]:
     """Every ``.y4m`` and raw ``*_<W>x<H>*.yuv`` in ``path`` (not recursive), as one test set.
 
     The test set is named after the folder. y4m files describe themselves (header and length); a
@@ -303,7 +303,7 @@ def _load_test_set(
     max_frames: int | None,
     start_frame: int,
     check_content: bool = True,
-) -> tuple[list[Sequence], list[MissingFile], list[str]]:
+) -> tuple[list[CTCSequence], list[MissingFile], list[str]]:
     if not isinstance(spec, Mapping):
         raise RegistryError(f"test set {set_name}: expected a mapping with 'sequences', got {spec!r}")
     unknown = sorted(set(spec) - _SET_KEYS)
@@ -318,7 +318,7 @@ def _load_test_set(
     root = _generate_embedded(set_name, own_root) if spec.get("generate") else (own_root or common_root)
     subdir = str(spec.get("subdir") or "")
 
-    sequences: list[Sequence] = []
+    sequences: list[CTCSequence] = []
     missing: list[MissingFile] = []
     problems: list[str] = []
     for seq_name, entry in entries.items():
@@ -333,7 +333,7 @@ def _load_test_set(
         if problem:
             problems.append(problem)
             continue
-        sequences.append(Sequence(str(seq_name), set_name, found, _with_frames(info, count), start_frame))
+        sequences.append(CTCSequence(str(seq_name), set_name, found, _with_frames(info, count), start_frame))
     return sequences, missing, problems
 
 
@@ -430,6 +430,19 @@ def _frames_to_code(
     return count, None
 
 
+def embedded_sequences(directory: Path | None = None) -> list[CTCSequence]:
+    """The embedded clips as :class:`CTCSequence` entries (test set ``"embedded"``), rendered first
+    if needed, so the evaluation runner can take them like any other test set.
+
+    It lives here, not in :mod:`nvc_train.embedded`, because the registry depends on the clip
+    generator and never the other way round (the generator knows clips, not test sets).
+    """
+    from nvc_train.embedded import EMBEDDED_CLIPS, ensure_embedded_clips
+
+    paths = ensure_embedded_clips(directory)
+    return [CTCSequence(spec.name, "embedded", paths[spec.name], spec.info) for spec in EMBEDDED_CLIPS]
+
+
 def _generate_embedded(set_name: str, root: Path | None) -> Path:
     """Make the embedded clips (idempotent) and return the folder they are in."""
     try:
@@ -459,14 +472,14 @@ def _scan_folder_checked(
     max_frames: int | None,
     start_frame: int,
     check_content: bool = True,
-) -> tuple[list[Sequence], list[str]]:
+) -> tuple[list[CTCSequence], list[str]]:
     folder = Path(str(path)).expanduser()
     if not folder.is_dir():
         raise FileNotFoundError(f"ctc.path={path} is not a folder (ctc=folder scans one folder of videos)")
     fallback_fps = parse_fps(default_fps) if default_fps is not None else None
     fallback_depth = int(default_depth) if default_depth is not None else 8
     test_set = folder.resolve().name
-    sequences: list[Sequence] = []
+    sequences: list[CTCSequence] = []
     problems: list[str] = []
     unsized: list[str] = []
     for file in sorted(p for p in folder.iterdir() if p.is_file()):
@@ -507,7 +520,7 @@ def _scan_folder_checked(
             problems.append(f"{label}: {held} frames, none left from start_frame {start_frame}")
             continue
         count = held - start_frame if max_frames is None else min(held - start_frame, max_frames)
-        sequences.append(Sequence(file.stem, test_set, file, _with_frames(info, count), start_frame))
+        sequences.append(CTCSequence(file.stem, test_set, file, _with_frames(info, count), start_frame))
     if unsized:
         warnings.warn(
             f"ctc=folder: skipped {len(unsized)} raw file(s) in {folder} without _<W>x<H> in the name "

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from nvc_train.atomic import atomic_write_text
-from nvc_train.ctc import Sequence
 from nvc_train.video.frame import VideoInfo, YUVFrame
 from nvc_train.video.readers import YUVWriter
 
@@ -232,10 +231,3 @@ def ensure_embedded_clips(directory: Path | None = None) -> dict[str, Path]:
             atomic_write_text(_sidecar(path), json.dumps(record, indent=2) + "\n")
         paths[spec.name] = path
     return paths
-
-
-def embedded_sequences(directory: Path | None = None) -> list[Sequence]:
-    """The embedded clips as CTC :class:`~nvc_train.ctc.Sequence` entries (test set ``"embedded"``),
-    rendered first if needed, so the evaluation runner can take them like any other test set."""
-    paths = ensure_embedded_clips(directory)
-    return [Sequence(spec.name, "embedded", paths[spec.name], spec.info) for spec in EMBEDDED_CLIPS]

@@ -22,7 +22,7 @@ import pytest
 from nvc_train.codecs.base import CodecError
 from nvc_train.codecs.ffmpeg import AomAV1Codec, FFmpegCodec, SvtAV1Codec, X264Codec, X265Codec
 from nvc_train.codecs.reference import ReferenceCodec
-from nvc_train.ctc import Sequence
+from nvc_train.ctc import CTCSequence
 from nvc_train.structure import CodingStructure
 from nvc_train.video.frame import VideoInfo
 
@@ -62,7 +62,7 @@ def make_codec(name: str, **kwargs) -> FFmpegCodec:
 
 
 @pytest.fixture(scope="session")
-def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Sequence:
+def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> CTCSequence:
     """A 128x96 8-bit raw clip of 12 synthetic frames, coded from frame 2 (start_frame honoured)."""
     if FFMPEG is None:
         pytest.skip("ffmpeg not on PATH (apt-get install ffmpeg)")
@@ -73,17 +73,17 @@ def tiny_raw(tmp_path_factory: pytest.TempPathFactory) -> Sequence:
         check=True,
     )
     info = VideoInfo(TINY_W, TINY_H, 8, 30.0, TINY_FRAMES)
-    return Sequence("tiny", "synthetic", path, info, start_frame=TINY_START)
+    return CTCSequence("tiny", "synthetic", path, info, start_frame=TINY_START)
 
 
-def clip(clips_dir: Path, stem: str, frames: int, start: int = 0) -> Sequence:
+def clip(clips_dir: Path, stem: str, frames: int, start: int = 0) -> CTCSequence:
     """The first ``frames`` frames (from ``start``) of a real clip; metadata from its y4m header."""
     path = next(clips_dir.glob(f"{stem}*.y4m"))
     fields = dict((t[:1], t[1:]) for t in path.open("rb").readline().decode().split()[1:])
     num, den = (int(x) for x in fields["F"].split(":"))
     depth = 10 if fields.get("C", "").endswith("p10") else 8
     info = VideoInfo(int(fields["W"]), int(fields["H"]), depth, num / den, frames)
-    return Sequence(path.stem, "clips", path, info, start_frame=start)
+    return CTCSequence(path.stem, "clips", path, info, start_frame=start)
 
 
 def pict_types(path: Path, muxer: str) -> str:
@@ -128,7 +128,7 @@ def read_frames(path: Path, info: VideoInfo) -> np.ndarray:
     return data.reshape(-1, info.frame_bytes // info.bytes_per_sample)
 
 
-def source_frames(sequence: Sequence) -> np.ndarray:
+def source_frames(sequence: CTCSequence) -> np.ndarray:
     """The frames to code, decoded independently of the code under test (ffmpeg -> raw)."""
     info = sequence.info
     raw = subprocess.run(
@@ -140,7 +140,7 @@ def source_frames(sequence: Sequence) -> np.ndarray:
     return frames[sequence.start_frame : sequence.start_frame + info.num_frames]
 
 
-def raw_sequence_frames(sequence: Sequence) -> np.ndarray:
+def raw_sequence_frames(sequence: CTCSequence) -> np.ndarray:
     frames = read_frames(sequence.path, sequence.info)
     return frames[sequence.start_frame : sequence.start_frame + sequence.info.num_frames]
 
@@ -172,7 +172,7 @@ def check_structure_in_stream(codec: FFmpegCodec, kind: str, bitstream: Path, fr
 @needs_ffmpeg
 @pytest.mark.parametrize("kind", list(STRUCTURES))
 @pytest.mark.parametrize("name", list(CODECS))
-def test_encode_decode_every_structure(name: str, kind: str, tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_encode_decode_every_structure(name: str, kind: str, tiny_raw: CTCSequence, tmp_path: Path) -> None:
     codec = make_codec(name)
     structure = STRUCTURES[kind]
     sizes = []
@@ -192,7 +192,7 @@ def test_encode_decode_every_structure(name: str, kind: str, tiny_raw: Sequence,
 @needs_ffmpeg
 @pytest.mark.parametrize("suffix", [".yuv", ".y4m"])
 def test_lossless_roundtrip_honours_start_frame_and_order(
-    suffix: str, tiny_raw: Sequence, tmp_path: Path
+    suffix: str, tiny_raw: CTCSequence, tmp_path: Path
 ) -> None:
     """x264 at QP 0 is lossless: decoded frame i must equal source frame start_frame + i, exactly."""
     sequence = tiny_raw
@@ -203,7 +203,7 @@ def test_lossless_roundtrip_honours_start_frame_and_order(
             + [f"{TINY_W}x{TINY_H}", "-framerate", "30", "-i", str(tiny_raw.path), str(y4m)],
             check=True,
         )
-        sequence = Sequence("tiny_y4m", "synthetic", y4m, tiny_raw.info, start_frame=TINY_START)
+        sequence = CTCSequence("tiny_y4m", "synthetic", y4m, tiny_raw.info, start_frame=TINY_START)
     codec = X264Codec(preset="ultrafast")
     for kind in ("ld", "ra"):
         bitstream = tmp_path / f"lossless_{kind}.h264"
@@ -215,7 +215,7 @@ def test_lossless_roundtrip_honours_start_frame_and_order(
 
 
 @needs_ffmpeg
-def test_no_encoder_info_sei_in_streams(tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_no_encoder_info_sei_in_streams(tiny_raw: CTCSequence, tmp_path: Path) -> None:
     """x264's options string and x265's settings SEI are removed; the grep would find them otherwise."""
     markers = [b"x264 - core", b"options:", b"x265 (build", b"HEVC encoder version", b"Copyleft"]
     for name, encoder, muxer in (("x264", "libx264", "h264"), ("x265", "libx265", "hevc")):
@@ -287,7 +287,7 @@ def test_real_clip_10bit(name: str, clips_dir: Path, tmp_path: Path) -> None:
 
 
 @needs_ffmpeg
-def test_structures_an_encoder_cannot_do_are_refused(tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_structures_an_encoder_cannot_do_are_refused(tiny_raw: CTCSequence, tmp_path: Path) -> None:
     with pytest.raises(CodecError, match="at most 16 consecutive B frames"):
         X264Codec().check_structure(CodingStructure("ra", 32, 32))
     with pytest.raises(CodecError, match="at most 16"):
@@ -299,9 +299,9 @@ def test_structures_an_encoder_cannot_do_are_refused(tiny_raw: Sequence, tmp_pat
 
 
 @needs_ffmpeg
-def test_auto_intra_period_follows_the_frame_rate(tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_auto_intra_period_follows_the_frame_rate(tiny_raw: CTCSequence, tmp_path: Path) -> None:
     codec = X265Codec(preset="ultrafast")
-    sequence = Sequence("fast", "synthetic", tiny_raw.path, VideoInfo(TINY_W, TINY_H, 8, 4.0, 10), 2)
+    sequence = CTCSequence("fast", "synthetic", tiny_raw.path, VideoInfo(TINY_W, TINY_H, 8, 4.0, 10), 2)
     result = codec.encode(sequence, 32, CodingStructure("ra", "auto", 4), tmp_path / "auto.hevc")
     assert result.extra["structure"] == "ra(intra_period=4, gop_size=4)"  # 4 fps: one GOP of 4
     assert pict_types(result.bitstream, "hevc").replace("B", "").replace("P", "") == "III"
@@ -317,13 +317,13 @@ def test_rate_points_are_validated() -> None:
 
 
 @needs_ffmpeg
-def test_raw_source_problems_are_reported(tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_raw_source_problems_are_reported(tiny_raw: CTCSequence, tmp_path: Path) -> None:
     codec = X264Codec(preset="ultrafast")
     ld = STRUCTURES["ld"]
-    too_long = Sequence("tiny", "synthetic", tiny_raw.path, VideoInfo(TINY_W, TINY_H, 8, 30.0, 11), 2)
+    too_long = CTCSequence("tiny", "synthetic", tiny_raw.path, VideoInfo(TINY_W, TINY_H, 8, 30.0, 11), 2)
     with pytest.raises(CodecError, match="holds 12 frames"):
         codec.encode(too_long, 32, ld, tmp_path / "a.h264")
-    missing = Sequence("none", "synthetic", tmp_path / "none.yuv", tiny_raw.info)
+    missing = CTCSequence("none", "synthetic", tmp_path / "none.yuv", tiny_raw.info)
     with pytest.raises(CodecError, match="not found"):
         codec.encode(missing, 32, ld, tmp_path / "d.h264")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -337,7 +337,7 @@ def test_y4m_source_problems_are_reported(clips_dir: Path, tmp_path: Path) -> No
     with pytest.raises(CodecError, match="30 frames were encoded but 40"):
         codec.encode(short_y4m, 32, ld, tmp_path / "b.h264")
     wrong_depth = clip(clips_dir, "cars", 8)
-    wrong_depth = Sequence("cars", "clips", wrong_depth.path, VideoInfo(320, 240, 10, 30.0, 8))
+    wrong_depth = CTCSequence("cars", "clips", wrong_depth.path, VideoInfo(320, 240, 10, 30.0, 8))
     with pytest.raises(CodecError, match="8-bit but the sequence metadata says 320x240 10-bit"):
         codec.encode(wrong_depth, 32, ld, tmp_path / "c.h264")
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -355,14 +355,14 @@ def test_absent_ffmpeg_binary(tmp_path: Path) -> None:
 
 
 @needs_ffmpeg
-def test_ffmpeg_without_the_encoder(tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_ffmpeg_without_the_encoder(tiny_raw: CTCSequence, tmp_path: Path) -> None:
     codec = X264Codec(encoder="libnotanencoder")
     with pytest.raises(CodecError, match="has no libnotanencoder encoder.*codec.ffmpeg="):
         codec.encode(tiny_raw, 32, STRUCTURES["ld"], tmp_path / "x.h264")
 
 
 @needs_ffmpeg
-def test_failing_ffmpeg_gives_stderr_and_leaves_no_bitstream(tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_failing_ffmpeg_gives_stderr_and_leaves_no_bitstream(tiny_raw: CTCSequence, tmp_path: Path) -> None:
     codec = X265Codec(extra_args=["-no-such-option", "1"])
     with pytest.raises(CodecError, match="(?s)exit code 1.*no-such-option.*command: ") as error:
         codec.encode(tiny_raw, 32, STRUCTURES["ld"], tmp_path / "out" / "x.hevc")
@@ -371,11 +371,11 @@ def test_failing_ffmpeg_gives_stderr_and_leaves_no_bitstream(tiny_raw: Sequence,
 
 
 @needs_ffmpeg
-def test_decoded_frame_count_mismatch(tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_decoded_frame_count_mismatch(tiny_raw: CTCSequence, tmp_path: Path) -> None:
     codec = X264Codec(preset="ultrafast")
     bitstream = tmp_path / "x.h264"
     codec.encode(tiny_raw, 32, STRUCTURES["ld"], bitstream)
-    longer = Sequence("tiny", "synthetic", tiny_raw.path, VideoInfo(TINY_W, TINY_H, 8, 30.0, 12))
+    longer = CTCSequence("tiny", "synthetic", tiny_raw.path, VideoInfo(TINY_W, TINY_H, 8, 30.0, 12))
     with pytest.raises(CodecError, match="decoded 10 frames but 12 were coded"):
         codec.decode(bitstream, longer, tmp_path / "x.yuv")
     assert not (tmp_path / "x.yuv").exists()
@@ -443,7 +443,7 @@ def calls(log: Path) -> list[list[str]]:
 
 @needs_ffmpeg
 @pytest.mark.parametrize("name", list(REFERENCE))
-def test_reference_codec_round_trip(name: str, tiny_raw: Sequence, tmp_path: Path, fake_log: Path) -> None:
+def test_reference_codec_round_trip(name: str, tiny_raw: CTCSequence, tmp_path: Path, fake_log: Path) -> None:
     codec = reference_codec(name, tmp_path / "root")
     sizes = []
     for qp in (codec.rate_points[0], codec.rate_points[-1]):
@@ -482,7 +482,7 @@ def test_reference_codec_round_trip(name: str, tiny_raw: Sequence, tmp_path: Pat
 
 @needs_ffmpeg
 def test_reference_command_line_checked_by_the_fake(
-    tiny_raw: Sequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_raw: CTCSequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The fake encoder verifies the values it was given against what the test expects."""
     codec = reference_codec("vtm", tmp_path / "root")
@@ -532,7 +532,7 @@ def test_reference_absent_binary(tmp_path: Path) -> None:
 
 @needs_ffmpeg
 def test_reference_failing_encoder_leaves_no_bitstream(
-    tiny_raw: Sequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_raw: CTCSequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     codec = reference_codec("vtm", tmp_path / "root")
     monkeypatch.setenv("FAKE_FAIL", "1")
@@ -545,7 +545,7 @@ def test_reference_failing_encoder_leaves_no_bitstream(
 
 @needs_ffmpeg
 def test_reference_decoder_losing_a_frame(
-    tiny_raw: Sequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tiny_raw: CTCSequence, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     codec = reference_codec("hm", tmp_path / "root")
     codec.encode(tiny_raw, 32, STRUCTURES["ld"], tmp_path / "x.bin")
@@ -555,7 +555,7 @@ def test_reference_decoder_losing_a_frame(
     assert not (tmp_path / "x.yuv").exists()
 
 
-def test_reference_structure_and_template_problems(tiny_raw: Sequence, tmp_path: Path) -> None:
+def test_reference_structure_and_template_problems(tiny_raw: CTCSequence, tmp_path: Path) -> None:
     codec = reference_codec("vtm", tmp_path / "root", gop_size=32)
     with pytest.raises(CodecError, match="codes GOPs of 32 frames but the structure asks for 16"):
         codec.check_structure(CodingStructure("ra", 32, 16))
@@ -588,7 +588,7 @@ def test_ctc_random_access_gop16(name: str, tmp_path: Path) -> None:
         + ["-pix_fmt", "yuv420p", "-f", "rawvideo", str(path)],
         check=True,
     )
-    sequence = Sequence("clip", "synthetic", path, VideoInfo(64, 64, 8, 30.0, 34))
+    sequence = CTCSequence("clip", "synthetic", path, VideoInfo(64, 64, 8, 30.0, 34))
     structure = instantiate(OmegaConf.load(REPO / "configs" / "structure" / "ra.yaml"))
     codec = make_codec(name)
     bitstream = tmp_path / f"ra{codec.suffix}"

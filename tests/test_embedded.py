@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from nvc_train import embedded
+from nvc_train.ctc import embedded_sequences
 from nvc_train.embedded import (
     EMBEDDED_CLIPS,
     ClipSpec,
     default_cache_dir,
-    embedded_sequences,
     ensure_embedded_clips,
 )
 from nvc_train.video import RawYUVReader, VideoInfo, open_video

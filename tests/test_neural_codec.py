@@ -14,7 +14,7 @@ import models
 from nvc_train.bitstream import BitstreamError
 from nvc_train.codecs import CodecError
 from nvc_train.codecs.neural import NeuralCodec, spread_rate_points
-from nvc_train.embedded import embedded_sequences
+from nvc_train.ctc import embedded_sequences
 from nvc_train.structure import CodingStructure
 from tests.conftest import REPO_ROOT
 
@@ -25,7 +25,7 @@ DECODE_SCRIPT = """
 import sys, torch
 import models
 from nvc_train.codecs.neural import NeuralCodec
-from nvc_train.embedded import embedded_sequences
+from nvc_train.ctc import embedded_sequences
 from nvc_train.video.frame import VideoInfo
 import dataclasses
 state, stream, out, name, frames = sys.argv[1:6]

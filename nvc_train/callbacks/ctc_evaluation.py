@@ -34,8 +34,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from nvc_train.codecs.base import Codec
 from nvc_train.codecs.neural import NeuralCodec, spread_rate_points
-from nvc_train.ctc import CONFIG_DIR, load_sequences
-from nvc_train.ctc import Sequence as CTCSequence
+from nvc_train.ctc import CONFIG_DIR, CTCSequence, load_sequences
 from nvc_train.evaluation.plots import write_rd_plots
 from nvc_train.evaluation.points import Job, structure_label
 from nvc_train.evaluation.runner import MeasureOptions, Shard, make_jobs, run_jobs

@@ -43,7 +43,7 @@ from nvc_train.bitstream import (
     write_stream,
 )
 from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
-from nvc_train.ctc import Sequence
+from nvc_train.ctc import CTCSequence
 from nvc_train.structure import CodingStructure
 from nvc_train.video.frame import YUVFrame
 from nvc_train.video.pad import crop_frame
@@ -197,7 +197,7 @@ class AdaptiveCodec(Codec):
     # ---- encoding -----------------------------------------------------------------------------
 
     def encode(
-        self, sequence: Sequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
+        self, sequence: CTCSequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
     ) -> EncodeResult:
         import lightning.pytorch as pl
 
@@ -274,14 +274,14 @@ class AdaptiveCodec(Codec):
             for key, value in state.items():
                 own[key].copy_(value)
 
-    def _write(self, bitstream: Path, sequence: Sequence, structure: CodingStructure, rate_point: int,
+    def _write(self, bitstream: Path, sequence: CTCSequence, structure: CodingStructure, rate_point: int,
                net: Any, payload: AdaptivePayload) -> None:  # fmt: skip
         header = stream_header(self.name, b"", sequence, structure, rate_point)
         write_adaptive_stream(bitstream, header, self.target, net.architecture, payload)
 
     # ---- decoding -----------------------------------------------------------------------------
 
-    def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
+    def decode(self, bitstream: Path, sequence: CTCSequence, output: Path) -> DecodeResult:
         started = time.perf_counter()
         header = decode_file(bitstream, output, expected_codec_id=self.name[:32])
         info = sequence.info

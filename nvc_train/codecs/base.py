@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Literal
 from nvc_train.bitstream import StreamHeader
 
 if TYPE_CHECKING:
-    from nvc_train.ctc import Sequence
+    from nvc_train.ctc import CTCSequence
     from nvc_train.structure import CodingStructure
 
 Family = Literal["conventional", "scene-agnostic", "scene-adaptive"]
@@ -76,17 +76,17 @@ class Codec(abc.ABC):
 
     @abc.abstractmethod
     def encode(
-        self, sequence: Sequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
+        self, sequence: CTCSequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
     ) -> EncodeResult:
         """Code the first ``sequence.info.num_frames`` frames of the sequence into ``bitstream``."""
 
     @abc.abstractmethod
-    def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
+    def decode(self, bitstream: Path, sequence: CTCSequence, output: Path) -> DecodeResult:
         """Decode ``bitstream`` into a raw 4:2:0 ``.yuv`` at ``output`` (source bit depth)."""
 
 
 def stream_header(
-    codec_id: str, weights_hash: bytes, sequence: Sequence, structure: CodingStructure, rate_point: int
+    codec_id: str, weights_hash: bytes, sequence: CTCSequence, structure: CodingStructure, rate_point: int
 ) -> StreamHeader:
     """The container header of one coded sequence, the same for every codec that writes the container.
 

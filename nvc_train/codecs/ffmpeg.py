@@ -48,7 +48,7 @@ from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult,
 from nvc_train.structure import CodingStructure
 
 if TYPE_CHECKING:
-    from nvc_train.ctc import Sequence
+    from nvc_train.ctc import CTCSequence
     from nvc_train.video.frame import VideoInfo
 
 TAIL_LINES = 20
@@ -140,7 +140,7 @@ def read_y4m_header(path: Path) -> tuple[int, int, int]:
     return width, height, _Y4M_DEPTHS[chroma]
 
 
-def check_source(sequence: Sequence) -> Path:
+def check_source(sequence: CTCSequence) -> Path:
     """The sequence's file, after checking that it exists and agrees with the sequence metadata."""
     info = sequence.info
     path = Path(sequence.path)
@@ -173,7 +173,7 @@ def is_y4m(path: Path) -> bool:
     return path.suffix.lower() == ".y4m"
 
 
-def source_args(sequence: Sequence) -> list[str]:
+def source_args(sequence: CTCSequence) -> list[str]:
     """ffmpeg input + selection options that yield exactly the frames to code, at the source pix_fmt.
 
     A .y4m is read by ffmpeg's y4m demuxer; anything else is raw planar 4:2:0 described by the
@@ -218,7 +218,9 @@ def check_frame_count(path: Path, info: VideoInfo, what: str) -> None:
         raise CodecError(f"{what}: decoded {frames} frames but {info.num_frames} were coded")
 
 
-def convert_source(ffmpeg: str, sequence: Sequence, output: Path, fmt: str, timeout_s: float | None) -> None:
+def convert_source(
+    ffmpeg: str, sequence: CTCSequence, output: Path, fmt: str, timeout_s: float | None
+) -> None:
     """Write the frames to code as raw .yuv (``fmt="yuv"``) or .y4m for tools that need that format."""
     info = sequence.info
     if fmt == "yuv":
@@ -432,7 +434,7 @@ class FFmpegCodec(Codec):
     # ---- the codec protocol -------------------------------------------------------------------
 
     def encode(
-        self, sequence: Sequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
+        self, sequence: CTCSequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
     ) -> EncodeResult:
         binary = self.check_available()
         info = sequence.info
@@ -471,7 +473,7 @@ class FFmpegCodec(Codec):
             extra["notes"] = notes
         return EncodeResult(bitstream=bitstream, seconds=seconds, extra=extra)
 
-    def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
+    def decode(self, bitstream: Path, sequence: CTCSequence, output: Path) -> DecodeResult:
         binary = self.check_available()
         bitstream, output = Path(bitstream), Path(output)
         if not bitstream.is_file():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from nvc_train.codecs.base import CodecError, Family
-from nvc_train.ctc import Sequence as CTCSequence
+from nvc_train.ctc import CTCSequence
 
 _QUALITY = ("psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "msssim_y", "msssim_yuv", "vmaf", "lpips")
 _NUMERIC = ("rate_point", "width", "height", "frames", "fps", "bits", "bpp", "kbps", *_QUALITY)

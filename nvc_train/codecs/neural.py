@@ -32,7 +32,7 @@ from nvc_train.bitstream import (
 )
 from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
 from nvc_train.complexity import codec_complexity
-from nvc_train.ctc import Sequence
+from nvc_train.ctc import CTCSequence
 from nvc_train.entropy.coder import EntropyCoderError
 from nvc_train.structure import CodingStructure
 from nvc_train.video.frame import YUVFrame
@@ -155,7 +155,7 @@ class NeuralCodec(Codec):
     # ---- encoding ------------------------------------------------------------------------------
 
     def encode(
-        self, sequence: Sequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
+        self, sequence: CTCSequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
     ) -> EncodeResult:
         self.check_structure(structure)
         q = self.net.check_q_index(int(rate_point))
@@ -188,7 +188,7 @@ class NeuralCodec(Codec):
 
     # ---- decoding ------------------------------------------------------------------------------
 
-    def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
+    def decode(self, bitstream: Path, sequence: CTCSequence, output: Path) -> DecodeResult:
         """Decode ``bitstream`` for ``sequence``; every defect of the file is a BitstreamError.
 
         The container is checked first (CRCs, codec id, this model's weights hash); then the fields

@@ -50,7 +50,7 @@ from nvc_train.codecs.ffmpeg import (
 from nvc_train.structure import CodingStructure
 
 if TYPE_CHECKING:
-    from nvc_train.ctc import Sequence
+    from nvc_train.ctc import CTCSequence
 
 STRUCTURE_ARGS_TOKEN = "{structure_args}"
 
@@ -198,7 +198,7 @@ class ReferenceCodec(Codec):
 
     # ---- templates ------------------------------------------------------------------------------
 
-    def _values(self, sequence: Sequence, structure: CodingStructure | None, **paths: str) -> dict:
+    def _values(self, sequence: CTCSequence, structure: CodingStructure | None, **paths: str) -> dict:
         info = sequence.info
         rate = Fraction(info.fps).limit_denominator(1001)
         values: dict[str, object] = {
@@ -251,7 +251,7 @@ class ReferenceCodec(Codec):
 
     # ---- the codec protocol ---------------------------------------------------------------------
 
-    def _prepare_input(self, sequence: Sequence, source: Path, workdir: Path) -> tuple[Path, int]:
+    def _prepare_input(self, sequence: CTCSequence, source: Path, workdir: Path) -> tuple[Path, int]:
         """The file the encoder reads and the frame to start from in it (converting only if needed)."""
         if (self.input_format == "y4m") == is_y4m(source):
             return source, sequence.start_frame
@@ -263,7 +263,7 @@ class ReferenceCodec(Codec):
         return converted, 0
 
     def encode(
-        self, sequence: Sequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
+        self, sequence: CTCSequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
     ) -> EncodeResult:
         info = sequence.info
         structure = structure.resolve(info.fps)
@@ -301,7 +301,7 @@ class ReferenceCodec(Codec):
             bitstream=bitstream, seconds=seconds, extra={"command": command, "structure": str(structure)}
         )
 
-    def decode(self, bitstream: Path, sequence: Sequence, output: Path) -> DecodeResult:
+    def decode(self, bitstream: Path, sequence: CTCSequence, output: Path) -> DecodeResult:
         self.check_available()
         bitstream, output = Path(bitstream), Path(output)
         if not bitstream.is_file():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nvc_train.codecs.base import Codec, RatePoint
-from nvc_train.ctc import Sequence
+from nvc_train.ctc import CTCSequence
 from nvc_train.structure import CodingStructure
 
 # points.csv columns, in order (DESIGN.md "Results"); extra bookkeeping columns follow them.
@@ -29,7 +29,7 @@ class Job:
     """Encode ``sequence`` at ``rate_point`` with ``codec``, decode the file, measure it."""
 
     codec: Codec
-    sequence: Sequence
+    sequence: CTCSequence
     rate_point: RatePoint
 
     @property
@@ -48,7 +48,7 @@ class Job:
         )
 
 
-def rate_columns(bits: int, sequence: Sequence) -> dict[str, float]:
+def rate_columns(bits: int, sequence: CTCSequence) -> dict[str, float]:
     """bits per pixel and kbit/s of a stream of ``bits`` covering the coded frames of ``sequence``."""
     info = sequence.info
     seconds = info.num_frames / info.fps

@@ -19,7 +19,7 @@ from typing import Any
 
 from nvc_train.atomic import atomic_write_json
 from nvc_train.codecs.base import Codec
-from nvc_train.ctc import Sequence as CTCSequence
+from nvc_train.ctc import CTCSequence
 from nvc_train.evaluation.points import Job, is_same_point, point_identity, rate_columns
 from nvc_train.structure import CodingStructure
 
