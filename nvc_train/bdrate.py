@@ -33,7 +33,9 @@ Per-class numbers (:func:`class_bd_rate`, :func:`class_bd_quality`) are computed
 then averaged (the CTC practice, and the default), or, on request, from the class-averaged curve;
 :func:`averaging_caption` gives the sentence a results table prints so the rule is never implicit.
 
-This module imports only numpy (not torch, not Lightning) so reporting tools can use it alone.
+This module imports only numpy and :mod:`nvc_train.metrics.aggregate` (not torch, not Lightning)
+so reporting tools can use it alone. Class means are :func:`~nvc_train.metrics.aggregate.class_mean`,
+the one averaging rule every table and plot uses.
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ from typing import Literal
 
 import numpy as np
 from numpy.typing import ArrayLike
+
+from nvc_train.metrics.aggregate import class_mean
 
 __all__ = [
     "AVERAGING_CAPTIONS",
@@ -311,9 +315,19 @@ def _average_curves(curves: list[tuple[np.ndarray, np.ndarray]], which: str) -> 
             f"averaging='curve' needs the same number of {which} points in every sequence; "
             f"got {sorted(counts)}"
         )
-    rates = np.mean([rate for rate, _ in curves], axis=0)
-    qualities = np.mean([quality for _, quality in curves], axis=0)
+    rates = np.array([_mean_of(column, which) for column in zip(*(rate for rate, _ in curves), strict=True)])
+    qualities = np.array(
+        [_mean_of(column, which) for column in zip(*(quality for _, quality in curves), strict=True)]
+    )
     return rates, qualities
+
+
+def _mean_of(values: Sequence[float], what: str) -> float:
+    """:func:`class_mean` of validated per-sequence numbers; a missing one is a BD-rate error."""
+    mean = class_mean(float(v) for v in values)
+    if mean is None:
+        raise BDRateError(f"a {what} value of the class is not a number; the class mean is undefined")
+    return mean
 
 
 def _class_bd(
@@ -341,7 +355,7 @@ def _class_bd(
             raise BDRateError(f"sequence {name!r}: {error}") from error
 
     if averaging == "sequence":
-        value = float(np.mean(list(values.values())))
+        value = _mean_of(list(values.values()), quantity)
     else:
         mean_rate_a, mean_quality_a = _average_curves(anchors, "anchor")
         mean_rate_t, mean_quality_t = _average_curves(tests, "test")

@@ -18,7 +18,7 @@ import torch
 from omegaconf import OmegaConf
 
 from nvc_train.callbacks.ctc_evaluation import CTCEvaluation, embedded_ctc, select_sequences
-from nvc_train.callbacks.wandb_media import ReconstructionSamples
+from nvc_train.callbacks.reconstruction_samples import ReconstructionSamples
 from nvc_train.codecs.neural import NeuralCodec
 from nvc_train.evaluation.runner import MeasureOptions, make_jobs, run_jobs
 from nvc_train.structure import CodingStructure

@@ -134,3 +134,38 @@ def test_write_radar_plots_one_png_per_class(tmp_path: Path) -> None:
     (path,) = write_radar_plots(tmp_path, bd_rows, ROWS, "x265", ["psnr_yuv"])
     assert path == tmp_path / "radar_uvg.png" and path.read_bytes()[:4] == b"\x89PNG"
     assert write_radar_plots(tmp_path, [], ROWS, "x265", ["psnr_yuv"]) == []
+
+
+def test_class_means_refuse_a_missing_value_the_same_way_everywhere() -> None:
+    """One class-mean rule (metrics.aggregate.class_mean) behind the plots, the CTC scalars and BD-rate:
+    a value some sequence lacks gives no mean (no point, NaN, an error), never the mean of the others."""
+    import math
+
+    from nvc_train import bdrate
+    from nvc_train.callbacks.ctc_evaluation import rd_scalars
+    from nvc_train.evaluation.plots import class_average_curves
+    from nvc_train.metrics import class_mean
+
+    assert class_mean([30.0, "32.0", 34.0]) == pytest.approx(32.0)
+    assert class_mean([30.0, None]) is None and class_mean([30.0, math.nan]) is None
+    assert class_mean([30.0, ""]) is None and class_mean([]) is None
+
+    def point(sequence: str, rate: int, vmaf: float | None) -> dict:
+        return {"codec": "c", "class": "B", "sequence": sequence, "rate_point": rate, "bpp": 0.1 * (rate + 1),
+                "bits": 100, "est_bits": 90, "width": 8, "height": 8, "frames": 1, "psnr_yuv": 30.0 + rate,
+                "vmaf": vmaf}  # fmt: skip
+
+    rows = [point("a", 0, 50.0), point("b", 0, None), point("a", 1, 60.0), point("b", 1, 70.0)]
+    rates, qualities = class_average_curves(rows, "B", "vmaf")["c"]
+    assert rates == [pytest.approx(0.2)] and qualities == [pytest.approx(65.0)]  # rate point 0 left out
+    assert class_average_curves(rows, "B", "psnr_yuv")["c"][1] == [pytest.approx(30.0), pytest.approx(31.0)]
+    # Without b's rate point 1 (not coded), that point is left out as well: no vmaf curve remains.
+    assert "c" not in class_average_curves(rows[:3], "B", "vmaf")
+    scalars = rd_scalars(rows, "c", ["vmaf", "psnr_yuv"])
+    assert math.isnan(scalars["ctc/vmaf_q0"]) and scalars["ctc/vmaf_q1"] == pytest.approx(65.0)
+    assert scalars["ctc/psnr_yuv_q0"] == pytest.approx(30.0)
+    assert scalars["ctc/bpp_est_q0"] == pytest.approx(90 / 64)
+    assert scalars["ctc/file_over_est_bits"] == pytest.approx(100 / 90)
+    with pytest.raises(bdrate.BDRateError, match="non-finite quality"):
+        curve = ([1.0, 2.0, 3.0, 4.0], [30.0, 32.0, 34.0, 36.0])
+        bdrate.class_bd_rate({"a": (*curve, *curve), "b": (*curve, curve[0], [30.0, math.nan, 34.0, 36.0])})

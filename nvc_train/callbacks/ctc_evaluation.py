@@ -36,7 +36,7 @@ from nvc_train.codecs.base import Codec
 from nvc_train.codecs.neural import NeuralCodec, spread_rate_points
 from nvc_train.ctc import CONFIG_DIR, CTCSequence, load_sequences
 from nvc_train.evaluation.plots import write_rd_plots
-from nvc_train.evaluation.points import Job, structure_label
+from nvc_train.evaluation.points import Job, estimated_bpp, structure_label
 from nvc_train.evaluation.runner import MeasureOptions, Shard, make_jobs, run_jobs
 from nvc_train.evaluation.tables import (
     BDRow,
@@ -46,6 +46,7 @@ from nvc_train.evaluation.tables import (
     write_bdrate,
     write_points,
 )
+from nvc_train.metrics.aggregate import class_mean
 from nvc_train.structure import CodingStructure
 
 log = logging.getLogger(__name__)
@@ -106,38 +107,30 @@ def frozen_codec(
 
 
 def rd_scalars(rows: Sequence[Mapping[str, Any]], codec: str, metrics: Sequence[str]) -> dict[str, float]:
-    """Per rate point, means over the sequences of ``codec``'s rows: file bpp, estimated bpp, quality."""
+    """Per rate point, means over the sequences of ``codec``'s rows: file bpp, estimated bpp, quality.
+
+    Means are :func:`~nvc_train.metrics.aggregate.class_mean`, the rule of every table and plot: a
+    value some sequence lacks is logged as NaN (not measurable), never as the mean of the others.
+    """
     by_rate: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
     for row in rows:
         if row["codec"] == codec:
             by_rate[row["rate_point"]].append(row)
     out: dict[str, float] = {}
-    ratios = []
+    ratios: list[float | None] = []
     for rate, group in sorted(by_rate.items()):
-        out[f"ctc/bpp_q{rate}"] = _mean(float(r["bpp"]) for r in group)
-        out[f"ctc/bpp_est_q{rate}"] = _mean(estimated_bpp(r) for r in group)
+        out[f"ctc/bpp_q{rate}"] = _logged(class_mean(r["bpp"] for r in group))
+        out[f"ctc/bpp_est_q{rate}"] = _logged(class_mean(estimated_bpp(r) for r in group))
         for metric in metrics:
-            out[f"ctc/{metric}_q{rate}"] = _mean(_number(r.get(metric)) for r in group)
-        ratios += [float(r["bits"]) / float(r["est_bits"]) for r in group if r.get("est_bits")]
-    out["ctc/file_over_est_bits"] = _mean(ratios)
+            out[f"ctc/{metric}_q{rate}"] = _logged(class_mean(r.get(metric) for r in group))
+        ratios += [float(r["bits"]) / float(r["est_bits"]) if r.get("est_bits") else None for r in group]
+    out["ctc/file_over_est_bits"] = _logged(class_mean(ratios))
     return out
 
 
-def estimated_bpp(row: Mapping[str, Any]) -> float:
-    """The entropy model's estimate for a row, in bpp (NaN for codecs that give none)."""
-    est = row.get("est_bits")
-    if est in (None, ""):
-        return math.nan
-    return float(est) / (float(row["width"]) * float(row["height"]) * float(row["frames"]))
-
-
-def _number(value: Any) -> float:
-    return math.nan if value in (None, "") else float(value)
-
-
-def _mean(values: Any) -> float:
-    values = [v for v in values if not math.isnan(v)]
-    return sum(values) / len(values) if values else math.nan
+def _logged(value: float | None) -> float:
+    """A scalar for the loggers: NaN stands for "not measurable" (they take no None)."""
+    return math.nan if value is None else value
 
 
 class CTCEvaluation(Callback):

@@ -10,23 +10,36 @@ from typing import Any
 
 from nvc_train.atomic import atomic_write_bytes
 from nvc_train.evaluation.tables import METRIC_LABELS
+from nvc_train.metrics.aggregate import class_mean
 
 
 def class_average_curves(
     rows: Sequence[Mapping[str, Any]], test_set: str, metric: str
 ) -> dict[str, tuple[list[float], list[float]]]:
-    """codec -> (mean bpp, mean quality) per rate point over the sequences of ``test_set``."""
-    by_point: dict[tuple[str, float], list[tuple[float, float]]] = defaultdict(list)
+    """codec -> (mean bpp, mean quality) per rate point over the sequences of ``test_set``.
+
+    Each point is the :func:`~nvc_train.metrics.aggregate.class_mean` of bpp and of ``metric`` over
+    every sequence the codec coded in the class. A rate point where one of them lacks the metric
+    (or that rate point) is left out of the curve, not averaged over the sequences that have it:
+    such a point would describe other content than its neighbours and the other codecs' points.
+    """
+    sequences: dict[str, set[str]] = defaultdict(set)
+    by_point: dict[tuple[str, float], dict[str, Mapping[str, Any]]] = defaultdict(dict)
     for row in rows:
-        value = row.get(metric)
-        if str(row["class"]) != test_set or value in (None, ""):
+        if str(row["class"]) != test_set:
             continue
-        by_point[(str(row["codec"]), float(row["rate_point"]))].append((float(row["bpp"]), float(value)))
+        codec, sequence = str(row["codec"]), str(row["sequence"])
+        sequences[codec].add(sequence)
+        by_point[(codec, float(row["rate_point"]))][sequence] = row
     curves: dict[str, list[tuple[float, float]]] = defaultdict(list)
-    for (codec, _), points in by_point.items():
-        curves[codec].append(
-            (sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points))
-        )
+    for (codec, _), by_sequence in by_point.items():
+        if set(by_sequence) != sequences[codec]:
+            continue  # a sequence was not coded at this rate point
+        group = list(by_sequence.values())
+        bpp = class_mean(row["bpp"] for row in group)
+        quality = class_mean(row.get(metric) for row in group)
+        if bpp is not None and quality is not None:
+            curves[codec].append((bpp, quality))
     return {
         codec: ([p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)]) for codec, pts in curves.items()
     }

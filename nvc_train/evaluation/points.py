@@ -1,11 +1,14 @@
 """One RD point = one (codec, sequence, rate point) job, and the row it leaves in points.csv.
 
-This is the one place where bits are counted: the size of the bitstream file on disk.
+Bits are counted by the runner (:mod:`nvc_train.evaluation.runner`) from the size of the bitstream
+file on disk; :func:`rate_columns` turns that count into the row's bits, bpp and kbps, and
+:func:`estimated_bpp` reads the entropy model's estimate logged beside it.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,7 +24,6 @@ POINT_COLUMNS = [
     "msssim_yuv", "vmaf", "lpips", "enc_s", "dec_s", "enc_fps", "dec_fps", "est_bits", "structure",
     "bitstream", "codec_description",
 ]  # fmt: skip
-QUALITY_COLUMNS = ["psnr_y", "psnr_u", "psnr_v", "psnr_yuv", "msssim_y", "msssim_yuv", "vmaf", "lpips"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +59,18 @@ def rate_columns(bits: int, sequence: CTCSequence) -> dict[str, float]:
         "bpp": bits / (info.width * info.height * info.num_frames),
         "kbps": bits / seconds / 1000.0,
     }
+
+
+def estimated_bpp(row: Mapping[str, Any]) -> float:
+    """The entropy model's estimate of a points.csv row, in bpp; NaN for codecs that give none.
+
+    Shown beside the file's bpp (the CTC callback's scalars, its W&B tables), so that the coding
+    overhead, file bits over estimated bits, stays visible.
+    """
+    est = row.get("est_bits")
+    if est in (None, ""):
+        return math.nan
+    return float(est) / (float(row["width"]) * float(row["height"]) * float(row["frames"]))
 
 
 def point_identity(job: Job, structure: CodingStructure) -> dict[str, Any]:

@@ -1,12 +1,13 @@
 """Video quality metrics on YUV 4:2:0 against the source, and the one rule that averages them.
 
 PSNR per plane and 6:1:1 (:mod:`.psnr`), MS-SSIM (:mod:`.msssim`), VMAF through an ffmpeg with
-libvmaf (:mod:`.vmaf`), LPIPS (:mod:`.lpips`), the per-sequence aggregation (:mod:`.aggregate`) and
-:func:`measure_sequence`, which runs them on a decoded file. Importing this package loads neither
-torch nor Lightning; torch is imported by the MS-SSIM and LPIPS functions when they first run.
+libvmaf (:mod:`.vmaf`), LPIPS (:mod:`.lpips`), the per-sequence and per-class averaging
+(:mod:`.aggregate`) and :func:`measure_sequence`, which runs them on a decoded file. Importing this
+package loads neither torch nor Lightning; torch is imported by the MS-SSIM and LPIPS functions
+when they first run.
 """
 
-from nvc_train.metrics.aggregate import AGGREGATION_RULE, YUV_WEIGHTS, aggregate, combine_yuv
+from nvc_train.metrics.aggregate import AGGREGATION_RULE, YUV_WEIGHTS, aggregate, class_mean, combine_yuv
 from nvc_train.metrics.common import MetricUnavailable
 from nvc_train.metrics.lpips import frame_lpips, lpips_unavailable_reason, lpips_weights_path
 from nvc_train.metrics.measure import METRIC_COLUMNS, SequenceScores, measure_sequence
@@ -22,6 +23,7 @@ __all__ = [
     "MetricUnavailable",
     "SequenceScores",
     "aggregate",
+    "class_mean",
     "combine_yuv",
     "find_vmaf_ffmpeg",
     "frame_lpips",
