@@ -1,55 +1,62 @@
-"""Codec networks and their one registry: short name -> builder function.
+"""Codec networks: one registry of classes, and the config group ``configs/model/`` as the one variant table.
 
-Every codec module is imported explicitly at the bottom of this file, so the registry is complete as
-soon as ``models`` is imported, and a codec is one new file in ``models/`` plus one import line and
-its configs. Full and tiny variants of one class are registered side by side under their own names
-(``dcvc_lite``, ``dcvc_lite_tiny``). The framework itself never imports this package by name: configs
-reach it through ``_target_`` (``configs/model/<name>.yaml``).
+Two facts, each written once:
 
-The registry holds the scene-agnostic networks, which are built without knowing a sequence.
-Scene-adaptive networks (``models/c3.py``, ``models/hinerv.py``, base class in ``models/adaptive.py``)
-have shapes that follow the sequence they are fitted to, so the adapter
-(``nvc_train/codecs/adaptive.py``) builds them per sequence from the same ``configs/model/<name>.yaml``
-and the bitstream carries their architecture.
+- **Which classes exist.** Every codec module registers its network classes with
+  :func:`register_network` when it is imported (the explicit imports at the bottom of this file),
+  keyed by the dotted class name, e.g. ``models.dcvc_rt.DCVCRT``. :func:`network_class` looks a class
+  up by that name and never imports one: it is the allow-list through which checkpoints and
+  bitstreams (:mod:`nvc_train.networks`, :mod:`nvc_train.codecs.adaptive`) rebuild networks.
+- **Which numbers a variant has.** ``configs/model/<name>.yaml`` holds a ``_target_`` (a registered
+  class) and the architecture numbers, nothing else; full and tiny variants of one class stand side
+  by side (``dcvc_rt.yaml``, ``dcvc_rt_tiny.yaml``). No Python file repeats them: a codec class takes
+  them as keyword arguments into its typed config (e.g. :class:`models.dcvc_rt.DCVCRTConfig`), whose
+  fields have no defaults. :func:`build_model` reads the YAML, looks its ``_target_`` up with
+  :func:`network_class` and builds with keywords, so ``build_model(name)`` and Hydra's
+  ``instantiate`` of the same file give the same network.
+
+Which networks ``train.py`` can build:
+
+- **Scene-agnostic** (subclasses of :class:`models.base.NeuralVideoCodec`: DCVC-RT, SSF, dcvc_lite):
+  built without knowing a sequence, trained once, evaluated on any. ``train.py model=<name>`` builds
+  them; :func:`list_models` lists them.
+- **Scene-adaptive** (subclasses of :class:`models.adaptive.SceneAdaptiveNet`: C3, HiNeRV): their
+  shapes follow the sequence they are fitted to, so ``train.py`` cannot build them; ``evaluate.py
+  model=<name>`` (``codec=adaptive``) builds and fits one per sequence from the same YAML, and the
+  bitstream carries its architecture. :func:`list_scene_adaptive_models` lists them;
+  ``build_model(name, height=..., width=..., num_frames=...)`` builds one for tests and tools.
+
+Each YAML's comment header says which of the two it is.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
+from omegaconf import OmegaConf
 from torch import nn
 
 __all__ = [
+    "CONFIG_DIR",
     "UnknownModelError",
     "build_model",
-    "build_variant",
     "list_models",
     "list_networks",
+    "list_scene_adaptive_models",
+    "model_config",
     "network_class",
-    "register_model",
     "register_network",
 ]
 
-_Builder = TypeVar("_Builder", bound=Callable[..., nn.Module])
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"  # the variant table
+
 _Model = TypeVar("_Model", bound=nn.Module)
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 _NETWORKS: dict[str, type[nn.Module]] = {}  # "models.c3.C3Net" -> the class: what a file may name
 
 
 class UnknownModelError(ValueError):
-    """A model name that is not registered; the message lists the registered names."""
-
-
-def register_model(builder: _Builder) -> _Builder:
-    """Register ``builder`` under its function name; a second builder of the same name is a bug."""
-    name = builder.__name__
-    if name in _REGISTRY and _REGISTRY[name] is not builder:
-        raise ValueError(
-            f"model {name!r} is registered twice ({_REGISTRY[name].__module__}, {builder.__module__})"
-        )
-    _REGISTRY[name] = builder
-    return builder
+    """A model or network name that is not known; the message lists the known names."""
 
 
 def register_network(cls: type[_Model]) -> type[_Model]:
@@ -79,37 +86,84 @@ def network_class(target: str) -> type[nn.Module]:
         ) from None
 
 
+# ---------------------------------------------------------------------------------------------------
+# Variants: configs/model/<name>.yaml
+
+
+def _config_names() -> list[str]:
+    return sorted(path.stem for path in CONFIG_DIR.glob("*.yaml"))
+
+
+def _is_scene_adaptive(cls: type[nn.Module]) -> bool:
+    return issubclass(cls, SceneAdaptiveNet)
+
+
+def _names(scene_adaptive: bool) -> list[str]:
+    """Config names whose ``_target_`` is a registered class of the asked kind, sorted."""
+    names = []
+    for name in _config_names():
+        cls = _NETWORKS.get(str(model_config(name).get("_target_")))
+        if cls is not None and _is_scene_adaptive(cls) == scene_adaptive:
+            names.append(name)
+    return names
+
+
 def list_models() -> list[str]:
-    """Registered model names, sorted."""
-    return sorted(_REGISTRY)
+    """The scene-agnostic models, sorted: what ``train.py model=<name>`` and :func:`build_model` build."""
+    return _names(scene_adaptive=False)
 
 
-def build_variant(
-    cls: Callable[..., _Model], variant: str, numbers: dict[str, Any], overrides: dict[str, Any]
-) -> _Model:
-    """One registered variant = a class and its numbers; ``overrides`` replace single numbers.
+def list_scene_adaptive_models() -> list[str]:
+    """The scene-adaptive models, sorted: built per sequence (``evaluate.py model=<name>``)."""
+    return _names(scene_adaptive=True)
 
-    A misspelt override would otherwise surface as a TypeError deep in a constructor (or, for a
-    name the constructor happens to accept under another meaning, not at all), so unknown names
-    are refused here with the variant's known ones.
+
+def model_config(name: str) -> dict[str, Any]:
+    """``configs/model/<name>.yaml`` as plain values: ``_target_`` and the architecture numbers.
+
+    Only names of files in the config group are read (a name is never a path), so an unknown name
+    raises :class:`UnknownModelError` listing the known ones.
     """
-    unknown = sorted(set(overrides) - set(numbers))
+    if name not in _config_names():
+        raise UnknownModelError(
+            f"unknown model {name!r}; scene-agnostic models: {', '.join(list_models())}; "
+            f"scene-adaptive models (built per sequence): {', '.join(list_scene_adaptive_models())}"
+        )
+    config = OmegaConf.to_container(OmegaConf.load(CONFIG_DIR / f"{name}.yaml"), resolve=True)
+    if not isinstance(config, dict) or "_target_" not in config:
+        raise ValueError(f"{CONFIG_DIR / f'{name}.yaml'} is not a mapping with a _target_")
+    return {str(key): value for key, value in config.items()}
+
+
+def build_model(name: str, **overrides: Any) -> nn.Module:
+    """Build the model ``configs/model/<name>.yaml`` describes; ``overrides`` replace single numbers.
+
+    The class comes from :func:`network_class` (the ``_target_`` is looked up, never imported). A
+    misspelt override would otherwise surface as a TypeError deep in a constructor (or, for a name
+    the constructor happens to accept under another meaning, not at all), so names the YAML does not
+    hold are refused with the known ones. A scene-adaptive model also takes the sequence geometry
+    and coding structure (``height``, ``width``, ``num_frames``, ``structure``, ...), and needs the
+    first three.
+    """
+    numbers = model_config(name)
+    cls = network_class(str(numbers.pop("_target_")))
+    known = set(numbers)
+    if _is_scene_adaptive(cls):
+        known |= set(GEOMETRY_FIELDS)
+    unknown = sorted(set(overrides) - known)
     if unknown:
-        raise TypeError(f"unknown {variant} arguments {unknown}; known: {sorted(numbers)}")
+        raise TypeError(f"unknown {name} arguments {unknown}; known: {sorted(known)}")
+    if _is_scene_adaptive(cls):
+        missing = [key for key in ("height", "width", "num_frames") if key not in overrides]
+        if missing:
+            raise TypeError(
+                f"{name} is scene-adaptive ({cls.__name__}): its shapes follow the sequence, so it needs "
+                f"{', '.join(missing)} (evaluate.py model={name} builds one per sequence)"
+            )
     return cls(**{**numbers, **overrides})
 
 
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the registered model ``name``; ``kwargs`` override single numbers of the variant."""
-    try:
-        builder = _REGISTRY[name]
-    except KeyError:
-        raise UnknownModelError(
-            f"unknown model {name!r}; registered models: {', '.join(list_models())}"
-        ) from None
-    return builder(**kwargs)
-
-
-# Explicit imports of every codec module fill the registry; they come after the registry functions
-# because each module registers itself with them at import time.
+# Explicit imports of every codec module fill the class registry; they come after the registry
+# functions because each module registers itself with them at import time.
 from models import c3, dcvc_lite, dcvc_rt, hinerv, ssf  # noqa: E402, F401
+from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet  # noqa: E402

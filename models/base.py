@@ -1,4 +1,4 @@
-"""The model API every scene-agnostic codec network implements, and the framing of its frame payloads.
+"""The model API every scene-agnostic codec network implements, its latent codecs, and their shared helpers.
 
 The training LightningModule calls :meth:`NeuralVideoCodec.forward_frame` (estimated bits from
 likelihoods, differentiable), and the evaluation adapter calls :meth:`NeuralVideoCodec.compress_frame`
@@ -6,41 +6,114 @@ and :meth:`NeuralVideoCodec.decompress_frame` (real bytes). Neither knows which 
 contract lives here, once. The adapter owns padding, the coding structure and the bitstream container;
 a model only ever sees one frame whose height and width are multiples of ``pad_multiple``.
 
-A frame payload is one type tag byte and then the frame's single entropy-coder stream
-(:func:`pack_stream`): every latent of the frame (for a hyperprior codec the hyper latent ``z``, then
-the latent ``y``) is coded into one ANS stream, so the frame pays the coder's flush and word
-alignment once and needs no per-part lengths; the container already carries the payload length and
-a CRC. The tag exists so that a payload handed to the wrong decoder call (an intra payload decoded
-as a P frame) fails with :class:`PayloadError` that says what is wrong; a stream cut short or
-padded is refused by the entropy decoder's end-of-stream checks, which the codec turns into a
-:class:`PayloadError` too. :func:`pack_payload` frames several separately coded byte strings, for
-codecs whose parts cannot share one stream.
+A frame payload is one type tag byte (:data:`TAG_INTRA` or :data:`TAG_INTER`) and then the frame's
+single entropy-coder stream (:func:`pack_stream`): every latent of the frame (for a hyperprior codec
+the hyper latent ``z``, then the latent ``y``) is coded into one ANS stream, so the frame pays the
+coder's flush and word alignment once and needs no per-part lengths; the container already carries
+the payload length and a CRC. The tag exists so that a payload handed to the wrong decoder call (an
+intra payload decoded as a P frame) fails with :class:`PayloadError` that says what is wrong; a
+stream cut short or padded is refused by the entropy decoder's end-of-stream checks, which the codec
+turns into a :class:`PayloadError` too.
+
+What is here besides the API, and why once: :class:`LatentCodec` (the one interface of a latent and
+its hyper latent, every method returning a dict), :func:`update_entropy_tables` (the one walk that
+builds every entropy model's integer tables, so no codec chains ``update()`` by hand and none can
+forget a part), and :func:`likelihood_bits` (the one count of estimated bits).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from nvc_train.entropy import AnsDecoder, AnsEncoder, EntropyBottleneck
+from nvc_train.entropy.base import TableEntropyModel
+
 __all__ = [
+    "TAG_INTER",
+    "TAG_INTRA",
+    "CodecConfig",
     "FrameOutput",
+    "LatentCodec",
     "NeuralVideoCodec",
     "PayloadError",
     "eval_mode",
-    "pack_payload",
+    "likelihood_bits",
     "pack_stream",
-    "unpack_payload",
+    "parameters_m",
     "unpack_stream",
+    "update_entropy_tables",
 ]
+
+TAG_INTRA = ord("I")  # payload tag of a frame coded without a reference
+TAG_INTER = ord("P")  # payload tag of a frame coded against the previous frame's reference
 
 
 class PayloadError(ValueError):
     """A frame payload is truncated, has trailing bytes, or does not fit the decoder call it was given."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# Helpers every codec shares
+
+
+def likelihood_bits(likelihoods: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Per-item information in bits, ``-sum log2 p`` over all but the batch dimension.
+
+    ``mask`` (broadcastable to ``likelihoods``) selects the elements counted, for latents coded in
+    several context steps; every element counts when it is None.
+    """
+    info = -torch.log2(likelihoods)
+    if mask is not None:
+        info = info * mask
+    return info.flatten(1).sum(dim=1)
+
+
+def update_entropy_tables(module: nn.Module, force: bool = False) -> None:
+    """Build the integer CDF tables of every entropy model inside ``module``.
+
+    Why a walk: a codec holds its entropy models at any depth (intra and inter halves, one per
+    latent, a hyper latent each), and a part left out of a hand-written chain of ``update()`` calls
+    would only fail when it first codes. Bottlenecks keep tables already built unless ``force``
+    (their densities are learned: rebuild after further training); tables that depend only on fixed
+    numbers (a Gaussian's scale levels) are rebuilt every time, which is cheap and exact.
+    """
+    for sub in module.modules():
+        if isinstance(sub, EntropyBottleneck):
+            sub.update(force=force)
+        elif isinstance(sub, TableEntropyModel):
+            sub.update()
+
+
+def parameters_m(*modules: nn.Module) -> float:
+    """Parameters of ``modules`` together, in millions (the unit of the complexity table)."""
+    return sum(p.numel() for module in modules for p in module.parameters()) / 1e6
+
+
+@contextlib.contextmanager
+def eval_mode(module: nn.Module) -> Iterator[None]:
+    """Run ``module`` in eval mode without gradients, then restore its training flag.
+
+    Real coding must compute entropy parameters the same way on both sides; any train-only
+    behaviour (dropout, noise, batch statistics) would break that, so coding always runs in eval
+    mode, whatever mode the caller (e.g. a Lightning validation hook) left the module in.
+    """
+    was_training = module.training
+    module.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        module.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------------
+# The frame-level API
 
 
 @dataclass
@@ -62,7 +135,8 @@ class FrameOutput:
 class NeuralVideoCodec(nn.Module):
     """Base class of scene-agnostic neural video codecs: YUV 4:2:0 in and out, one frame at a time.
 
-    Subclasses set ``pad_multiple`` and ``num_q`` and implement the five methods below. ``q_index``
+    Subclasses set ``pad_multiple`` and ``num_q`` and implement ``forward_frame``, ``compress_frame``
+    and ``decompress_frame``; ``update`` builds every entropy model's tables by itself. ``q_index``
     selects the rate point of a variable-rate model: ``0`` is the lowest quality and rate,
     ``num_q - 1`` the highest. ``ref`` is opaque to callers: whatever ``forward_frame`` or
     ``decompress_frame`` returned for the previous frame, or ``None`` for an intra frame.
@@ -77,8 +151,8 @@ class NeuralVideoCodec(nn.Module):
         raise NotImplementedError
 
     def update(self, force: bool = False) -> None:
-        """Build the entropy coders' integer tables (once; ``force`` rebuilds them)."""
-        raise NotImplementedError
+        """Build the entropy coders' integer tables (once; ``force`` rebuilds the learned ones)."""
+        update_entropy_tables(self, force=force)
 
     def compress_frame(
         self, y: Tensor, uv: Tensor, q_index: int, ref: Any | None
@@ -94,7 +168,7 @@ class NeuralVideoCodec(nn.Module):
 
     def complexity(self) -> dict[str, float]:
         """Numbers for the complexity table that only the model knows; parameters by default."""
-        return {"params_m": sum(p.numel() for p in self.parameters()) / 1e6}
+        return {"params_m": parameters_m(self)}
 
     # Checks shared by every codec, so each error reads the same whatever the model.
 
@@ -109,6 +183,12 @@ class NeuralVideoCodec(nn.Module):
             )
         self.check_size(h, w)
 
+    def check_coded_frame(self, y: Tensor, uv: Tensor) -> None:
+        """:meth:`check_frame`, and batch 1: real coding writes one frame's payload at a time."""
+        self.check_frame(y, uv)
+        if y.shape[0] != 1:
+            raise ValueError(f"compress_frame codes one frame at a time (batch 1), got batch {y.shape[0]}")
+
     def check_size(self, height: int, width: int) -> None:
         """The adapter pads to ``pad_multiple``; a size that is not a multiple is a caller bug."""
         m = self.pad_multiple
@@ -122,95 +202,113 @@ class NeuralVideoCodec(nn.Module):
             raise ValueError(f"q_index {q} out of range [0, {self.num_q})")
         return q
 
+    def q_tensor(self, q_index: Tensor | int, batch: int, device: torch.device) -> Tensor:
+        """A (B,) long tensor of valid rate points; a bad index must not reach a gather (device assert).
 
-@contextlib.contextmanager
-def eval_mode(module: nn.Module) -> Iterator[None]:
-    """Run ``module`` in eval mode without gradients, then restore its training flag.
+        On the meta device (complexity counting without memory) values are unknown and not checked.
+        """
+        q = torch.as_tensor(q_index, device=device).long().reshape(-1)
+        if q.numel() == 1 and batch > 1:
+            q = q.expand(batch)
+        if q.numel() != batch:
+            raise ValueError(f"q_index has {q.numel()} entries for a batch of {batch}")
+        if not q.is_meta and (bool((q < 0).any()) or bool((q >= self.num_q).any())):
+            raise ValueError(f"q_index values must lie in [0, {self.num_q}), got {q.tolist()}")
+        return q
 
-    Real coding must compute entropy parameters the same way on both sides; any train-only
-    behaviour (dropout, noise, batch statistics) would break that, so coding always runs in eval
-    mode, whatever mode the caller (e.g. a Lightning validation hook) left the module in.
+    @staticmethod
+    def check_reference(ref: Any, kind: type, frame: Tensor) -> None:
+        """``ref`` must be the codec's own reference state (``kind``) for a frame the size of ``frame``.
+
+        Compared: batch and spatial size of ``ref.frame`` against ``frame`` (the tensor the
+        networks see; its channels are the codec's business).
+        """
+        if not isinstance(ref, kind):
+            raise TypeError(f"ref must be the Reference a previous frame returned, got {type(ref).__name__}")
+        if ref.frame.shape[0] != frame.shape[0] or ref.frame.shape[-2:] != frame.shape[-2:]:
+            raise ValueError(
+                f"reference frame {tuple(ref.frame.shape)} does not match the frame {tuple(frame.shape)}"
+            )
+
+    @staticmethod
+    def frame_stream(data: bytes, ref: Any | None) -> bytes:
+        """The entropy-coder stream of a payload, after checking its tag against the decoder call.
+
+        An intra payload (tag ``I``) needs ``ref is None`` and a P payload (tag ``P``) a reference;
+        the mismatch is named, since it is the likely mistake of a caller that lost a frame.
+        """
+        tag = TAG_INTRA if ref is None else TAG_INTER
+        if data and data[0] in (TAG_INTRA, TAG_INTER) and data[0] != tag:
+            kind = "an intra (I)" if data[0] == TAG_INTRA else "a predicted (P)"
+            raise PayloadError(f"payload is {kind} frame but ref is {'None' if ref is None else 'given'}")
+        return unpack_stream(data, tag)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Latent codecs
+
+
+class LatentCodec(nn.Module):
+    """One latent ``y`` (with whatever hyper latent it brings): the interface every latent codec keeps.
+
+    After CompressAI's latent codecs, every method returns a dict, so that a codec composes parts
+    without knowing which parts it holds:
+
+    - ``forward(y, q_index, side)`` -> ``{"y_hat", "bits"}``: training and evaluation (estimated bits
+      per item, differentiable);
+    - ``encode_into(encoder, y, q_index, side)`` -> ``{"y_hat", "bits"}``: write this latent as the
+      next blocks of a frame's one ANS stream (a codec with several latents shares the stream);
+    - ``decode_from(decoder, q_index, latent_size, side)`` -> ``{"y_hat"}``: read them back;
+    - ``compress(y, q_index, side)`` -> ``{"stream", "y_hat", "bits"}`` and
+      ``decompress(stream, q_index, latent_size, side)`` -> ``{"y_hat"}``: the same for a frame whose
+      only latent this is. :meth:`compress` decodes its own stream with :meth:`decompress`, so the
+      encoder's ``y_hat`` is the decoder's by construction, not by floating-point luck.
+
+    ``q_index`` is a (B,) long tensor in ``forward`` and an int in coding; ``side`` is an optional
+    prior the decoder also has (a temporal prior), None for a plain hyperprior; ``latent_size`` is
+    the spatial size of ``y``. :meth:`update` builds the tables of every entropy model inside.
     """
-    was_training = module.training
-    module.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        module.train(was_training)
+
+    def forward(self, y: Tensor, q_index: Tensor, side: Tensor | None = None) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def encode_into(
+        self, encoder: AnsEncoder, y: Tensor, q_index: int, side: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def decode_from(
+        self, decoder: AnsDecoder, q_index: int, latent_size: tuple[int, int], side: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        raise NotImplementedError
+
+    def compress(self, y: Tensor, q_index: int, side: Tensor | None = None) -> dict[str, Any]:
+        """Code ``y`` (batch 1) into one ``stream`` (bytes); ``y_hat`` is decoded back from it."""
+        encoder = AnsEncoder()
+        coded = self.encode_into(encoder, y, q_index, side)
+        stream = encoder.to_bytes()
+        y_hat = self.decompress(stream, q_index, (y.shape[-2], y.shape[-1]), side)["y_hat"]
+        return {"stream": stream, "y_hat": y_hat, "bits": coded["bits"]}
+
+    def decompress(
+        self, stream: bytes, q_index: int, latent_size: tuple[int, int], side: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Decode ``stream`` into ``y_hat`` of spatial size ``latent_size``.
+
+        Raises :class:`EntropyCoderError` for a stream that does not decode to exactly its end.
+        """
+        decoder = AnsDecoder(stream)
+        out = self.decode_from(decoder, q_index, latent_size, side)
+        decoder.finish()
+        return out
+
+    def update(self, force: bool = False) -> None:
+        """Build the tables of every entropy model of this latent codec."""
+        update_entropy_tables(self, force=force)
 
 
-# Payload framing: one tag byte, then per part an unsigned LEB128 length, then the parts back to back.
-# LEB128 keeps the overhead at 1-3 bytes per part for any realistic frame.
-
-_MAX_VARINT_BYTES = 5  # lengths below 2**35 bytes; a longer run of continuation bits is corruption
-
-
-def _write_varint(value: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(byte | 0x80)
-        else:
-            out.append(byte)
-            return bytes(out)
-
-
-def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
-    value = 0
-    for i in range(_MAX_VARINT_BYTES):
-        if pos + i >= len(data):
-            raise PayloadError(f"payload truncated inside the length of {what} ({len(data)} bytes in all)")
-        byte = data[pos + i]
-        value |= (byte & 0x7F) << (7 * i)
-        if not byte & 0x80:
-            return value, pos + i + 1
-    raise PayloadError(f"length of {what} is not a valid varint (more than {_MAX_VARINT_BYTES} bytes)")
-
-
-def pack_payload(tag: int, parts: Sequence[bytes]) -> bytes:
-    """Frame ``parts`` behind a one-byte ``tag`` (e.g. the frame type) and their lengths."""
-    if not 0 <= tag < 256:
-        raise ValueError(f"payload tag must fit one byte, got {tag}")
-    header = bytearray([tag])
-    for part in parts:
-        header += _write_varint(len(part))
-    return bytes(header) + b"".join(parts)
-
-
-def unpack_payload(data: bytes, tag: int, names: Sequence[str]) -> list[bytes]:
-    """Split a payload made by :func:`pack_payload`; check its tag and that its length adds up exactly.
-
-    ``names`` name the parts in error messages. A payload with another tag, cut short, or with bytes
-    left over raises :class:`PayloadError`.
-    """
-    data = bytes(data)
-    if not data:
-        raise PayloadError("empty frame payload")
-    if data[0] != tag:
-        raise PayloadError(f"frame payload has type tag {data[0]:#04x}, this decoder call expects {tag:#04x}")
-    pos = 1
-    lengths = []
-    for name in names:
-        length, pos = _read_varint(data, pos, name)
-        lengths.append(length)
-    expected = pos + sum(lengths)
-    if len(data) != expected:
-        detail = "truncated" if len(data) < expected else "has trailing bytes"
-        sizes = ", ".join(f"{n}={k}" for n, k in zip(names, lengths, strict=True))
-        raise PayloadError(
-            f"frame payload {detail}: header declares {sizes} bytes ({expected} in all), got {len(data)}"
-        )
-    parts = []
-    for length in lengths:
-        parts.append(data[pos : pos + length])
-        pos += length
-    return parts
-
-
-# Single-stream framing: one tag byte, then the frame's one entropy-coder stream to the end of the
+# ---------------------------------------------------------------------------------------------------
+# Frame payloads: one tag byte, then the frame's one entropy-coder stream to the end of the
 # payload. No length: the container carries the payload's, and the stream is the rest of it.
 
 
@@ -241,3 +339,23 @@ def unpack_stream(data: bytes, tag: int) -> bytes:
     if len(data) == 1:
         raise PayloadError("frame payload truncated: a type tag and no coded data")
     return data[1:]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Typed architecture numbers
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodecConfig:
+    """Base of the frozen dataclass that holds one codec family's architecture numbers.
+
+    Why typed and frozen: the numbers are read in many sub-modules, and a misspelt or missing one
+    must fail when the codec is built (the dataclass refuses unknown and missing keywords), not as
+    a wrong shape later; frozen, because the modules were built from them and a later edit would
+    describe another network. The values themselves live in ``configs/model/<name>.yaml`` only: the
+    fields have no defaults, so every build names every number.
+    """
+
+    def as_dict(self) -> dict[str, Any]:
+        """The numbers as plain values (tuples as lists), as a YAML file or a checkpoint holds them."""
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}

@@ -8,12 +8,12 @@ encoder and the decoder, which is easiest to guarantee when there is exactly one
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from models.base import LatentCodec, likelihood_bits
 from nvc_train.entropy import AnsDecoder, AnsEncoder, EntropyBottleneck, GaussianConditional
 
 __all__ = [
@@ -144,12 +144,7 @@ class RateGain(nn.Module):
 # Hyperprior latent codec
 
 
-def _bits(likelihoods: Tensor) -> Tensor:
-    """Per-item information content in bits: -sum log2 p over everything but the batch dimension."""
-    return -torch.log2(likelihoods).flatten(1).sum(dim=1)
-
-
-class HyperpriorLatentCodec(nn.Module):
+class HyperpriorLatentCodec(LatentCodec):
     """Codes a latent ``y`` with a mean-scale hyperprior, optionally fused with a side prior.
 
     ::
@@ -179,7 +174,8 @@ class HyperpriorLatentCodec(nn.Module):
     ``z_hat`` before it can read ``y``), so a frame pays the coder's flush and word alignment once
     and needs no lengths between its parts.
 
-    Every method returns a dict: ``y_hat`` and ``bits`` (per item) always, ``stream`` from compress.
+    It keeps the :class:`models.base.LatentCodec` interface: every method returns a dict (``y_hat``
+    always, ``bits`` per item when encoding, ``stream`` from compress).
     """
 
     def __init__(
@@ -260,47 +256,31 @@ class HyperpriorLatentCodec(nn.Module):
             y_s_hat, _ = self.gaussian_conditional(y_s, scales, means=means, quantizer="ste")
         else:
             y_s_hat, y_lik = self.gaussian_conditional(y_s, scales, means=means, quantizer="dequantize")
-        return {"y_hat": y_s_hat * step, "bits": _bits(z_lik) + _bits(y_lik)}
+        return {"y_hat": y_s_hat * step, "bits": likelihood_bits(z_lik) + likelihood_bits(y_lik)}
 
-    def update(self, force: bool = False) -> None:
-        self.entropy_bottleneck.update(force=force)
-        self.gaussian_conditional.update()
-
-    def compress(self, y: Tensor, q_index: int, side: Tensor | None = None) -> dict[str, Any]:
-        """Code ``y`` (batch 1) into one ``stream`` (bytes); ``y_hat`` is decoded back from it."""
+    def encode_into(
+        self, encoder: AnsEncoder, y: Tensor, q_index: int, side: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Write ``z`` then ``y`` (batch 1) into ``encoder``; ``bits`` are the estimate of those symbols."""
         step = self.gain(torch.tensor([q_index], device=y.device))
         z = self.h_a(y)
-        encoder = AnsEncoder()
         # z_hat as the decoder will rebuild it (same symbols, same function): y's parameters need it
         # before the stream is finished, so it cannot be decoded from the stream yet.
         z_hat = self.entropy_bottleneck.encode_into(encoder, z)
         scales, means = self.entropy_parameters(z_hat, side, step)
         y_s = y / step
-        self.gaussian_conditional.encode_into(encoder, y_s, scales, means)
-        stream = encoder.to_bytes()
-        y_hat = self._decode(stream, step, (z.shape[-2], z.shape[-1]), side)
+        y_s_hat = self.gaussian_conditional.encode_into(encoder, y_s, scales, means)
         # Estimated bits of the same symbols, logged beside the real size so the coding overhead shows.
         _, z_lik = self.entropy_bottleneck(z, quantizer="dequantize")
         _, y_lik = self.gaussian_conditional(y_s, scales, means=means, quantizer="dequantize")
-        return {"stream": stream, "y_hat": y_hat, "bits": _bits(z_lik) + _bits(y_lik)}
+        return {"y_hat": y_s_hat * step, "bits": likelihood_bits(z_lik) + likelihood_bits(y_lik)}
 
-    def decompress(
-        self, stream: bytes, q_index: int, latent_size: tuple[int, int], side: Tensor | None = None
+    def decode_from(
+        self, decoder: AnsDecoder, q_index: int, latent_size: tuple[int, int], side: Tensor | None = None
     ) -> dict[str, Tensor]:
-        """Decode ``stream`` into ``y_hat`` of spatial size ``latent_size``."""
-        device = self.gain.log_step.device
-        step = self.gain(torch.tensor([q_index], device=device))
+        """THE decoding, which :meth:`compress` runs too: z, its parameters, y of size ``latent_size``."""
+        step = self.gain(torch.tensor([q_index], device=self.gain.log_step.device))
         z_size = (latent_size[0] // self.downsampling, latent_size[1] // self.downsampling)
-        return {"y_hat": self._decode(stream, step, z_size, side)}
-
-    def _decode(self, stream: bytes, step: Tensor, z_size: tuple[int, int], side: Tensor | None) -> Tensor:
-        """THE decoding of a stream, which the encoder runs too: z, its parameters, y, end of stream.
-
-        Raises :class:`EntropyCoderError` for a stream that does not decode to exactly its end.
-        """
-        decoder = AnsDecoder(stream)
         z_hat = self.entropy_bottleneck.decode_from(decoder, z_size)
         scales, means = self.entropy_parameters(z_hat, side, step)
-        y_s_hat = self.gaussian_conditional.decode_from(decoder, scales, means)
-        decoder.finish()
-        return y_s_hat * step
+        return {"y_hat": self.gaussian_conditional.decode_from(decoder, scales, means) * step}

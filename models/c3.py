@@ -34,7 +34,6 @@ synthesis is float (as in Cool-Chic); encoder and decoder run it on one thread (
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -544,8 +543,3 @@ class C3Net(SceneAdaptiveNet):
 
     def _latents_per_pixel(self) -> float:
         return sum(h * w for h, w in self.grid_sizes) / float(self.height * self.width)
-
-
-def reference_numbers() -> dict[str, Any]:
-    """C3 (Kim et al., CVPR 2024) as the NVC review's Table 5 gives it: ~4.4 kMAC/px, ~0.01 M params."""
-    return {"kmac_per_px": 4.4, "params_m": 0.01}

@@ -13,8 +13,9 @@ spatial auto-regressive or checkerboard context in the entropy model, no per-fra
 quality, and no published numbers to match: its sizes are chosen for a quick first codec of the
 framework. Motion is handled only implicitly, by the receptive field of the conditional transforms.
 
-The file reads top to bottom: the model's blocks, the model, the builder, reference numbers and the
-registered variants.
+The file reads top to bottom: the typed architecture numbers (their values:
+``configs/model/dcvc_lite.yaml`` and ``dcvc_lite_tiny.yaml``), the model's blocks, the model, and
+reference numbers.
 """
 
 from __future__ import annotations
@@ -25,8 +26,18 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models import build_variant, register_model, register_network
-from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
+from models import register_network
+from models.base import (
+    TAG_INTER,
+    TAG_INTRA,
+    CodecConfig,
+    FrameOutput,
+    NeuralVideoCodec,
+    PayloadError,
+    eval_mode,
+    pack_stream,
+    parameters_m,
+)
 from models.blocks import (
     HyperpriorLatentCodec,
     ResBlock,
@@ -40,12 +51,52 @@ from models.blocks import (
 )
 from nvc_train.entropy import EntropyCoderError
 
-__all__ = ["DCVCLite", "InterCodec", "IntraCodec", "Reference", "dcvc_lite", "dcvc_lite_tiny"]
+__all__ = ["DCVCLite", "DCVCLiteConfig", "InterCodec", "IntraCodec", "Reference"]
 
 PACKED_CHANNELS = 6  # 4 luma phases + U + V at chroma resolution
 LATENT_STAGES = 3  # packed (1/2 of luma) -> latent at 1/16 of luma
-TAG_INTRA = ord("I")
-TAG_INTER = ord("P")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Architecture numbers
+
+
+@dataclass(frozen=True, kw_only=True)
+class DCVCLiteConfig(CodecConfig):
+    """The architecture numbers of :class:`DCVCLite`.
+
+    Their values live in ``configs/model/dcvc_lite.yaml`` and ``dcvc_lite_tiny.yaml``.
+    """
+
+    channels: int  # transform width
+    latent_channels: int  # y, at 1/16 of the luma resolution
+    hyper_channels: int  # width of the hyper transforms
+    z_channels: int  # hyper latent, 2**hyper_stages smaller than y
+    ref_channels: int  # decoder features kept for the next frame
+    num_res: int  # residual blocks per resolution stage
+    hyper_stages: int  # stride-2 layers between y and z
+    num_q: int  # rate points (q_index) in one model
+    q_max: float  # initial quantization step at q_index 0 (lowest rate)
+    q_min: float  # initial quantization step at q_index num_q - 1 (highest rate)
+
+    @property
+    def pad_multiple(self) -> int:
+        """Latents at 1/16 of the luma resolution, hyper latents a further 2**hyper_stages smaller."""
+        return 2 ** (LATENT_STAGES + 1 + self.hyper_stages)
+
+
+def latent_codec(config: DCVCLiteConfig, side_channels: int = 0) -> HyperpriorLatentCodec:
+    """The hyperprior latent codec of one half (intra: no side prior; inter: the temporal prior)."""
+    return HyperpriorLatentCodec(
+        latent_channels=config.latent_channels,
+        hyper_channels=config.hyper_channels,
+        z_channels=config.z_channels,
+        hyper_stages=config.hyper_stages,
+        num_q=config.num_q,
+        q_max=config.q_max,
+        q_min=config.q_min,
+        side_channels=side_channels,
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -93,14 +144,13 @@ class IntraCodec(nn.Module):
                                                  x_hat (6, H/2)      ref feature (R, H/2)
     """
 
-    def __init__(
-        self, channels: int, latent_channels: int, ref_channels: int, num_res: int, **latent: Any
-    ) -> None:
+    def __init__(self, config: DCVCLiteConfig) -> None:
         super().__init__()
-        self.g_a = analysis_transform(PACKED_CHANNELS, channels, latent_channels, LATENT_STAGES, num_res)
-        self.g_s = synthesis_transform(latent_channels, channels, LATENT_STAGES, num_res)
-        self.tail = _Reconstruction(channels, ref_channels)
-        self.latent = HyperpriorLatentCodec(latent_channels, **latent)
+        c, m, num_res = config.channels, config.latent_channels, config.num_res
+        self.g_a = analysis_transform(PACKED_CHANNELS, c, m, LATENT_STAGES, num_res)
+        self.g_s = synthesis_transform(m, c, LATENT_STAGES, num_res)
+        self.tail = _Reconstruction(c, config.ref_channels)
+        self.latent = latent_codec(config)
 
     def forward(self, x: Tensor, q_index: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         out = self.latent(self.g_a(x), q_index)
@@ -136,20 +186,18 @@ class InterCodec(nn.Module):
     same functions serve both directions.
     """
 
-    def __init__(
-        self, channels: int, latent_channels: int, ref_channels: int, num_res: int, **latent: Any
-    ) -> None:
+    def __init__(self, config: DCVCLiteConfig) -> None:
         super().__init__()
-        c, m = channels, latent_channels
+        c, m, num_res = config.channels, config.latent_channels, config.num_res
         self.context = nn.Sequential(
-            conv3x3(PACKED_CHANNELS + ref_channels, c), *[ResBlock(c) for _ in range(max(num_res, 1))]
+            conv3x3(PACKED_CHANNELS + config.ref_channels, c), *[ResBlock(c) for _ in range(max(num_res, 1))]
         )
         self.temporal_prior = nn.Sequential(down(c, c), act(), down(c, c), act(), down(c, m))
         self.g_a = analysis_transform(PACKED_CHANNELS + c, c, m, LATENT_STAGES, num_res)
         self.g_s = synthesis_transform(m, c, LATENT_STAGES, num_res)
         self.fuse = nn.Sequential(conv3x3(2 * c, c), ResBlock(c))
-        self.tail = _Reconstruction(c, ref_channels)
-        self.latent = HyperpriorLatentCodec(m, side_channels=m, **latent)
+        self.tail = _Reconstruction(c, config.ref_channels)
+        self.latent = latent_codec(config, side_channels=m)
 
     def conditions(self, ref: Reference) -> tuple[Tensor, Tensor]:
         """(context, temporal prior) from the reference: the part shared by encoder and decoder."""
@@ -211,46 +259,19 @@ class DCVCLite(NeuralVideoCodec):
     on the same machine and PyTorch build, the decoder reproduces the encoder's pictures bit for bit.
     Across devices or builds, float convolutions may differ in the last bits and move a scale across
     a table boundary; making the entropy parameters device-independent is left to a later issue.
+
+    Keyword arguments only: the fields of :class:`DCVCLiteConfig` (``configs/model/dcvc_lite.yaml``).
+    ``self.arch`` holds them typed, ``self.config`` as the plain dict a checkpoint carries.
     """
 
-    def __init__(
-        self,
-        channels: int = 64,
-        latent_channels: int = 96,
-        hyper_channels: int = 64,
-        z_channels: int = 64,
-        ref_channels: int = 32,
-        num_res: int = 1,
-        hyper_stages: int = 2,
-        num_q: int = 64,
-        q_max: float = 4.0,
-        q_min: float = 0.25,
-    ) -> None:
+    def __init__(self, **numbers: Any) -> None:
         super().__init__()
-        self.config = {
-            "channels": channels,
-            "latent_channels": latent_channels,
-            "hyper_channels": hyper_channels,
-            "z_channels": z_channels,
-            "ref_channels": ref_channels,
-            "num_res": num_res,
-            "hyper_stages": hyper_stages,
-            "num_q": num_q,
-            "q_max": q_max,
-            "q_min": q_min,
-        }
-        self.num_q = num_q
-        self.pad_multiple = 2 ** (LATENT_STAGES + 1 + hyper_stages)
-        latent = {
-            "hyper_channels": hyper_channels,
-            "z_channels": z_channels,
-            "hyper_stages": hyper_stages,
-            "num_q": num_q,
-            "q_max": q_max,
-            "q_min": q_min,
-        }
-        self.intra = IntraCodec(channels, latent_channels, ref_channels, num_res, **latent)
-        self.inter = InterCodec(channels, latent_channels, ref_channels, num_res, **latent)
+        self.arch = DCVCLiteConfig(**numbers)
+        self.config = self.arch.as_dict()
+        self.num_q = self.arch.num_q
+        self.pad_multiple = self.arch.pad_multiple
+        self.intra = IntraCodec(self.arch)
+        self.inter = InterCodec(self.arch)
 
     # Training / evaluation path
 
@@ -258,27 +279,21 @@ class DCVCLite(NeuralVideoCodec):
         self, y: Tensor, uv: Tensor, q_index: Tensor | int, ref: Reference | None
     ) -> FrameOutput:
         self.check_frame(y, uv)
-        q = self._q_tensor(q_index, y.shape[0], y.device)
+        q = self.q_tensor(q_index, y.shape[0], y.device)
         x = pack_yuv420(y, uv)
         if ref is None:
             x_hat, feature, bits = self.intra(x, q)
         else:
-            self._check_ref(ref, x)
+            self.check_reference(ref, Reference, x)
             x_hat, feature, bits = self.inter(x, q, ref)
         return self._output(x_hat, feature, bits, clamp=False)
-
-    def update(self, force: bool = False) -> None:
-        self.intra.latent.update(force=force)
-        self.inter.latent.update(force=force)
 
     # Real coding
 
     def compress_frame(
         self, y: Tensor, uv: Tensor, q_index: int, ref: Reference | None
     ) -> tuple[bytes, FrameOutput]:
-        self.check_frame(y, uv)
-        if y.shape[0] != 1:
-            raise ValueError(f"compress_frame codes one frame at a time (batch 1), got batch {y.shape[0]}")
+        self.check_coded_frame(y, uv)
         q = self.check_q_index(q_index)
         with eval_mode(self):
             x = pack_yuv420(y, uv)
@@ -286,7 +301,7 @@ class DCVCLite(NeuralVideoCodec):
                 stream, x_hat, feature, bits = self.intra.compress(x, q)
                 tag = TAG_INTRA
             else:
-                self._check_ref(ref, x)
+                self.check_reference(ref, Reference, x)
                 stream, x_hat, feature, bits = self.inter.compress(x, q, ref)
                 tag = TAG_INTER
             return pack_stream(tag, stream), self._output(x_hat, feature, bits, clamp=True)
@@ -296,11 +311,7 @@ class DCVCLite(NeuralVideoCodec):
     ) -> tuple[Tensor, Tensor, Reference]:
         self.check_size(height, width)
         q = self.check_q_index(q_index)
-        tag = TAG_INTRA if ref is None else TAG_INTER
-        if data and data[0] in (TAG_INTRA, TAG_INTER) and data[0] != tag:
-            kind = "an intra (I)" if data[0] == TAG_INTRA else "a predicted (P)"
-            raise PayloadError(f"payload is {kind} frame but ref is {'None' if ref is None else 'given'}")
-        stream = unpack_stream(data, tag)
+        stream = self.frame_stream(data, ref)
         latent_size = (height // 16, width // 16)
         try:
             with eval_mode(self):
@@ -319,34 +330,13 @@ class DCVCLite(NeuralVideoCodec):
         return out.y_hat, out.uv_hat, out.ref
 
     def complexity(self) -> dict[str, float]:
-        count = lambda module: sum(p.numel() for p in module.parameters()) / 1e6  # noqa: E731
         return {
-            "params_m": count(self),
-            "params_intra_m": count(self.intra),
-            "params_inter_m": count(self.inter),
+            "params_m": parameters_m(self),
+            "params_intra_m": parameters_m(self.intra),
+            "params_inter_m": parameters_m(self.inter),
         }
 
     # Helpers
-
-    def _q_tensor(self, q_index: Tensor | int, batch: int, device: torch.device) -> Tensor:
-        """A (B,) long tensor of valid rate points; a bad index must not reach a gather (device assert)."""
-        q = torch.as_tensor(q_index, device=device).long().reshape(-1)
-        if q.numel() == 1 and batch > 1:
-            q = q.expand(batch)
-        if q.numel() != batch:
-            raise ValueError(f"q_index has {q.numel()} entries for a batch of {batch}")
-        if bool((q < 0).any()) or bool((q >= self.num_q).any()):
-            raise ValueError(f"q_index values must lie in [0, {self.num_q}), got {q.tolist()}")
-        return q
-
-    @staticmethod
-    def _check_ref(ref: Any, x: Tensor) -> None:
-        if not isinstance(ref, Reference):
-            raise TypeError(f"ref must be the Reference a previous frame returned, got {type(ref).__name__}")
-        if ref.frame.shape[0] != x.shape[0] or ref.frame.shape[-2:] != x.shape[-2:]:
-            raise ValueError(
-                f"reference frame {tuple(ref.frame.shape)} does not match the packed frame {tuple(x.shape)}"
-            )
 
     @staticmethod
     def _output(x_hat: Tensor, feature: Tensor, bits: Tensor, clamp: bool) -> FrameOutput:
@@ -356,40 +346,9 @@ class DCVCLite(NeuralVideoCodec):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Builder
-
-
-# ---------------------------------------------------------------------------------------------------
 # Reference numbers. No paper to match: measured on this code (kMAC per luma pixel of one frame's
 # forward_frame, torch.utils.flop_counter, 256x256). Tests check the parameter counts exactly, so a
 # change to the architecture is a deliberate one that updates this table.
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    "dcvc_lite": {
-        "channels": 64,
-        "latent_channels": 128,
-        "hyper_channels": 64,
-        "z_channels": 64,
-        "ref_channels": 32,
-        "num_res": 2,
-        "hyper_stages": 2,
-        "num_q": 64,
-        "q_max": 4.0,
-        "q_min": 0.25,
-    },
-    "dcvc_lite_tiny": {
-        "channels": 24,
-        "latent_channels": 32,
-        "hyper_channels": 24,
-        "z_channels": 16,
-        "ref_channels": 8,
-        "num_res": 1,
-        "hyper_stages": 1,
-        "num_q": 8,
-        "q_max": 4.0,
-        "q_min": 0.25,
-    },
-}
 
 REFERENCE: dict[str, dict[str, float]] = {
     "dcvc_lite": {"params": 6_268_236, "params_intra": 2_866_790, "params_inter": 3_401_446,
@@ -397,19 +356,3 @@ REFERENCE: dict[str, dict[str, float]] = {
     "dcvc_lite_tiny": {"params": 516_940, "params_intra": 229_038, "params_inter": 287_902,
                        "kmac_px_intra": 10.3, "kmac_px_inter": 20.6},
 }  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------
-# Registered variants
-
-
-@register_model
-def dcvc_lite(**overrides: Any) -> DCVCLite:
-    """Full size: the operating point for GPU training."""
-    return build_variant(DCVCLite, "dcvc_lite", VARIANTS["dcvc_lite"], overrides)
-
-
-@register_model
-def dcvc_lite_tiny(**overrides: Any) -> DCVCLite:
-    """Tiny: trains visibly in minutes on two CPU cores on 64x64 crops; what the tests run."""
-    return build_variant(DCVCLite, "dcvc_lite_tiny", VARIANTS["dcvc_lite_tiny"], overrides)

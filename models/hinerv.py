@@ -37,7 +37,7 @@ from models import register_network
 from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
 from nvc_train.bitstream.architecture import ArchitectureField
 
-__all__ = ["REFERENCE", "VARIANTS", "HiNeRV", "hinerv_variant"]
+__all__ = ["REFERENCE", "HiNeRV"]
 
 
 # ---- blocks -------------------------------------------------------------------------------------
@@ -304,30 +304,9 @@ class HiNeRV(SceneAdaptiveNet):
         return {**super().complexity(), "kmac_per_px": self.macs_per_pixel() / 1e3}
 
 
-# ---- variants and reference numbers -------------------------------------------------------------
-
-VARIANTS: dict[str, dict[str, Any]] = {
-    # HiNeRV-M for UVG 1080p: the numbers of the authors' released config
-    # (hmkx/HiNeRV cfgs/models/uvg-hinerv-m_1920x1080.txt): ConvNeXt blocks, 400 channels halved per
-    # stage, depths 3 3 3 1, expansions 4 4 4 1, kernels 3, scales 5 3 2 2 (an 18x32 base grid at
-    # 1080p), base grids of 150 frames x 4 channels in 2 levels (frames / 2, channels x 2 per level),
-    # upsampling encodings of one slice per frame x 8 channels in 3 levels, channels x 0.5 per stage.
-    # (HiNeRV-S and -L differ only in channels 280 / 560, base grid channels 2 / 8 and encoding
-    # channels 4 / 16: 3.20 M / 12.84 M parameters and 88.1 / 351.1 kMAC/px on this code.)
-    "hinerv": {
-        "channels": 400, "channels_reduce": 2.0, "depths": [3, 3, 3, 1], "expansions": [4.0, 4.0, 4.0, 1.0],
-        "kernels": [3, 3, 3, 3], "scales": [5, 3, 2, 2], "stem_kernel": 3, "base_grid_frames": 150,
-        "base_grid_channels": 4, "base_grid_levels": 2, "encoding_frames": 0, "encoding_channels": 8,
-        "encoding_levels": 3, "encoding_depth_scale": 0.5, "grid_init_scale": 0.1,
-    },
-    # Tiny: fits a CIF clip (352x288, a few frames) on two CPU cores in minutes (~2.4 kMAC/px).
-    "hinerv_tiny": {
-        "channels": 48, "channels_reduce": 2.0, "depths": [1, 1, 1], "expansions": [2.0, 2.0, 1.0],
-        "kernels": [3, 3, 3], "scales": [4, 2, 2], "stem_kernel": 3, "base_grid_frames": 8,
-        "base_grid_channels": 2, "base_grid_levels": 2, "encoding_frames": 0, "encoding_channels": 4,
-        "encoding_levels": 2, "encoding_depth_scale": 0.5, "grid_init_scale": 0.1,
-    },
-}  # fmt: skip
+# ---- reference numbers --------------------------------------------------------------------------
+# The variants' numbers live in configs/model/hinerv.yaml (HiNeRV-M) and hinerv_tiny.yaml; these are
+# the figures measured on them, pinned by tests/test_hinerv.py.
 
 REFERENCE: dict[str, dict[str, Any]] = {
     # Published: HiNeRV "170 kMAC/px" (the NVRC-Lite paper, Kwan et al. 2025, arXiv 2512.04019, on the
@@ -338,13 +317,3 @@ REFERENCE: dict[str, dict[str, Any]] = {
                "kmac_per_px": 178.86, "published_kmac_per_px": 170.0},
     "hinerv_tiny": {"height": 288, "width": 352, "num_frames": 8, "params": 32_431, "kmac_per_px": 2.44},
 }  # fmt: skip
-
-
-def hinerv_variant(name: str, height: int, width: int, num_frames: int, **overrides: Any) -> HiNeRV:
-    """Build the variant ``name`` for a sequence; ``overrides`` replace single numbers."""
-    if name not in VARIANTS:
-        raise ValueError(f"unknown HiNeRV variant {name!r}; known: {sorted(VARIANTS)}")
-    unknown = sorted(set(overrides) - set(VARIANTS[name]) - {"structure", "intra_period", "gop_size"})
-    if unknown:
-        raise TypeError(f"unknown HiNeRV arguments {unknown}; known: {sorted(VARIANTS[name])}")
-    return HiNeRV(height=height, width=width, num_frames=num_frames, **{**VARIANTS[name], **overrides})

@@ -27,8 +27,9 @@ runs the entropy parameters through :func:`nvc_train.entropy.coding_parameters` 
 parameters of every latent depend only on its own hyper latent, so the decoder's probabilities are
 a function of the decoded symbols alone.
 
-The file reads top to bottom: the model's blocks (transforms, hyperprior, scale space), the model,
-the builder, reference numbers and the registered variants.
+The file reads top to bottom: the typed architecture numbers (their values: ``configs/model/ssf.yaml``
+and ``ssf_tiny.yaml``), the model's blocks (transforms, hyperprior, scale space), the model, and
+reference numbers.
 """
 
 from __future__ import annotations
@@ -41,8 +42,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import build_variant, register_model, register_network
-from models.base import FrameOutput, NeuralVideoCodec, PayloadError, eval_mode, pack_stream, unpack_stream
+from models import register_network
+from models.base import (
+    TAG_INTER,
+    TAG_INTRA,
+    CodecConfig,
+    FrameOutput,
+    LatentCodec,
+    NeuralVideoCodec,
+    PayloadError,
+    eval_mode,
+    likelihood_bits,
+    pack_stream,
+    parameters_m,
+)
 from models.blocks import RateGain
 from nvc_train.entropy import (
     AnsDecoder,
@@ -56,18 +69,44 @@ from nvc_train.entropy import (
 __all__ = [
     "Reference",
     "ScaleSpaceFlow",
+    "ScaleSpaceFlowConfig",
     "ScaleSpaceHyperprior",
     "ScaleSpaceWarp",
-    "ssf",
-    "ssf_tiny",
     "to_420",
     "to_444",
 ]
 
-TAG_INTRA = ord("I")
-TAG_INTER = ord("P")
 COLOUR_CHANNELS = 3  # Y, U, V at luma resolution inside the networks
 FLOW_CHANNELS = 3  # flow x, flow y (luma pixels), scale (scale-space level)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Architecture numbers
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScaleSpaceFlowConfig(CodecConfig):
+    """The architecture numbers of :class:`ScaleSpaceFlow`.
+
+    Their values live in ``configs/model/ssf.yaml`` (the paper's) and ``ssf_tiny.yaml``.
+    """
+
+    channels: int  # transform width of the three autoencoders
+    latent_channels: int  # y (intra, flow, residual), at 1/2**stages of the luma resolution
+    hyper_channels: int  # z, a further 2**hyper_stages smaller
+    stages: int  # stride-2 layers of each autoencoder
+    hyper_stages: int  # stride-2 layers of each hyper analysis
+    kernel_size: int  # of every (transposed) convolution
+    num_levels: int  # blurred levels of the scale-space volume (level 0 is the picture itself)
+    sigma0: float  # blur of level 1; level k has sigma0 * 2**(k-1)
+    num_q: int  # rate points (q_index) in one model
+    q_max: float  # initial quantization step at q_index 0 (lowest rate)
+    q_min: float  # initial quantization step at q_index num_q - 1 (highest rate)
+
+    @property
+    def pad_multiple(self) -> int:
+        """Latents at 1/2**stages, hyper latents a further 2**hyper_stages smaller."""
+        return 2 ** (self.stages + self.hyper_stages)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -113,11 +152,6 @@ def synthesis(in_ch: int, channels: int, out_ch: int, stages: int, kernel: int) 
     return nn.Sequential(*layers)
 
 
-def _bits(likelihoods: Tensor) -> Tensor:
-    """Per-item information content in bits."""
-    return -torch.log2(likelihoods).flatten(1).sum(dim=1)
-
-
 class _ParameterHead(nn.Module):
     """``z_hat, q_index -> (scales, means)`` of ``y / step``: the whole entropy-parameter path of one latent.
 
@@ -138,7 +172,7 @@ class _ParameterHead(nn.Module):
         return F.softplus(self.h_scale(z_hat)) / step, self.h_mean(z_hat) / step
 
 
-class ScaleSpaceHyperprior(nn.Module):
+class ScaleSpaceHyperprior(LatentCodec):
     """Mean-scale hyperprior of one latent, with a per-q_index quantization step; SSF's shape.
 
     ::
@@ -151,16 +185,17 @@ class ScaleSpaceHyperprior(nn.Module):
     can only cost more bits for ``y``. Coding writes ``z`` then ``y`` into the frame's one
     :class:`AnsEncoder` stream; :meth:`encode_into` and :meth:`decode_from` compute the parameters
     with one function (:meth:`coding_parameters`) and rebuild ``y_hat`` with one function, so the
-    encoder's ``y_hat`` is the decoder's.
+    encoder's ``y_hat`` is the decoder's. It keeps the :class:`models.base.LatentCodec` interface
+    (every method returns a dict); it has no side prior, so ``side`` must stay None.
     """
 
-    def __init__(
-        self, latent: int, hyper: int, stages: int, kernel: int, num_q: int, q_max: float, q_min: float
-    ) -> None:
+    def __init__(self, config: ScaleSpaceFlowConfig) -> None:
         super().__init__()
-        self.stages = stages
-        self.h_a = analysis(latent, hyper, hyper, stages, kernel)
-        self.params = _ParameterHead(latent, hyper, stages, kernel, RateGain(num_q, latent, q_max, q_min))
+        latent, hyper, kernel = config.latent_channels, config.hyper_channels, config.kernel_size
+        self.stages = config.hyper_stages
+        self.h_a = analysis(latent, hyper, hyper, self.stages, kernel)
+        gain = RateGain(config.num_q, latent, config.q_max, config.q_min)
+        self.params = _ParameterHead(latent, hyper, self.stages, kernel, gain)
         self.entropy_bottleneck = EntropyBottleneck(hyper)
         self.gaussian_conditional = GaussianConditional()
 
@@ -168,8 +203,14 @@ class ScaleSpaceHyperprior(nn.Module):
     def downsampling(self) -> int:
         return 2**self.stages
 
-    def forward(self, y: Tensor, q_index: Tensor) -> tuple[Tensor, Tensor]:
-        """``(y_hat, bits)``: noise for the likelihoods and straight-through rounding in training."""
+    @staticmethod
+    def _no_side(side: Tensor | None) -> None:
+        if side is not None:
+            raise ValueError("ScaleSpaceHyperprior has no side prior; pass side=None")
+
+    def forward(self, y: Tensor, q_index: Tensor, side: Tensor | None = None) -> dict[str, Tensor]:
+        """``y_hat`` and ``bits``: noise for the likelihoods and straight-through rounding in training."""
+        self._no_side(side)
         z = self.h_a(y)
         z_hat, z_lik = self.entropy_bottleneck(z, quantizer="noise" if self.training else "dequantize")
         scales, means = self.params(z_hat, q_index)
@@ -180,11 +221,7 @@ class ScaleSpaceHyperprior(nn.Module):
             y_s_hat, _ = self.gaussian_conditional(y_s, scales, means=means, quantizer="ste")
         else:
             y_s_hat, y_lik = self.gaussian_conditional(y_s, scales, means=means, quantizer="dequantize")
-        return y_s_hat * step, _bits(z_lik) + _bits(y_lik)
-
-    def update(self, force: bool = False) -> None:
-        self.entropy_bottleneck.update(force=force)
-        self.gaussian_conditional.update()
+        return {"y_hat": y_s_hat * step, "bits": likelihood_bits(z_lik) + likelihood_bits(y_lik)}
 
     def coding_parameters(self, z_hat: Tensor, q_index: int) -> tuple[Tensor, Tensor, Tensor]:
         """``(scales, means, step)`` for real coding: THE function both directions call (float64 path)."""
@@ -192,8 +229,11 @@ class ScaleSpaceHyperprior(nn.Module):
         scales, means = coding_parameters(self.params, z_hat, q)
         return scales, means, self.params.gain(q)
 
-    def encode_into(self, encoder: AnsEncoder, y: Tensor, q_index: int) -> tuple[Tensor, Tensor]:
-        """Write ``z`` then ``y`` (batch 1) into ``encoder``; return ``(y_hat, estimated bits)``."""
+    def encode_into(
+        self, encoder: AnsEncoder, y: Tensor, q_index: int, side: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Write ``z`` then ``y`` (batch 1) into ``encoder``; ``y_hat`` and the estimated ``bits``."""
+        self._no_side(side)
         z = self.h_a(y)
         z_hat = self.entropy_bottleneck.encode_into(encoder, z)
         scales, means, step = self.coding_parameters(z_hat, q_index)
@@ -201,14 +241,17 @@ class ScaleSpaceHyperprior(nn.Module):
         y_s_hat = self.gaussian_conditional.encode_into(encoder, y_s, scales, means)
         _, z_lik = self.entropy_bottleneck(z, quantizer="dequantize")
         y_lik = self.gaussian_conditional.likelihood(y_s_hat, scales, means)
-        return y_s_hat * step, _bits(z_lik) + _bits(y_lik)
+        return {"y_hat": y_s_hat * step, "bits": likelihood_bits(z_lik) + likelihood_bits(y_lik)}
 
-    def decode_from(self, decoder: AnsDecoder, q_index: int, latent_size: tuple[int, int]) -> Tensor:
-        """Read ``z`` then ``y`` of spatial size ``latent_size`` from ``decoder``; return ``y_hat``."""
+    def decode_from(
+        self, decoder: AnsDecoder, q_index: int, latent_size: tuple[int, int], side: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Read ``z`` then ``y`` of spatial size ``latent_size`` from ``decoder``: ``{"y_hat"}``."""
+        self._no_side(side)
         z_size = (latent_size[0] // self.downsampling, latent_size[1] // self.downsampling)
         z_hat = self.entropy_bottleneck.decode_from(decoder, z_size)
         scales, means, step = self.coding_parameters(z_hat, q_index)
-        return self.gaussian_conditional.decode_from(decoder, scales, means) * step
+        return {"y_hat": self.gaussian_conditional.decode_from(decoder, scales, means) * step}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -334,43 +377,22 @@ class ScaleSpaceFlow(NeuralVideoCodec):
     smaller, hence ``pad_multiple = 2**(stages + hyper_stages)``. A P frame's payload is the tag
     ``P`` and one stream holding the flow's ``z`` and ``y``, then the residual's ``z`` and ``y``.
     ``forward_frame`` returns unclamped pictures; coding returns them clamped to [0, 1].
+
+    Keyword arguments only: the fields of :class:`ScaleSpaceFlowConfig` (``configs/model/ssf.yaml``).
+    ``self.arch`` holds them typed, ``self.config`` as the plain dict a checkpoint carries.
     """
 
-    def __init__(
-        self,
-        channels: int = 128,
-        latent_channels: int = 192,
-        hyper_channels: int = 192,
-        stages: int = 4,
-        hyper_stages: int = 3,
-        kernel_size: int = 5,
-        num_levels: int = 5,
-        sigma0: float = 1.5,
-        num_q: int = 64,
-        q_max: float = 4.0,
-        q_min: float = 0.25,
-    ) -> None:
+    def __init__(self, **numbers: Any) -> None:
         super().__init__()
-        self.config = {
-            "channels": channels,
-            "latent_channels": latent_channels,
-            "hyper_channels": hyper_channels,
-            "stages": stages,
-            "hyper_stages": hyper_stages,
-            "kernel_size": kernel_size,
-            "num_levels": num_levels,
-            "sigma0": sigma0,
-            "num_q": num_q,
-            "q_max": q_max,
-            "q_min": q_min,
-        }
-        c, m, k = channels, latent_channels, kernel_size
-        self.num_q = num_q
+        arch = self.arch = ScaleSpaceFlowConfig(**numbers)
+        self.config = arch.as_dict()
+        c, m, k, stages = arch.channels, arch.latent_channels, arch.kernel_size, arch.stages
+        self.num_q = arch.num_q
         self.stages = stages
-        self.pad_multiple = 2 ** (stages + hyper_stages)
+        self.pad_multiple = arch.pad_multiple
 
         def prior() -> ScaleSpaceHyperprior:
-            return ScaleSpaceHyperprior(m, hyper_channels, hyper_stages, k, num_q, q_max, q_min)
+            return ScaleSpaceHyperprior(arch)
 
         self.img_encoder = analysis(COLOUR_CHANNELS, c, m, stages, k)
         self.img_decoder = synthesis(m, c, COLOUR_CHANNELS, stages, k)
@@ -381,7 +403,7 @@ class ScaleSpaceFlow(NeuralVideoCodec):
         self.res_encoder = analysis(COLOUR_CHANNELS, c, m, stages, k)
         self.res_decoder = synthesis(2 * m, c, COLOUR_CHANNELS, stages, k)
         self.res_prior = prior()
-        self.warp = ScaleSpaceWarp(num_levels, sigma0)
+        self.warp = ScaleSpaceWarp(arch.num_levels, arch.sigma0)
 
     # Training / evaluation path
 
@@ -389,47 +411,41 @@ class ScaleSpaceFlow(NeuralVideoCodec):
         self, y: Tensor, uv: Tensor, q_index: Tensor | int, ref: Reference | None
     ) -> FrameOutput:
         self.check_frame(y, uv)
-        q = self._q_tensor(q_index, y.shape[0], y.device)
+        q = self.q_tensor(q_index, y.shape[0], y.device)
         x = to_444(y, uv)
         if ref is None:
-            y_hat, bits = self.img_prior(self.img_encoder(x), q)
-            x_hat = self.img_decoder(y_hat)
+            intra = self.img_prior(self.img_encoder(x), q)
+            x_hat, bits = self.img_decoder(intra["y_hat"]), intra["bits"]
         else:
-            self._check_ref(ref, x)
-            m_hat, motion_bits = self.motion_prior(self.motion_encoder(torch.cat([x, ref.frame], dim=1)), q)
-            warped = self.warp(ref.frame, self.motion_decoder(m_hat))
-            r_hat, residual_bits = self.res_prior(self.res_encoder(x - warped), q)
-            x_hat = warped + self.res_decoder(torch.cat([r_hat, m_hat], dim=1))
-            bits = motion_bits + residual_bits
+            self.check_reference(ref, Reference, x)
+            motion = self.motion_prior(self.motion_encoder(torch.cat([x, ref.frame], dim=1)), q)
+            warped = self.warp(ref.frame, self.motion_decoder(motion["y_hat"]))
+            residual = self.res_prior(self.res_encoder(x - warped), q)
+            x_hat = warped + self.res_decoder(torch.cat([residual["y_hat"], motion["y_hat"]], dim=1))
+            bits = motion["bits"] + residual["bits"]
         return self._output(x_hat, bits, clamp=False)
-
-    def update(self, force: bool = False) -> None:
-        for prior in (self.img_prior, self.motion_prior, self.res_prior):
-            prior.update(force=force)
 
     # Real coding
 
     def compress_frame(
         self, y: Tensor, uv: Tensor, q_index: int, ref: Reference | None
     ) -> tuple[bytes, FrameOutput]:
-        self.check_frame(y, uv)
-        if y.shape[0] != 1:
-            raise ValueError(f"compress_frame codes one frame at a time (batch 1), got batch {y.shape[0]}")
+        self.check_coded_frame(y, uv)
         q = self.check_q_index(q_index)
         with eval_mode(self):
             x = to_444(y, uv)
             encoder = AnsEncoder()
             if ref is None:
-                y_hat, bits = self.img_prior.encode_into(encoder, self.img_encoder(x), q)
-                x_hat, tag = self.img_decoder(y_hat), TAG_INTRA
+                intra = self.img_prior.encode_into(encoder, self.img_encoder(x), q)
+                x_hat, bits, tag = self.img_decoder(intra["y_hat"]), intra["bits"], TAG_INTRA
             else:
-                self._check_ref(ref, x)
-                motion = self.motion_encoder(torch.cat([x, ref.frame], dim=1))
-                m_hat, motion_bits = self.motion_prior.encode_into(encoder, motion, q)
-                warped = self.warp(ref.frame, self.motion_decoder(m_hat))
-                r_hat, residual_bits = self.res_prior.encode_into(encoder, self.res_encoder(x - warped), q)
-                x_hat = warped + self.res_decoder(torch.cat([r_hat, m_hat], dim=1))
-                bits, tag = motion_bits + residual_bits, TAG_INTER
+                self.check_reference(ref, Reference, x)
+                m = self.motion_encoder(torch.cat([x, ref.frame], dim=1))
+                motion = self.motion_prior.encode_into(encoder, m, q)
+                warped = self.warp(ref.frame, self.motion_decoder(motion["y_hat"]))
+                residual = self.res_prior.encode_into(encoder, self.res_encoder(x - warped), q)
+                x_hat = warped + self.res_decoder(torch.cat([residual["y_hat"], motion["y_hat"]], dim=1))
+                bits, tag = motion["bits"] + residual["bits"], TAG_INTER
             return pack_stream(tag, encoder.to_bytes()), self._output(x_hat, bits, clamp=True)
 
     def decompress_frame(
@@ -437,11 +453,7 @@ class ScaleSpaceFlow(NeuralVideoCodec):
     ) -> tuple[Tensor, Tensor, Reference]:
         self.check_size(height, width)
         q = self.check_q_index(q_index)
-        tag = TAG_INTRA if ref is None else TAG_INTER
-        if data and data[0] in (TAG_INTRA, TAG_INTER) and data[0] != tag:
-            kind = "an intra (I)" if data[0] == TAG_INTRA else "a predicted (P)"
-            raise PayloadError(f"payload is {kind} frame but ref is {'None' if ref is None else 'given'}")
-        stream = unpack_stream(data, tag)
+        stream = self.frame_stream(data, ref)
         latent_size = (height >> self.stages, width >> self.stages)
         if ref is not None and (not isinstance(ref, Reference) or ref.frame.shape[-2:] != (height, width)):
             raise ValueError(f"ref must be the Reference of a previous {height}x{width} frame")
@@ -449,11 +461,11 @@ class ScaleSpaceFlow(NeuralVideoCodec):
             with eval_mode(self):
                 decoder = AnsDecoder(stream)
                 if ref is None:
-                    x_hat = self.img_decoder(self.img_prior.decode_from(decoder, q, latent_size))
+                    x_hat = self.img_decoder(self.img_prior.decode_from(decoder, q, latent_size)["y_hat"])
                 else:
-                    m_hat = self.motion_prior.decode_from(decoder, q, latent_size)
+                    m_hat = self.motion_prior.decode_from(decoder, q, latent_size)["y_hat"]
                     warped = self.warp(ref.frame, self.motion_decoder(m_hat))
-                    r_hat = self.res_prior.decode_from(decoder, q, latent_size)
+                    r_hat = self.res_prior.decode_from(decoder, q, latent_size)["y_hat"]
                     x_hat = warped + self.res_decoder(torch.cat([r_hat, m_hat], dim=1))
                 decoder.finish()
         except EntropyCoderError as error:
@@ -462,35 +474,16 @@ class ScaleSpaceFlow(NeuralVideoCodec):
         return out.y_hat, out.uv_hat, out.ref
 
     def complexity(self) -> dict[str, float]:
-        count = lambda *modules: sum(p.numel() for m in modules for p in m.parameters()) / 1e6  # noqa: E731
         return {
-            "params_m": count(self),
-            "params_intra_m": count(self.img_encoder, self.img_decoder, self.img_prior),
-            "params_inter_m": count(
+            "params_m": parameters_m(self),
+            "params_intra_m": parameters_m(self.img_encoder, self.img_decoder, self.img_prior),
+            "params_inter_m": parameters_m(
                 self.motion_encoder, self.motion_decoder, self.motion_prior,
                 self.res_encoder, self.res_decoder, self.res_prior,
             ),
         }  # fmt: skip
 
     # Helpers
-
-    def _q_tensor(self, q_index: Tensor | int, batch: int, device: torch.device) -> Tensor:
-        """A (B,) long tensor of valid rate points; a bad index must not reach a gather."""
-        q = torch.as_tensor(q_index, device=device).long().reshape(-1)
-        if q.numel() == 1 and batch > 1:
-            q = q.expand(batch)
-        if q.numel() != batch:
-            raise ValueError(f"q_index has {q.numel()} entries for a batch of {batch}")
-        if bool((q < 0).any()) or bool((q >= self.num_q).any()):
-            raise ValueError(f"q_index values must lie in [0, {self.num_q}), got {q.tolist()}")
-        return q
-
-    @staticmethod
-    def _check_ref(ref: Any, x: Tensor) -> None:
-        if not isinstance(ref, Reference):
-            raise TypeError(f"ref must be the Reference a previous frame returned, got {type(ref).__name__}")
-        if ref.frame.shape != x.shape:
-            raise ValueError(f"reference {tuple(ref.frame.shape)} does not match the frame {tuple(x.shape)}")
 
     @staticmethod
     def _output(x_hat: Tensor, bits: Tensor, clamp: bool) -> FrameOutput:
@@ -502,10 +495,6 @@ class ScaleSpaceFlow(NeuralVideoCodec):
 
 
 # ---------------------------------------------------------------------------------------------------
-# Builder
-
-
-# ---------------------------------------------------------------------------------------------------
 # Reference numbers. The paper gives the architecture, not a parameter or MAC count; these are
 # measured on this code (python -m nvc_train.complexity ssf: 1920x1080, run padded to 1920x1152;
 # ssf_tiny with --height 256 --width 320). 28 of the 34.2 M parameters are the three hyperpriors
@@ -513,54 +502,9 @@ class ScaleSpaceFlow(NeuralVideoCodec):
 # scale-space blurs (about 1.7 kMAC/px), not the trilinear sampling (no multiply-accumulate ops).
 # Tests check the parameter counts exactly, so an architecture change updates this table.
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    "ssf": {
-        "channels": 128,
-        "latent_channels": 192,
-        "hyper_channels": 192,
-        "stages": 4,
-        "hyper_stages": 3,
-        "kernel_size": 5,
-        "num_levels": 5,
-        "sigma0": 1.5,
-        "num_q": 64,
-        "q_max": 4.0,
-        "q_min": 0.25,
-    },
-    "ssf_tiny": {
-        "channels": 16,
-        "latent_channels": 24,
-        "hyper_channels": 16,
-        "stages": 4,
-        "hyper_stages": 1,
-        "kernel_size": 5,
-        "num_levels": 3,
-        "sigma0": 1.5,
-        "num_q": 8,
-        "q_max": 4.0,
-        "q_min": 0.25,
-    },
-}
-
 REFERENCE: dict[str, dict[str, float]] = {
     "ssf": {"params": 34_236_105, "params_intra": 11_204_035, "params_inter": 23_032_070,
             "kmac_px_intra": 82.3, "kmac_px_inter": 171.5},  # at 1920x1080
     "ssf_tiny": {"params": 242_001, "params_intra": 77_067, "params_inter": 164_934,
                  "kmac_px_intra": 1.7, "kmac_px_inter": 4.1},  # at 320x256
 }  # fmt: skip
-
-
-# ---------------------------------------------------------------------------------------------------
-# Registered variants
-
-
-@register_model
-def ssf(**overrides: Any) -> ScaleSpaceFlow:
-    """Full size, the paper's channel counts (128 / 192 / 192, 5x5 kernels, 5 levels, sigma0 1.5)."""
-    return build_variant(ScaleSpaceFlow, "ssf", VARIANTS["ssf"], overrides)
-
-
-@register_model
-def ssf_tiny(**overrides: Any) -> ScaleSpaceFlow:
-    """Tiny: the same classes at CPU-test size (pad_multiple 32); what the tests run."""
-    return build_variant(ScaleSpaceFlow, "ssf_tiny", VARIANTS["ssf_tiny"], overrides)

@@ -53,7 +53,7 @@ def _header(width: int, height: int, frames: int, structure: str, gop: int, peri
 
 def _seed_streams(folder: Path) -> list[Path]:
     """Three real streams of random-weight networks (no fitting needed to exercise the decoder)."""
-    from models.hinerv import VARIANTS, HiNeRV
+    from models import build_model
     from nvc_train.codecs.adaptive import write_adaptive_stream
     from tests.test_overfit import tiny_net
 
@@ -61,7 +61,7 @@ def _seed_streams(folder: Path) -> list[Path]:
     paths = []
     c3_ld = tiny_net(frames=3, structure="ld", shared_latents=True, frame_min_level=2)
     c3_ra = tiny_net(frames=3, structure="ra")
-    hinerv = HiNeRV(height=48, width=64, num_frames=3, **{**VARIANTS["hinerv_tiny"], "channels": 16})
+    hinerv = build_model("hinerv_tiny", height=48, width=64, num_frames=3, channels=16)
     for name, net, header in (
         ("c3_ld", c3_ld, _header(62, 46, 3, "ld", 1, -1)),
         ("c3_ra", c3_ra, _header(64, 48, 3, "ra", 2, -1)),

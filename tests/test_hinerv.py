@@ -11,8 +11,9 @@ import pytest
 import torch
 import yaml
 
+from models import UnknownModelError, build_model
 from models.adaptive import AdaptivePayload
-from models.hinerv import REFERENCE, VARIANTS, HiNeRV, hinerv_variant
+from models.hinerv import REFERENCE, HiNeRV
 from nvc_train.entropy.param_coding import ParamCodingError
 from nvc_train.training.losses import combine_planes, plane_mses
 
@@ -33,23 +34,24 @@ def _frames(
 
 def _tiny(height: int = 64, width: int = 96, frames: int = 3, seed: int = 0) -> HiNeRV:
     torch.manual_seed(seed)
-    return hinerv_variant("hinerv_tiny", height, width, frames)
+    return build_model("hinerv_tiny", height=height, width=width, num_frames=frames)
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_config_files_hold_the_registered_numbers(name: str, repo_root: Path) -> None:
     config = yaml.safe_load((repo_root / "configs" / "model" / f"{name}.yaml").read_text())
     assert config.pop("_target_") == "models.hinerv.HiNeRV"
-    assert config == VARIANTS[name]
+    built = build_model(name, height=64, width=96, num_frames=2).architecture
+    assert {key: built[key] for key in config} == config
     schedule = yaml.safe_load((repo_root / "configs" / "overfit" / f"{name}.yaml").read_text())
     assert schedule["name"] == name and schedule["lambdas"] == sorted(schedule["lambdas"])
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
+@pytest.mark.parametrize("name", sorted(REFERENCE))
 def test_parameters_and_kmac_match_the_reference(name: str) -> None:
     """Pinned counts (a change is deliberate); HiNeRV-M within 10% of the published ~170 kMAC/px."""
     ref = REFERENCE[name]
-    net = hinerv_variant(name, ref["height"], ref["width"], ref["num_frames"])
+    net = build_model(name, height=ref["height"], width=ref["width"], num_frames=ref["num_frames"])
     assert sum(p.numel() for p in net.parameters()) == ref["params"]
     complexity = net.complexity()
     assert complexity["kmac_per_px"] == pytest.approx(ref["kmac_per_px"], rel=0.01)
@@ -71,16 +73,17 @@ def test_forward_shapes_odd_sizes_and_gradients() -> None:
 
 
 def test_bad_architectures_raise() -> None:
+    geometry = {"height": 64, "width": 96, "num_frames": 2}
     with pytest.raises(ValueError, match="last scale must be 2"):
-        hinerv_variant("hinerv_tiny", 64, 96, 2, scales=[4, 2, 4])
+        build_model("hinerv_tiny", **geometry, scales=[4, 2, 4])
     with pytest.raises(ValueError, match="one entry per stage"):
-        hinerv_variant("hinerv_tiny", 64, 96, 2, depths=[1, 1])
-    with pytest.raises(TypeError, match="unknown HiNeRV arguments"):
-        hinerv_variant("hinerv_tiny", 64, 96, 2, no_such_number=3)
-    with pytest.raises(ValueError, match="unknown HiNeRV variant"):
-        hinerv_variant("hinerv_xl", 64, 96, 2)
+        build_model("hinerv_tiny", **geometry, depths=[1, 1])
+    with pytest.raises(TypeError, match="unknown hinerv_tiny arguments"):
+        build_model("hinerv_tiny", **geometry, no_such_number=3)
+    with pytest.raises(UnknownModelError, match="unknown model 'hinerv_xl'"):
+        build_model("hinerv_xl", **geometry)
     with pytest.raises(ValueError, match="multiples of 2"):
-        hinerv_variant("hinerv_tiny", 63, 96, 2)
+        build_model("hinerv_tiny", **{**geometry, "height": 63})
 
 
 @pytest.mark.slow

@@ -20,15 +20,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from models import UnknownModelError, build_model, list_models
-from models.base import (
-    FrameOutput,
-    NeuralVideoCodec,
-    PayloadError,
-    pack_payload,
-    pack_stream,
-    unpack_payload,
-    unpack_stream,
-)
+from models.base import FrameOutput, NeuralVideoCodec, PayloadError, pack_stream, unpack_stream
 from nvc_train.embedded import ensure_embedded_clips
 from nvc_train.video import open_video
 
@@ -316,6 +308,73 @@ def test_bad_payloads_raise_a_clear_value_error(name: str):
         model.compress_frame(torch.cat([y0, y0]), torch.cat([uv0, uv0]), 0, None)
 
 
+# Multi-part payload framing (one tag byte, then per part an unsigned LEB128 length, then the parts
+# back to back): the two-stream format the models wrote before z and y shared one stream. No model
+# writes it any more; the single-stream test below measures what one stream saves against it.
+
+_MAX_VARINT_BYTES = 5  # lengths below 2**35 bytes; a longer run of continuation bits is corruption
+
+
+def _write_varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _read_varint(data: bytes, pos: int, what: str) -> tuple[int, int]:
+    value = 0
+    for i in range(_MAX_VARINT_BYTES):
+        if pos + i >= len(data):
+            raise PayloadError(f"payload truncated inside the length of {what} ({len(data)} bytes in all)")
+        byte = data[pos + i]
+        value |= (byte & 0x7F) << (7 * i)
+        if not byte & 0x80:
+            return value, pos + i + 1
+    raise PayloadError(f"length of {what} is not a valid varint (more than {_MAX_VARINT_BYTES} bytes)")
+
+
+def pack_payload(tag: int, parts: list[bytes]) -> bytes:
+    """Frame ``parts`` behind a one-byte ``tag`` (the frame type) and their lengths."""
+    if not 0 <= tag < 256:
+        raise ValueError(f"payload tag must fit one byte, got {tag}")
+    header = bytearray([tag])
+    for part in parts:
+        header += _write_varint(len(part))
+    return bytes(header) + b"".join(parts)
+
+
+def unpack_payload(data: bytes, tag: int, names: list[str]) -> list[bytes]:
+    """Split a payload made by :func:`pack_payload`; check its tag and that its length adds up exactly."""
+    data = bytes(data)
+    if not data:
+        raise PayloadError("empty frame payload")
+    if data[0] != tag:
+        raise PayloadError(f"frame payload has type tag {data[0]:#04x}, this decoder call expects {tag:#04x}")
+    pos = 1
+    lengths = []
+    for name in names:
+        length, pos = _read_varint(data, pos, name)
+        lengths.append(length)
+    expected = pos + sum(lengths)
+    if len(data) != expected:
+        detail = "truncated" if len(data) < expected else "has trailing bytes"
+        sizes = ", ".join(f"{n}={k}" for n, k in zip(names, lengths, strict=True))
+        raise PayloadError(
+            f"frame payload {detail}: header declares {sizes} bytes ({expected} in all), got {len(data)}"
+        )
+    parts = []
+    for length in lengths:
+        parts.append(data[pos : pos + length])
+        pos += length
+    return parts
+
+
 def test_payload_framing_round_trip_and_errors():
     parts = [b"", b"a" * 200, b"xyz"]
     data = pack_payload(7, parts)
@@ -388,3 +447,15 @@ def test_single_stream_payload_round_trips_and_beats_two_streams():
             enc_ref = out.ref
     assert min(savings) >= 6, savings
     assert sum(savings) >= 8 * len(savings), savings
+
+
+def test_config_headers_say_whether_train_py_builds_the_model(repo_root: Path):
+    """Every configs/model/*.yaml opens with its kind, and the kind agrees with its class."""
+    from models import list_scene_adaptive_models
+
+    names = sorted(path.stem for path in (repo_root / "configs" / "model").glob("*.yaml"))
+    assert names == sorted(ALL + list_scene_adaptive_models()), "a config whose _target_ is not registered"
+    for name in names:
+        first = (repo_root / "configs" / "model" / f"{name}.yaml").read_text().splitlines()[0]
+        kind = "# Scene-agnostic" if name in ALL else "# Scene-adaptive"
+        assert first.startswith(kind), f"configs/model/{name}.yaml: {first!r} should start with {kind!r}"
