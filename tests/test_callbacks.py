@@ -213,8 +213,8 @@ def test_ddp_sharded_evaluation_equals_a_single_process(tmp_path: Path) -> None:
 def test_evaluation_run_complexity_table_and_radar(tmp_path: Path) -> None:
     """What evaluate.py writes through the hook: every codec's Table 5 row and the radar plot."""
     import models
-    from nvc_train.callbacks.complexity_profile import complexity_table_rows
     from nvc_train.codecs.ffmpeg import X265Codec
+    from nvc_train.evaluation.complexity import complexity_table_rows
     from nvc_train.evaluation.plots import write_radar_plots
     from nvc_train.evaluation.tables import compute_bdrates, write_complexity
 

@@ -20,7 +20,6 @@ is logged as NaN, with the reason (no overlap, non-monotone curve) in ``bdrate.c
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import time
@@ -29,11 +28,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from nvc_train.codecs.base import Codec
-from nvc_train.codecs.neural import NeuralCodec, spread_rate_points
+from nvc_train.codecs.neural import frozen_codec, spread_rate_points
 from nvc_train.ctc import CONFIG_DIR, CTCSequence, load_sequences
 from nvc_train.evaluation.plots import write_rd_plots
 from nvc_train.evaluation.points import Job, estimated_bpp, structure_label
@@ -86,24 +84,6 @@ def gather_shards(mine: Any, shard: Shard) -> list[Any]:
     gathered: list[Any] = [None] * shard.world_size
     dist.all_gather_object(gathered, mine)
     return gathered
-
-
-def frozen_codec(
-    net: torch.nn.Module, name: str, rate_points: Sequence[int], device: torch.device
-) -> NeuralCodec:
-    """A :class:`NeuralCodec` around a frozen copy of the live ``net`` with freshly built entropy tables.
-
-    A copy, because coding must not touch what the optimizer and DDP see: ``NeuralCodec`` puts its
-    net in eval mode and ``update`` replaces table buffers. The tables are rebuilt (``force``) since
-    the weights moved since the last build.
-    """
-    frozen = copy.deepcopy(net).to(device).eval()
-    for parameter in frozen.parameters():
-        parameter.grad = None
-        parameter.requires_grad_(False)
-    with torch.no_grad():
-        frozen.update(force=True)
-    return NeuralCodec(frozen, name, list(rate_points), device=str(device))
 
 
 def rd_scalars(rows: Sequence[Mapping[str, Any]], codec: str, metrics: Sequence[str]) -> dict[str, float]:

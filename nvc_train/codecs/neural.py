@@ -13,8 +13,9 @@ counted by the runner from the file written here; the model's estimate is return
 from __future__ import annotations
 
 import contextlib
+import copy
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -260,3 +261,22 @@ class NeuralCodec(Codec):
         """Round to code values of the source bit depth and crop back to the source size."""
         decoded = YUVFrame.from_tensors(y.clamp(0, 1), uv[:, 0].clamp(0, 1), uv[:, 1].clamp(0, 1), bit_depth)
         return crop_frame(decoded, (height, width))
+
+
+def frozen_codec(
+    net: torch.nn.Module, name: str, rate_points: Sequence[int], device: torch.device
+) -> NeuralCodec:
+    """A :class:`NeuralCodec` around a frozen copy of the live ``net`` with freshly built entropy tables.
+
+    What the CTC callback codes and the complexity profile times while a model trains. A copy,
+    because coding must not touch what the optimizer and DDP see: ``NeuralCodec`` puts its
+    net in eval mode and ``update`` replaces table buffers. The tables are rebuilt (``force``) since
+    the weights moved since the last build.
+    """
+    frozen = copy.deepcopy(net).to(device).eval()
+    for parameter in frozen.parameters():
+        parameter.grad = None
+        parameter.requires_grad_(False)
+    with torch.no_grad():
+        frozen.update(force=True)
+    return NeuralCodec(frozen, name, list(rate_points), device=str(device))

@@ -9,9 +9,9 @@ from typing import Any
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from nvc_train.callbacks.complexity_profile import complexity_table_rows
 from nvc_train.codecs.base import Codec
 from nvc_train.ctc import load_sequences
+from nvc_train.evaluation.complexity import complexity_table_rows
 from nvc_train.evaluation.plots import write_radar_plots, write_rd_plots
 from nvc_train.evaluation.points import structure_label
 from nvc_train.evaluation.runner import MeasureOptions, Shard, collect_rows, make_jobs, run_jobs
