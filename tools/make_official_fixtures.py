@@ -1,0 +1,881 @@
+#!/usr/bin/env python3
+"""Make the reference fixtures under tests/fixtures/official/ by running the OFFICIAL code.
+
+The official code never enters this project: this script is run from the project with paths to
+an official checkout (microsoft/DCVC) and to Python interpreters of separate virtual environments
+where the official code runs (see tests/fixtures/official/README.md for how to set them up). It
+re-invokes itself under those interpreters (``_worker-dcvc-rt`` / ``_worker-ssf``); the workers
+import the official modules, fill them with the deterministic rule below, run them on small
+crops of a real clip and write DATA only: tensor names and shapes, inputs, outputs, counts.
+
+    python tools/make_official_fixtures.py \
+        --dcvc /path/to/DCVC --dcvc-python /path/to/dcvc-venv/bin/python \
+        --compressai-python /path/to/compressai-venv/bin/python \
+        --out tests/fixtures/official
+
+Fill rule (every parameter independently, from its name alone):
+    u_i = (splitmix64(crc32(name) * 2**32 + i) >> 11) * 2**-53        (i = 0 .. numel-1, C order)
+    i.e. uniform in [0, 1), reproducible with integer arithmetic alone (no library RNG involved);
+    value = float32(lo + (hi - lo) * u_i), with [lo, hi) chosen per tensor (and, for a few prior
+    heads, per channel slice) by ``dcvc_rt_fill`` and ``ssf_fill`` below; the README and each
+    meta.json spell the rules out, fill_digests.json checks an implementation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import os
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+# --------------------------------------------------------------------------------------------
+# Deterministic fill (pure numpy; no torch RNG, so any implementation can reproduce it)
+# --------------------------------------------------------------------------------------------
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+
+
+def fill_uniform01(name: str, numel: int) -> np.ndarray:
+    """float64 uniforms in [0, 1): splitmix64 of (crc32(name) << 32) + index, top 53 bits."""
+    seed = np.uint64(zlib.crc32(name.encode("utf-8")))
+    x = (seed << np.uint64(32)) + np.arange(numel, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _M1
+        z = (z ^ (z >> np.uint64(27))) * _M2
+        z = z ^ (z >> np.uint64(31))
+    return (z >> np.uint64(11)).astype(np.float64) * (2.0**-53)
+
+
+def fill_tensor(name: str, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
+    numel = int(np.prod(shape)) if len(shape) else 1
+    u = fill_uniform01(name, numel)
+    return (lo + (hi - lo) * u).astype(np.float32).reshape(shape)
+
+
+def _he_range(shape: tuple[int, ...], gain: float) -> tuple[float, float]:
+    # uniform with standard deviation gain / sqrt(fan_in), fan_in = numel / shape[0]
+    fan_in = int(np.prod(shape[1:]))
+    a = math.sqrt(3.0) * gain / math.sqrt(fan_in)
+    return -a, a
+
+
+WEIGHT_GAIN = 1.0
+BIAS_HALF_RANGE = 0.02
+
+# DCVC-RT: gains and ranges chosen so that random weights code like a codec (|y| symbols up to
+# about 5 with scales 1.3 .. 4, z symbols about +-10, reconstructions mostly inside [0, 1]) for
+# every P frame of the fixture: a plain 1/sqrt(fan_in) fill makes the residual stacks explode.
+DCVC_RT_PRIOR_HEADS = {
+    # module: slices of its bias (official channel layout) -> [lo, hi) of that slice
+    "y_prior_fusion.3": {"q": (0, 2, -2.0, 2.0), "scales": (2, 258, 1.5, 4.0)},  # intra, N = 256
+    "y_spatial_prior.3": {"scales": (0, 256, 1.5, 4.0)},  # intra
+    "y_prior_fusion.conv.3": {"q": (0, 128, 0.3, 1.5), "scales": (128, 256, 1.5, 4.0)},  # inter
+    "y_spatial_prior.conv.2": {"scales": (0, 128, 1.5, 4.0)},  # inter
+}
+DCVC_RT_PRIOR_HEAD_GAIN = 0.01
+DCVC_RT_RECON_PREFIXES = ("dec.dec_2.", "recon_generation_net.head.")
+DCVC_RT_RECON_GAIN = 0.1
+DCVC_RT_RECON_BIASES = ("dec.dec_2.ffn.2.bias", "recon_generation_net.head.bias")
+DCVC_RT_RESIDUAL_END_GAIN = 0.1  # *.dc.3.weight and *.ffn.2.weight: last conv of each residual branch
+
+
+def dcvc_rt_fill(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The fill of one DCVC-RT tensor (intra DMCI and inter DMC alike)."""
+    module = name.rsplit(".", 1)[0]
+    if "." not in name and name.startswith("q_"):
+        return fill_tensor(name, shape, 0.5, 1.5)  # per-level vectors (L, C, 1, 1): positive
+    if name.startswith("bit_estimator_z."):
+        return fill_tensor(name, shape, -1.0, 1.0)  # factorized z density: h, b, a
+    if len(shape) >= 2:
+        gain = WEIGHT_GAIN
+        if name.endswith(".dc.3.weight") or name.endswith(".ffn.2.weight"):
+            gain = DCVC_RT_RESIDUAL_END_GAIN
+        if name.startswith(DCVC_RT_RECON_PREFIXES):
+            gain = DCVC_RT_RECON_GAIN
+        if module in DCVC_RT_PRIOR_HEADS:
+            gain = DCVC_RT_PRIOR_HEAD_GAIN
+        return fill_tensor(name, shape, *_he_range(shape, gain))
+    if name in DCVC_RT_RECON_BIASES:
+        return fill_tensor(name, shape, 0.3, 0.7)
+    arr = fill_tensor(name, shape, -BIAS_HALF_RANGE, BIAS_HALF_RANGE)
+    if module in DCVC_RT_PRIOR_HEADS and name.endswith(".bias"):
+        for part, (a, b, lo, hi) in DCVC_RT_PRIOR_HEADS[module].items():
+            arr[a:b] = fill_tensor(f"{name}#{part}", (b - a,), lo, hi)
+    return arr
+
+
+# SSF: the encoders are conv + ReLU, the decoders stride-2 transposed convs + ReLU (fan_in by the
+# rule above counts the transposed weight's out * k * k), so both need gains above 1 to keep the
+# signal; the scale head gets a small gain and a positive bias so that scales stay in about 1 .. 4.
+SSF_ENCODER_GAIN = 2.0  # img/res/motion encoders and the hyper encoders
+SSF_HYPER_DECODER_GAIN = 3.0  # hyper_decoder_mean, hyper_decoder_scale (but its last layer)
+SSF_SCALE_HEAD_GAIN = 0.1  # *.hyper_decoder_scale.deconv3 (bias in [1, 4))
+SSF_DECODER_GAIN = 1.0  # img_decoder, res_decoder, motion_decoder (but its last layer)
+SSF_FLOW_HEAD_GAIN = 0.15  # motion_decoder.6: flow in grid units and the scale field stay small
+
+
+def ssf_fill(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """The fill of one CompressAI ScaleSpaceFlow parameter."""
+    leaf = name.rsplit(".", 1)[-1]
+    if ".entropy_bottleneck." in name:
+        if leaf == "quantiles":  # (C, 1, 3): median m in [-0.5, 0.5), lower m - 10, upper m + 10
+            m = fill_tensor(name, (shape[0],), -0.5, 0.5).astype(np.float64)
+            return np.stack([m - 10.0, m, m + 10.0], axis=-1).reshape(shape).astype(np.float32)
+        if leaf.startswith("_matrix"):
+            return fill_tensor(name, shape, -2.0, 0.0)  # softplus: 0.13 .. 0.69 per link
+        return fill_tensor(name, shape, -1.0, 1.0)  # _bias*, _factor*
+    scale_head = ".hyper_decoder_scale.deconv3." in name
+    if len(shape) >= 2:
+        if scale_head:
+            gain = SSF_SCALE_HEAD_GAIN
+        elif name.startswith("motion_decoder.6."):
+            gain = SSF_FLOW_HEAD_GAIN
+        elif "encoder" in name.rsplit(".", 2)[0]:
+            gain = SSF_ENCODER_GAIN
+        elif ".hyper_decoder_" in name:
+            gain = SSF_HYPER_DECODER_GAIN
+        else:
+            gain = SSF_DECODER_GAIN
+        return fill_tensor(name, shape, *_he_range(shape, gain))
+    if scale_head:
+        return fill_tensor(name, shape, 1.0, 4.0)
+    if name == "img_decoder.6.bias":
+        return fill_tensor(name, shape, 0.4, 0.6)
+    return fill_tensor(name, shape, -BIAS_HALF_RANGE, BIAS_HALF_RANGE)
+
+
+def dump_names_shapes(groups: dict) -> str:
+    """JSON with one tensor per line: {"group": {"name": [shape...], ...}, ...}."""
+    lines = ["{"]
+    for gi, (group, shapes) in enumerate(groups.items()):
+        lines.append(f"  {json.dumps(group)}: {{")
+        items = list(shapes.items())
+        for i, (name, shape) in enumerate(items):
+            lines.append(
+                f"    {json.dumps(name)}: {json.dumps(list(shape))}" + ("," if i + 1 < len(items) else "")
+            )
+        lines.append("  }" + ("," if gi + 1 < len(groups) else ""))
+    lines.append("}")
+    return "\n".join(lines) + "\n"
+
+
+def module_counts(net) -> dict:
+    counts: dict = {}
+    for name, p in net.named_parameters():
+        top = name.split(".", 1)[0]
+        counts[top] = counts.get(top, 0) + p.numel()
+    return counts
+
+
+def digest(arr: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(arr, dtype="<f4").tobytes()).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------------------------
+# Inputs (run in the project's Python: reads the clip with the project's reader)
+# --------------------------------------------------------------------------------------------
+
+CLIP = "cars_320x240_30f.y4m"
+N_FRAMES = 4  # I, P (+8), P (+0), P (+4): every hierarchical offset of the official schedule
+DCVC_SIZES = [(64, 96), (72, 104)]  # (H, W): a multiple of 16 and one that is not
+SSF_SIZES = [(128, 128), (72, 104)]  # a multiple of 128 and one that CompressAI pads
+SSF_FRAMES = 3
+
+
+def crop_planes(frames, h: int, w: int):
+    fh, fw = frames[0].y.shape
+    y0 = ((fh - h) // 2) & ~1
+    x0 = ((fw - w) // 2) & ~1
+    ys = np.stack([f.y[y0 : y0 + h, x0 : x0 + w] for f in frames]).astype(np.uint8)
+    us = np.stack([f.u[y0 // 2 : (y0 + h) // 2, x0 // 2 : (x0 + w) // 2] for f in frames]).astype(np.uint8)
+    vs = np.stack([f.v[y0 // 2 : (y0 + h) // 2, x0 // 2 : (x0 + w) // 2] for f in frames]).astype(np.uint8)
+    return ys, us, vs, (y0, x0)
+
+
+def write_inputs(clip: Path, out: Path, sizes, n_frames: int) -> dict:
+    from nvc_train.video.readers import open_video
+
+    reader = open_video(clip)
+    frames = [reader.read_frame(i) for i in range(n_frames)]
+    arrays, crops = {}, {}
+    for h, w in sizes:
+        ys, us, vs, origin = crop_planes(frames, h, w)
+        key = f"{h}x{w}"
+        arrays[f"y_{key}"], arrays[f"u_{key}"], arrays[f"v_{key}"] = ys, us, vs
+        crops[key] = {"top": origin[0], "left": origin[1], "height": h, "width": w}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # uncompressed npz: byte-for-byte deterministic
+    out.write_bytes(buf.getvalue())
+    return {"clip": clip.name, "frames": list(range(n_frames)), "crops": crops}
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers shared by the workers (run under the official code's interpreter)
+# --------------------------------------------------------------------------------------------
+
+
+def _torch_setup():
+    import torch
+
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    return torch
+
+
+def _save_pt(obj, path: Path):
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    path.write_bytes(buf.getvalue())
+
+
+def _fill_module(net, fill_fn):
+    """Fill every parameter (sorted by name) by the rule; returns (names->shape, names->digest)."""
+    import torch
+
+    params = dict(net.named_parameters())
+    shapes, digests = {}, {}
+    with torch.no_grad():
+        for name in sorted(params):
+            shape = tuple(params[name].shape)
+            arr = fill_fn(name, shape)
+            params[name].copy_(torch.from_numpy(arr))
+            digests[name] = digest(arr)
+    for name, t in net.state_dict().items():
+        shapes[name] = list(t.shape)
+    return shapes, digests
+
+
+def _gauss_bits(sym, scale):
+    """-log2 P(sym) for integer-valued sym under N(0, scale) integrated over [sym-.5, sym+.5].
+
+    float64; uses the lower tail (-|sym|) of the symmetric density to avoid cancellation."""
+    import torch
+
+    a = -sym.abs().double()
+    s = scale.double()
+    p = torch.special.ndtr((a + 0.5) / s) - torch.special.ndtr((a - 0.5) / s)
+    return -torch.log2(p)
+
+
+# --------------------------------------------------------------------------------------------
+# DCVC-RT worker
+# --------------------------------------------------------------------------------------------
+
+DCVC_QPS = [0, 31, 63]
+# 0.12: the official README's value (on these weights no scale is that small, so it must code
+# exactly as None); 2.0: large enough to skip about a fifth of the y elements of the fill
+DCVC_FORCE_ZERO = [0.12, 2.0]
+DCVC_FORCE_ZERO_QP = 31
+# official low-delay schedule: P frame k uses offset-table entry OFFSET_INDEX[k % 8]
+# (entries index the P model's qp_shift list); reproduced here as data.
+OFFSET_INDEX = [0, 1, 0, 2, 0, 2, 0, 2]
+RESET_INTERVAL = 32  # official default of test_video.py
+
+
+def _stub_cuda(torch):
+    """The official coding path calls torch.cuda events/streams/synchronize; on a machine
+    without CUDA make them no-ops (in this process only; the checkout is not modified)."""
+    if torch.cuda.is_available():
+        return False
+
+    class _Event:
+        def record(self, *a, **k):
+            pass
+
+        def wait(self, *a, **k):
+            pass
+
+    class _Stream:
+        def __init__(self, *a, **k):
+            pass
+
+    torch.cuda.Event = _Event
+    torch.cuda.Stream = _Stream
+    torch.cuda.stream = lambda *a, **k: contextlib.nullcontext()
+    torch.cuda.synchronize = lambda *a, **k: None
+    return True
+
+
+def _rt_root(path: Path) -> Path:
+    for cand in (path / "DCVC-family" / "DCVC-RT", path):
+        if (cand / "src" / "models" / "video_model.py").is_file():
+            return cand
+    raise SystemExit(f"no DCVC-RT source under {path} (expected DCVC-family/DCVC-RT/src)")
+
+
+class _NullCoder:
+    """Stands in for the C++ rANS coder when it is not built: the tensor path runs unchanged."""
+
+    def reset(self):
+        pass
+
+    def encode_z(self, *a):
+        pass
+
+    def encode_y(self, *a):
+        pass
+
+    def flush(self):
+        pass
+
+    def get_encoded_stream(self):
+        return b""
+
+    def set_use_two_entropy_coders(self, *a):
+        pass
+
+
+def worker_dcvc_rt(args):
+    torch = _torch_setup()
+    os.environ.setdefault("SUPPRESS_CUSTOM_KERNEL_WARNING", "1")
+    root = _rt_root(Path(args.dcvc))
+    sys.path.insert(0, str(root))
+    stubbed = _stub_cuda(torch)
+    from src.layers.cuda_inference import replicate_pad  # noqa: E402
+    from src.models.image_model import DMCI  # noqa: E402
+    from src.models.video_model import DMC  # noqa: E402
+    from src.utils import stream_helper  # noqa: E402
+
+    try:
+        import MLCodec_extensions_cpp  # noqa: F401
+
+        have_rans = not args.no_rans
+    except ImportError:
+        have_rans = False
+
+    out = Path(args.out)
+    inputs = np.load(args.inputs)
+
+    i_net, p_net = DMCI(), DMC()
+    names, digests, counts = {}, {}, {}
+    for key, net in (("intra", i_net), ("inter", p_net)):
+        names[key], digests[key] = _fill_module(net, dcvc_rt_fill)
+        counts[key] = sum(p.numel() for p in net.parameters())
+        counts[key + "_by_module"] = module_counts(net)
+        net.eval()
+    levels = {"intra": i_net.q_scale_enc.shape[0], "inter": p_net.q_encoder.shape[0]}
+
+    # ---- recorders around the official entropy-coding calls (symbols as they are coded) ----
+    records: list = []
+
+    def wrap(net):
+        be, ge = net.bit_estimator_z, net.gaussian_encoder
+        orig_z, orig_y = be.encode_z, ge.encode_y
+
+        def enc_z(x, qp):
+            records.append(("z", x.clone(), int(qp)))
+            return orig_z(x, qp)
+
+        def enc_y(x, scales):
+            records.append(("y", x.clone(), scales.clone()))
+            return orig_y(x, scales)
+
+        be.encode_z, ge.encode_y = enc_z, enc_y
+
+    wrap(i_net)
+    wrap(p_net)
+
+    def prepare(net, fz):
+        if have_rans:
+            net.update(fz)
+            net.set_use_two_entropy_coders(False)
+        else:
+            coder = _NullCoder()
+            net.entropy_coder = coder
+            net.gaussian_encoder.entropy_coder = coder
+            net.gaussian_encoder.force_zero_thres = fz
+            net.bit_estimator_z.entropy_coder = coder
+            net.bit_estimator_z.cdf_group_index = 0
+            net.gaussian_encoder.cdf_group_index = 0
+
+    ge = i_net.gaussian_encoder
+    scale_min, scale_max = ge.scale_min, ge.scale_max
+    scale_table = ge.scale_table.double()
+
+    def y_bits(sym, scales, fz):
+        s = scales.clamp(scale_min, scale_max)
+        idx = ((torch.log(s) - ge.log_scale_min) * ge.log_step_recip).to(torch.uint8).long()
+        coded = s > fz if fz is not None else torch.ones_like(s, dtype=torch.bool)
+        b_cont = _gauss_bits(sym, s)[coded].sum().item()
+        b_tab = _gauss_bits(sym, scale_table[idx])[coded].sum().item()
+        return b_cont, b_tab, int(coded.sum().item()), idx
+
+    def z_bits(net, z_int8, qp):
+        be = net.bit_estimator_z
+        zf = z_int8.double()
+        index = torch.tensor([qp], dtype=torch.int64)
+        be64 = {n: p.detach().double() for n, p in be.named_parameters()}
+        orig = {n: p.data for n, p in be.named_parameters()}
+        try:
+            for n, p in be.named_parameters():
+                p.data = be64[n]
+            p_ = be.get_cdf(zf + 0.5, index) - be.get_cdf(zf - 0.5, index)
+        finally:
+            for n, p in be.named_parameters():
+                p.data = orig[n]
+        return (-torch.log2(p_)).sum().item()
+
+    runs = [(*DCVC_SIZES[0], q, None) for q in DCVC_QPS]
+    runs += [(*DCVC_SIZES[0], DCVC_FORCE_ZERO_QP, fz) for fz in DCVC_FORCE_ZERO]
+    runs += [(*DCVC_SIZES[1], DCVC_QPS[-1], None)]  # the highest level, at a size not a multiple of 16
+
+    results = {}
+    enc_dec_maxdiff = 0.0
+    with torch.no_grad():
+        for h, w, q, fz in runs:
+            key = f"{h}x{w}"
+            ys = inputs[f"y_{key}"].astype(np.float32)
+            us = inputs[f"u_{key}"].astype(np.float32)
+            vs = inputs[f"v_{key}"].astype(np.float32)
+            prepare(i_net, fz)
+            prepare(p_net, fz)
+            pad_r, pad_b = DMCI.get_padding_size(h, w, 16)
+            frames, streams = [], []
+            sps_helper = stream_helper.SPSHelper()
+            header_buf = io.BytesIO()
+            p_net.set_curr_poc(0)
+            last_qp = 0
+            for t in range(ys.shape[0]):
+                # YUV 4:2:0 -> 4:4:4 by pixel repetition (what the official nearest-neighbour
+                # zoom gives for an exact 2x), [0, 1] float32
+                x = np.stack([ys[t], us[t].repeat(2, 0).repeat(2, 1), vs[t].repeat(2, 0).repeat(2, 1)])
+                x = torch.from_numpy(x)[None] / 255.0
+                x_pad = replicate_pad(x, pad_b, pad_r)
+                records.clear()
+                use_ada_i = 0
+                if t == 0:
+                    qp_t, offset = q, 0
+                    enc = i_net.compress(x_pad, qp_t)
+                    p_net.clear_dpb()
+                    p_net.add_ref_frame(None, enc["x_hat"])
+                    x_hat_enc = enc["x_hat"]
+                    net = i_net
+                else:
+                    fa_idx = OFFSET_INDEX[t % 8]
+                    if RESET_INTERVAL > 0 and t % RESET_INTERVAL == 1:
+                        use_ada_i = 1
+                        p_net.prepare_feature_adaptor_i(last_qp)
+                    qp_t = p_net.shift_qp(q, fa_idx)
+                    offset = qp_t - q
+                    enc = p_net.compress(x_pad, qp_t)
+                    last_qp = qp_t
+                    # the decoder's reconstruction from the encoder's decoded feature
+                    x_hat_enc = p_net.recon_generation_net(
+                        p_net.dpb[0].feature, p_net.q_recon[qp_t : qp_t + 1]
+                    )
+                    net = p_net
+                sps = {"sps_id": -1, "height": h, "width": w, "ec_part": 0, "use_ada_i": use_ada_i}
+                sps_id, sps_new = sps_helper.get_sps_id(sps)
+                sps["sps_id"] = sps_id
+                sps_bytes = stream_helper.write_sps(header_buf, sps) if sps_new else 0
+                frame_bytes = stream_helper.write_ip(header_buf, t == 0, sps_id, qp_t, enc["bit_stream"])
+                streams.append((enc["bit_stream"], dict(sps), qp_t, t == 0))
+
+                zrec = [r for r in records if r[0] == "z"]
+                yrec = [r for r in records if r[0] == "y"]
+                assert len(zrec) == 1 and len(yrec) == (4 if t == 0 else 2), (len(zrec), len(yrec))
+                bz = z_bits(net, zrec[0][1], zrec[0][2])
+                by = byt = 0.0
+                n_coded = 0
+                y_syms, y_scales = [], []
+                for _, sym, sc in yrec:
+                    b1, b2, nc, _ = y_bits(sym, sc, fz)
+                    by, byt, n_coded = by + b1, byt + b2, n_coded + nc
+                    y_syms.append(sym.to(torch.int8))
+                    y_scales.append(sc.float())
+                frames.append(
+                    {
+                        "type": "I" if t == 0 else "P",
+                        "qp": qp_t,
+                        "offset": offset,
+                        "x_hat": x_hat_enc[0, :, :h, :w].float().clone(),
+                        "bits_z": bz,
+                        "bits_y": by,
+                        "bits_y_table": byt,
+                        "bits": bz + by,
+                        "y_coded_symbols": n_coded,
+                        "z_hat": zrec[0][1].to(torch.int8).clone(),
+                        "y_steps": y_syms,
+                        "y_step_scales": y_scales,
+                        "stream_bytes": len(enc["bit_stream"]) if have_rans else -1,
+                        "stream_bytes_with_headers": (frame_bytes + sps_bytes) if have_rans else -1,
+                    }
+                )
+            if have_rans:  # decode with the official decoder: x_hat of every frame
+                p_net.set_curr_poc(0)
+                for t, (bs, sps, qp_t, is_i) in enumerate(streams):
+                    if is_i:
+                        dec = i_net.decompress(bs, sps, qp_t)
+                        p_net.clear_dpb()
+                        p_net.add_ref_frame(None, dec["x_hat"])
+                    else:
+                        if sps["use_ada_i"]:
+                            p_net.reset_ref_feature()
+                        dec = p_net.decompress(bs, sps, qp_t)
+                    x_dec = dec["x_hat"][0, :, :h, :w].float()
+                    diff = (x_dec - frames[t]["x_hat"]).abs().max().item()
+                    enc_dec_maxdiff = max(enc_dec_maxdiff, diff)
+                    frames[t]["x_hat"] = x_dec.clone()
+            name = f"{key}_q{q}" + ("" if fz is None else f"_fz{fz}")
+            results[name] = {"height": h, "width": w, "qp": q, "force_zero_thres": fz, "frames": frames}
+            print(
+                name,
+                " ".join(f"{f['type']}{f['qp']}:{f['bits']:.0f}b/{f['stream_bytes']}B" for f in frames),
+                file=sys.stderr,
+            )
+
+    _save_pt(results, out / "outputs.pt")
+    (out / "names_shapes.json").write_text(dump_names_shapes(names))
+    (out / "fill_digests.json").write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    import torch as _t
+
+    meta = {
+        "parameter_counts": counts,
+        "levels": levels,
+        "qp_shift": list(p_net.qp_shift),
+        "offset_index_by_frame_mod_8": OFFSET_INDEX,
+        "reset_interval": RESET_INTERVAL,
+        "runs": sorted(results),
+        "rans_extension_built": have_rans,
+        "cuda_stubbed": stubbed,
+        "decoder_vs_encoder_recon_max_abs_diff": enc_dec_maxdiff,
+        "torch": _t.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+    }
+    (out / "meta_worker.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# CompressAI ScaleSpaceFlow worker
+# --------------------------------------------------------------------------------------------
+
+
+def worker_ssf(args):
+    torch = _torch_setup()
+    import compressai
+    from compressai.utils.video.eval_model.__main__ import (
+        convert_rgb_to_yuv420,
+        convert_yuv420_to_rgb,
+        crop,
+        pad,
+    )
+    from compressai.zoo import ssf2020
+
+    out = Path(args.out)
+    inputs = np.load(args.inputs)
+
+    net = ssf2020(quality=1, metric="mse", pretrained=False)
+    names_before = {n: list(t.shape) for n, t in net.state_dict().items()}
+    other_q = {q: {n: list(t.shape) for n, t in ssf2020(quality=q).state_dict().items()} for q in (5, 9)}
+    same_across_q = all(v == names_before for v in other_q.values())
+    _, digests = _fill_module(net, ssf_fill)
+    count = sum(p.numel() for p in net.parameters())
+    net.eval()
+    net.update(force=True)
+    names_after = {n: list(t.shape) for n, t in net.state_dict().items()}
+
+    results = {}
+    with torch.no_grad():
+        for h, w in SSF_SIZES:
+            key = f"{h}x{w}"
+            ys, us, vs = inputs[f"y_{key}"], inputs[f"u_{key}"], inputs[f"v_{key}"]
+            rgb_in, rgb_pad, paddings = [], [], None
+            for t in range(ys.shape[0]):
+                x = convert_yuv420_to_rgb((ys[t], us[t], vs[t]), torch.device("cpu"), 255)
+                rgb_in.append(x[0].clone())
+                xp, paddings = pad(x)
+                rgb_pad.append(xp)
+            # (1) training-style forward of the whole clip (likelihoods), x_ref not clamped
+            fwd = net(rgb_pad)
+            # (2) the entropy-estimation evaluation (eval_model_entropy_estimation): per frame,
+            #     forward_keyframe / forward_inter, reference clamped to [0, 1]
+            # (3) real coding: encode_keyframe / encode_inter, then the official decoder
+            frames = []
+            x_ref_est = x_ref_enc = None
+            enc_strings, enc_shapes = [], []
+            for t, xp in enumerate(rgb_pad):
+                if t == 0:
+                    x_est, lk = net.forward_keyframe(xp)
+                    x_enc, info = net.encode_keyframe(xp)
+                else:
+                    x_est, lk = net.forward_inter(xp, x_ref_est)
+                    x_enc, info = net.encode_inter(xp, x_ref_enc)
+                x_ref_est, x_ref_enc = x_est.clamp(0, 1), x_enc.clamp(0, 1)
+                enc_strings.append(info["strings"])
+                enc_shapes.append(info["shape"])
+                bits = {}
+                for part, d in lk.items():
+                    for k in ("y", "z"):
+                        bits[f"{part}_{k}"] = (-torch.log2(d[k].double())).sum().item()
+                if t == 0:
+                    nbytes = {"keyframe": sum(len(s[0]) for s in info["strings"])}
+                else:
+                    nbytes = {p: sum(len(s[0]) for s in info["strings"][p]) for p in ("motion", "residual")}
+                fb = {}
+                for part, d in fwd["likelihoods"][t].items():
+                    for k in ("y", "z"):
+                        fb[f"{part}_{k}"] = (-torch.log2(d[k].double())).sum().item()
+                x_est_c = crop(x_ref_est, paddings)[0]
+                x_enc_c = crop(x_ref_enc, paddings)[0]
+                frames.append(
+                    {
+                        "type": "I" if t == 0 else "P",
+                        "bits_est": bits,
+                        "bits_est_total": sum(bits.values()),
+                        "bits_forward": fb,
+                        "bits_forward_total": sum(fb.values()),
+                        "string_bytes": nbytes,
+                        "string_bytes_total": sum(nbytes.values()),
+                        "_x_est": x_est_c.clone(),
+                        "_x_enc": x_enc_c.clone(),
+                        "_x_fwd": crop(fwd["x_hat"][t], paddings)[0].clamp(0, 1).clone(),
+                    }
+                )
+            # decode frame by frame with the official decode_keyframe / decode_inter, the
+            # reference clamped to [0, 1] as the encoder side of the evaluation had it
+            diffs = {"dec_vs_enc": 0.0, "dec_vs_est": 0.0, "dec_vs_forward": 0.0, "decompress_vs_dec": 0.0}
+            whole = net.decompress(enc_strings, enc_shapes)  # references NOT clamped (see README)
+            ref_dec = None
+            for t, f in enumerate(frames):
+                if t == 0:
+                    xd = net.decode_keyframe(enc_strings[0], enc_shapes[0])
+                else:
+                    xd = net.decode_inter(ref_dec, enc_strings[t], enc_shapes[t])
+                ref_dec = xd.clamp(0, 1)
+                xd = crop(ref_dec, paddings)[0]
+                xw = crop(whole[t].clamp(0, 1), paddings)[0]
+                for k, other in (
+                    ("dec_vs_enc", f.pop("_x_enc")),
+                    ("dec_vs_est", f.pop("_x_est")),
+                    ("dec_vs_forward", f.pop("_x_fwd")),
+                    ("decompress_vs_dec", xw),
+                ):
+                    diffs[k] = max(diffs[k], (xd - other).abs().max().item())
+                f["x_hat"] = xd.clone()
+                yy, uu, vv = convert_rgb_to_yuv420(xd[None])
+                f["yuv420_float"] = [yy[0, 0].clone(), uu[0, 0].clone(), vv[0, 0].clone()]
+            results[key] = {
+                "height": h,
+                "width": w,
+                "padding_lrtb": list(paddings),
+                "rgb_input": torch.stack(rgb_in),
+                "frames": frames,
+                "max_abs_diff": diffs,
+            }
+            print(
+                key,
+                " ".join(
+                    f"{f['type']}:{f['bits_est_total']:.0f}b/{f['string_bytes_total']}B" for f in frames
+                ),
+                " ".join(f"{k} {v:.2e}" for k, v in diffs.items()),
+                file=sys.stderr,
+            )
+
+    _save_pt(results, out / "outputs.pt")
+    (out / "names_shapes.json").write_text(
+        dump_names_shapes({"init": names_before, "after_update": names_after})
+    )
+    (out / "fill_digests.json").write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    meta = {
+        "parameter_count": count,
+        "parameter_count_by_module": module_counts(net),
+        "shapes_same_for_qualities_1_5_9": same_across_q,
+        "compressai": compressai.__version__,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+    }
+    (out / "meta_worker.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
+# Driver
+# --------------------------------------------------------------------------------------------
+
+
+def _git_head(path: Path) -> str | None:
+    for cmd in (["git", "-C", str(path), "rev-parse", "HEAD"],):
+        try:
+            return subprocess.run(cmd, check=True, capture_output=True, text=True).stdout.strip()
+        except (OSError, subprocess.CalledProcessError):
+            pass
+    return None
+
+
+RULES_TEXT = {
+    "uniform01": "u_i = (splitmix64(crc32(utf8(name)) * 2**32 + i) >> 11) * 2**-53, "
+    "i = 0..numel-1 (C order); "
+    "splitmix64(x): z = x + 0x9E3779B97F4A7C15; z = (z ^ z>>30) * 0xBF58476D1CE4E5B9; "
+    "z = (z ^ z>>27) * 0x94D049BB133111EB; z ^ z>>31 (all mod 2**64)",
+    "fill(name, shape, lo, hi)": "float32(lo + (hi - lo) * u_i), computed in float64, reshaped to shape",
+    "weight (>= 2-d) with gain g": "fill(name, shape, -a, a), a = sqrt(3) * g / sqrt(fan_in), "
+    "fan_in = numel / shape[0]",
+    "bias (1-d) unless listed": f"fill(name, shape, -{BIAS_HALF_RANGE}, {BIAS_HALF_RANGE})",
+    "order": "every parameter independently, by name; buffers are not filled",
+}
+
+DCVC_RT_RULES = {
+    "q_* (top-level per-level vectors, (L, C, 1, 1))": "fill(name, shape, 0.5, 1.5)",
+    "bit_estimator_z.* (h, b, a)": "fill(name, shape, -1, 1)",
+    "weights: gain": f"{WEIGHT_GAIN}, except: names ending .dc.3.weight or .ffn.2.weight (last conv of "
+    f"each residual branch) {DCVC_RT_RESIDUAL_END_GAIN}; "
+    f"names starting {' or '.join(DCVC_RT_RECON_PREFIXES)} "
+    f"{DCVC_RT_RECON_GAIN}; the prior heads {sorted(DCVC_RT_PRIOR_HEADS)} {DCVC_RT_PRIOR_HEAD_GAIN} "
+    "(later rules win)",
+    "reconstruction biases " + ", ".join(DCVC_RT_RECON_BIASES): "fill(name, shape, 0.3, 0.7)",
+    "prior-head biases": "the bias rule, then these channel slices [a, b) overwritten with "
+    "fill(name + '#' + part, (b - a,), lo, hi): "
+    + "; ".join(
+        f"{m}.bias {part} [{a}, {b}) -> [{lo}, {hi})"
+        for m, parts in DCVC_RT_PRIOR_HEADS.items()
+        for part, (a, b, lo, hi) in parts.items()
+    ),
+}
+
+SSF_RULES = {
+    "entropy_bottleneck.quantiles (C, 1, 3)": "m = fill(name, (C,), -0.5, 0.5); [m - 10, m, m + 10]",
+    "entropy_bottleneck._matrix*": "fill(name, shape, -2, 0)",
+    "entropy_bottleneck._bias*, _factor*": "fill(name, shape, -1, 1)",
+    "weights: gain (first match)": f"*.hyper_decoder_scale.deconv3 {SSF_SCALE_HEAD_GAIN}; "
+    f"motion_decoder.6 {SSF_FLOW_HEAD_GAIN}; "
+    f"modules whose path (less the last two name parts) contains 'encoder' {SSF_ENCODER_GAIN}; "
+    f"*.hyper_decoder_* {SSF_HYPER_DECODER_GAIN}; all else (img/res/motion decoders) {SSF_DECODER_GAIN}",
+    "biases": "*.hyper_decoder_scale.deconv3.bias fill(name, shape, 1, 4); img_decoder.6.bias "
+    "fill(name, shape, 0.4, 0.6)",
+    "buffers": "left as constructed; net.update(force=True) then builds the CDF tables "
+    "(default scale table: 64 levels 0.11 .. 256)",
+}
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("mode", nargs="?", default="make", choices=["make", "_worker-dcvc-rt", "_worker-ssf"])
+    ap.add_argument("--dcvc", help="checkout of github microsoft/DCVC (or its DCVC-family/DCVC-RT folder)")
+    ap.add_argument("--dcvc-python", help="interpreter with torch (+ optionally MLCodec_extensions_cpp)")
+    ap.add_argument("--compressai-python", help="interpreter with compressai==1.2.8")
+    ap.add_argument("--dcvc-commit", help="commit of the checkout when it is not a git work tree")
+    ap.add_argument("--clip", default=None, help=f"source clip (default shared/data/clips/{CLIP})")
+    ap.add_argument("--out", default="tests/fixtures/official")
+    ap.add_argument("--inputs", help=argparse.SUPPRESS)
+    ap.add_argument("--no-rans", action="store_true", help="DCVC-RT: skip the C++ rANS coder even if built")
+    args = ap.parse_args(argv)
+
+    if args.mode == "_worker-dcvc-rt":
+        return worker_dcvc_rt(args)
+    if args.mode == "_worker-ssf":
+        return worker_ssf(args)
+
+    repo = Path(__file__).resolve().parents[1]
+    clip = Path(args.clip) if args.clip else repo.parent / "shared" / "data" / "clips" / CLIP
+    if not clip.is_file():
+        clip = Path("/work/shared/data/clips") / CLIP
+    out = Path(args.out)
+    me = str(Path(__file__).resolve())
+    env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
+    if not args.dcvc and not args.compressai_python:
+        ap.error("nothing to do: give --dcvc (and --dcvc-python) and/or --compressai-python")
+
+    if args.dcvc:
+        d = out / "dcvc_rt"
+        d.mkdir(parents=True, exist_ok=True)
+        src = write_inputs(clip, d / "inputs.npz", DCVC_SIZES, N_FRAMES)
+        py = args.dcvc_python or sys.executable
+        subprocess.run(
+            [
+                py,
+                me,
+                "_worker-dcvc-rt",
+                "--dcvc",
+                args.dcvc,
+                "--inputs",
+                str(d / "inputs.npz"),
+                "--out",
+                str(d),
+            ]
+            + (["--no-rans"] if args.no_rans else []),
+            check=True,
+            env=env,
+        )
+        worker_meta = json.loads((d / "meta_worker.json").read_text())
+        (d / "meta_worker.json").unlink()
+        meta = {
+            "official": {
+                "repository": "github microsoft/DCVC",
+                "folder": "DCVC-family/DCVC-RT",
+                "commit": args.dcvc_commit or _git_head(Path(args.dcvc)),
+                "classes": {
+                    "intra": "src.models.image_model.DMCI()",
+                    "inter": "src.models.video_model.DMC()",
+                },
+                "checkpoints": {"intra": "cvpr2025_image.pth.tar", "inter": "cvpr2025_video.pth.tar"},
+            },
+            "input": src
+            | {
+                "format": "uint8 YUV 4:2:0 planes y_HxW (T,H,W), u_HxW and v_HxW (T,H/2,W/2) in inputs.npz",
+                "model_input": "x = cat(y, u repeated 2x2, v repeated 2x2) / 255 as float32 (1,3,H,W), "
+                "replicate-padded on the right/bottom to a multiple of 16",
+            },
+            "fill_rule": RULES_TEXT | DCVC_RT_RULES,
+            "settings": {
+                "dtype": "float32 on the CPU (the official test_video.py runs .half() on CUDA)",
+                "qp": DCVC_QPS,
+                "qp_p_equals_qp_i": True,
+                "force_zero_thres": {
+                    "default": None,
+                    "also_at_qp": DCVC_FORCE_ZERO_QP,
+                    "values": DCVC_FORCE_ZERO,
+                },
+                "frames": "I then P; P frame t codes at qp + qp_shift[offset_index[t % 8]]",
+                "use_two_entropy_coders": False,
+            },
+        } | worker_meta
+        (d / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+    if args.compressai_python:
+        d = out / "ssf"
+        d.mkdir(parents=True, exist_ok=True)
+        src = write_inputs(clip, d / "inputs.npz", SSF_SIZES, SSF_FRAMES)
+        subprocess.run(
+            [args.compressai_python, me, "_worker-ssf", "--inputs", str(d / "inputs.npz"), "--out", str(d)],
+            check=True,
+            env=env,
+        )
+        worker_meta = json.loads((d / "meta_worker.json").read_text())
+        (d / "meta_worker.json").unlink()
+        meta = {
+            "official": {
+                "package": "compressai==1.2.8 (PyPI)",
+                "model": "compressai.zoo.ssf2020(quality=1, metric='mse', pretrained=False) "
+                "= ScaleSpaceFlow()",
+            },
+            "input": src
+            | {
+                "format": "uint8 YUV 4:2:0 planes as for dcvc_rt; rgb_input in outputs.pt is the exact RGB "
+                "tensor CompressAI's video evaluation makes of them (bicubic 4:2:0->4:4:4, "
+                "BT.709 YCbCr->RGB), "
+                "zero-padded (centred) to a multiple of 128 before coding",
+            },
+            "fill_rule": RULES_TEXT | SSF_RULES,
+        } | worker_meta
+        (d / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
