@@ -19,9 +19,11 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from nvc_train.video.frame import VideoInfo
-from nvc_train.video.pad import pad_frame
-from nvc_train.video.readers import open_video
+from nvc_train.video.planes import load_planes
+
+# load_planes lives in nvc_train.video.planes (generic frame loading); served here too for the
+# callers that load a clip to build this data module from.
+__all__ = ["SequenceDataModule", "load_planes"]
 
 
 class _Frames(Dataset):
@@ -33,26 +35,6 @@ class _Frames(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Tensor]:
         return {"index": torch.tensor(index), "y": self.y[index], "uv": self.uv[index]}
-
-
-def load_planes(
-    path: str | Path,
-    info: VideoInfo | None = None,
-    start: int = 0,
-    count: int | None = None,
-    multiple: int = 1,
-) -> tuple[Tensor, Tensor, VideoInfo]:
-    """All coded frames of a file as ``(y (T,1,H,W), uv (T,2,H/2,W/2))``, replicate-padded to ``multiple``."""
-    reader = open_video(path, info)
-    ys, uvs = [], []
-    for frame in reader.read(start, count):
-        padded, _ = pad_frame(frame, multiple)
-        y, u, v = padded.to_tensors()
-        ys.append(y[0])
-        uvs.append(torch.cat([u, v], dim=1)[0])
-    if not ys:
-        raise ValueError(f"{path}: no frames to read from frame {start}")
-    return torch.stack(ys), torch.stack(uvs), reader.info
 
 
 class SequenceDataModule(pl.LightningDataModule):

@@ -132,7 +132,7 @@ def test_stages_switch_quantizers_and_keep_the_best_state() -> None:
         eval_every=3,
     )
     stages = OverfitStages(schedule, y, uv)
-    module = OverfitModule(net, lmbda=500.0)
+    module = OverfitModule(net, lmbda=500.0, lr=1e-2, parameter_lr_ratio=0.1)
     trainer = pl.Trainer(
         accelerator="cpu", max_steps=schedule.total_steps, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=[stages, Spy()],
@@ -223,3 +223,79 @@ def test_a_changed_schedule_or_architecture_makes_stored_points_stale() -> None:
     assert AdaptiveCodec(model, {**overfit, "steps_scale": 0.5}).description() != base
     assert AdaptiveCodec({**model, "arm_hidden": 8}, overfit).description() != base
     assert AdaptiveCodec(model, dict(overfit)).description() == base
+
+
+# ---- the fit's Trainer and data module from config -------------------------------------------------
+
+
+def test_evaluate_config_reaches_the_fit_trainer(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``python evaluate.py model=c3_tiny ctc=folder ctc.path=DIR codec.trainer.accelerator=cpu
+    codec.trainer.precision=64-true``: the per-sequence fit's Trainer gets both, and the file it
+    leaves still decodes to the encoder's reconstruction (coding runs in float32 on the CPU)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
+    from lightning.pytorch.accelerators import CPUAccelerator
+
+    import nvc_train.training.overfit as overfit_module
+    from nvc_train.cli import apply_checkpoint_defaults, register_resolvers
+    from nvc_train.codecs.adaptive import decode_file
+    from nvc_train.ctc import load_sequences
+
+    clips = tmp_path / "clips"
+    make_tiny_clip(clips, frames=2)
+    argv = apply_checkpoint_defaults([
+        "evaluate.py", "model=c3_tiny", "ctc=folder", f"ctc.path={clips}", "codec.trainer.accelerator=cpu",
+        "codec.trainer.precision=64-true", "overfit.steps_scale=0.01", "codec.encoder_reconstruction=true",
+    ])  # fmt: skip
+    register_resolvers()
+    with initialize_config_dir(config_dir=str(REPO_ROOT / "configs"), version_base="1.3"):
+        cfg = compose("evaluate", overrides=[*argv[1:], f"run_dir={tmp_path / 'run'}"])
+    assert cfg.codec.trainer.precision == "64-true"
+    codec = instantiate(cfg.codec)
+    built = []
+    real = overfit_module.build_fit_trainer
+
+    def spy(*args, **kwargs):
+        built.append(real(*args, **kwargs))
+        return built[-1]
+
+    monkeypatch.setattr(overfit_module, "build_fit_trainer", spy)
+    sequence = load_sequences(cfg.ctc, max_frames=2)[0]
+    bitstream = tmp_path / "s.nvc"
+    codec.encode(sequence, 3, instantiate(cfg.structure), bitstream)
+    (trainer,) = built
+    assert isinstance(trainer.accelerator, CPUAccelerator) and trainer.precision == "64-true"
+    assert trainer.max_steps == codec.last_fit["steps"] and trainer.logger is None
+    decode_file(bitstream, tmp_path / "decoded.yuv")
+    assert (tmp_path / "decoded.yuv").read_bytes() == Path(f"{bitstream}.enc.yuv").read_bytes()
+    # Another precision fits other numbers: the stored point of a default fit is not this one.
+    assert codec.description() != instantiate(cfg.codec, trainer=None).description()
+
+
+def test_fit_defaults_in_code_are_the_config_values() -> None:
+    """An AdaptiveCodec built in code (no codec.trainer / codec.data) fits as configs/codec/adaptive.yaml
+    says: the code defaults are the config file's values, not a second opinion."""
+    from nvc_train.training.presets import FIT_TRAINER_DEFAULTS, SEQUENCE_DATA_TARGET, FitSettings
+
+    config = yaml.safe_load((REPO_ROOT / "configs/codec/adaptive.yaml").read_text())
+    assert config["trainer"] == dict(FIT_TRAINER_DEFAULTS)
+    assert config["data"] == {"_target_": SEQUENCE_DATA_TARGET}
+    assert FitSettings.from_config(config["trainer"], config["data"]) == FitSettings()
+    assert FitSettings.from_config({"precision": "bf16-mixed"}).trainer["accelerator"] == "cpu"
+
+
+def test_a_preset_or_fit_setting_that_cannot_drive_a_fit_is_refused() -> None:
+    """Required numbers come from the preset (no code fallback that could disagree with it)."""
+    from nvc_train.codecs.adaptive import AdaptiveCodec
+    from nvc_train.codecs.base import CodecError
+
+    model = yaml.safe_load((REPO_ROOT / "configs/model/c3_tiny.yaml").read_text())
+    overfit = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    assert AdaptiveCodec(model, overfit).preset.parameter_lr_ratio == overfit["parameter_lr_ratio"] == 20
+    for key in ("parameter_lr_ratio", "frames_per_step", "eval_every", "keep_best"):
+        with pytest.raises(CodecError, match=f"lacks {key}"):
+            AdaptiveCodec(model, {k: v for k, v in overfit.items() if k != key})
+    with pytest.raises(CodecError, match="sets max_steps"):
+        AdaptiveCodec(model, overfit, trainer={"max_steps": 5})
+    with pytest.raises(CodecError, match="keep_best must be true or false"):
+        AdaptiveCodec(model, {**overfit, "keep_best": "yes"})

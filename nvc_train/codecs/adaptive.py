@@ -1,10 +1,11 @@
 """The adapter that puts a scene-adaptive codec behind the codec contract: encoding IS fitting.
 
 ``encode`` reads the sequence, builds the network for its (padded) size and coding structure from
-the model config, fits it to the sequence at the rate point's lambda (a Lightning ``fit`` of
-:class:`~nvc_train.training.overfit.OverfitModule` over :class:`datamodules.sequence.
-SequenceDataModule`, driven by :class:`~nvc_train.callbacks.overfit_stages.OverfitStages`), and
-writes the container. ``decode`` needs the file and nothing else: the architecture is in it.
+the model config, has it fitted to the sequence at the rate point's lambda by the framework's
+overfitting loop (:func:`nvc_train.training.overfit.fit_sequence`: one Lightning ``fit`` whose
+Trainer and data module come from ``codec.trainer`` / ``codec.data``), and writes the container.
+This module owns only files and structure; it loads no Lightning until a fit starts, so decoding
+never does. ``decode`` needs the file and nothing else: the architecture is in it.
 
 Units of the file (nvc_train.bitstream container, one header, CRC per unit)::
 
@@ -45,6 +46,7 @@ from nvc_train.bitstream import (
 from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
 from nvc_train.ctc import CTCSequence
 from nvc_train.structure import CodingStructure
+from nvc_train.training.presets import FitSettings, OverfitConfigError, OverfitPreset
 from nvc_train.video.frame import YUVFrame
 from nvc_train.video.pad import crop_frame
 from nvc_train.video.readers import YUVWriter
@@ -103,8 +105,10 @@ class AdaptiveCodec(Codec):
 
     Args:
         model: the model config (``_target_`` + architecture numbers, no sequence geometry).
-        overfit: the schedule preset: ``name``, ``lambdas``, ``phases``, ``frames_per_step``,
-            ``eval_every``, ``keep_best``, ``lr``, ``parameter_lr_ratio``.
+        overfit: the schedule preset (``configs/overfit``): ``lambdas``, ``phases``,
+            ``frames_per_step``, ``eval_every``, ``keep_best``, ``parameter_lr_ratio`` (all
+            required), ``name`` and ``steps_scale`` (optional); see
+            :class:`~nvc_train.training.presets.OverfitPreset`.
         name: codec name (tables, folders, header codec id); null: the preset's name.
         rate_points: indices into ``lambdas`` to code (null: all).
         threads: torch threads while fitting (decoding always uses one).
@@ -113,6 +117,10 @@ class AdaptiveCodec(Codec):
             initialisation: weights fitted offline, e.g. by ``save_network`` on other sequences).
         save_network: also save the fitted float network weights as ``<bitstream>.net.pt``.
         encoder_reconstruction: also write ``<bitstream>.enc.yuv``, the encoder's decoded frames.
+        trainer: the fit's Trainer settings (``codec.trainer``: accelerator, devices, precision);
+            null or unset keys: one CPU process in float32.
+        data: the fit's data module (``codec.data``: ``_target_`` and options); null:
+            ``datamodules.sequence.SequenceDataModule``.
     """
 
     family = "scene-adaptive"
@@ -129,6 +137,8 @@ class AdaptiveCodec(Codec):
         init_weights: str | None = None,
         save_network: bool = False,
         encoder_reconstruction: bool = False,
+        trainer: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
     ) -> None:
         model, overfit = _plain(model), _plain(overfit)
         if not model or "_target_" not in model:
@@ -137,12 +147,17 @@ class AdaptiveCodec(Codec):
             raise CodecError(
                 "an adaptive codec needs an overfit schedule with phases and lambdas (overfit=...)"
             )
+        try:
+            self.preset = OverfitPreset.from_config(overfit)
+            self.fit_settings = FitSettings.from_config(trainer, data)
+        except OverfitConfigError as error:
+            raise CodecError(str(error)) from None
         self.model = dict(model)
         self.target = str(self.model.pop("_target_"))
         self.net_class = network_class(self.target)
         self.overfit = dict(overfit)
-        self.lambdas = [float(v) for v in self.overfit["lambdas"]]
-        self.name = str(name or self.overfit.get("name") or self.target.rsplit(".", 1)[-1].lower())
+        self.lambdas = list(self.preset.lambdas)
+        self.name = str(name or self.preset.name or self.target.rsplit(".", 1)[-1].lower())
         self.rate_points = list(rate_points) if rate_points is not None else list(range(len(self.lambdas)))
         for rp in self.rate_points:
             self._lambda(rp)
@@ -154,12 +169,19 @@ class AdaptiveCodec(Codec):
         self.last_fit: dict[str, Any] = {}
 
     def description(self) -> str:
-        """Names the network, the schedule and a hash of both configs: a stored point made with
-        other architecture numbers, lambdas or steps is stale and gets re-measured on resume."""
+        """Names the network, the schedule and a hash of the configs: a stored point made with other
+        architecture numbers, lambdas, steps or fit settings is stale and gets re-measured on resume.
+
+        Fit settings enter the hash only where they differ from the defaults (another precision or
+        accelerator fits other numbers), so points measured before they existed stay current.
+        """
         import hashlib
 
         phases = "+".join(f"{p['name']}{p['steps']}" for p in self.overfit["phases"])
-        configs = json.dumps([self.target, self.model, self.overfit, self.init_weights], sort_keys=True)
+        hashed = [self.target, self.model, self.overfit, self.init_weights]
+        if self.fit_settings.non_default():
+            hashed.append(self.fit_settings.non_default())
+        configs = json.dumps(hashed, sort_keys=True, default=str)
         digest = hashlib.sha256(configs.encode()).hexdigest()[:8]
         return f"{self.name} ({self.target.rsplit('.', 1)[-1]}, overfit {phases}, config {digest})"
 
@@ -199,11 +221,8 @@ class AdaptiveCodec(Codec):
     def encode(
         self, sequence: CTCSequence, rate_point: RatePoint, structure: CodingStructure, bitstream: Path
     ) -> EncodeResult:
-        import lightning.pytorch as pl
-
-        from datamodules.sequence import SequenceDataModule, load_planes
-        from nvc_train.callbacks.overfit_stages import OverfitStages, Schedule
-        from nvc_train.training.overfit import OverfitModule
+        from nvc_train.training.overfit import fit_sequence
+        from nvc_train.video.planes import load_planes
 
         lmbda = self._lambda(rate_point)
         info = sequence.info
@@ -220,27 +239,8 @@ class AdaptiveCodec(Codec):
             net = self.net_class(**architecture)
             self._initialise(net)
             net.init_from_frames(y, uv)
-            schedule = Schedule.from_config(
-                self.overfit["phases"],
-                self.overfit.get("eval_every", 100),
-                self.overfit.get("keep_best", True),
-                float(self.overfit.get("steps_scale", 1.0)),
-            )
-            module = OverfitModule(
-                net, lmbda, lr=schedule.phases[0].lr,
-                parameter_lr_ratio=float(self.overfit.get("parameter_lr_ratio", 0.1)),
-            )  # fmt: skip
-            data = SequenceDataModule(y, uv, int(self.overfit.get("frames_per_step", 4)), seed=self.seed)
-            stages = OverfitStages(schedule, y, uv)
-            trainer = pl.Trainer(
-                accelerator="cpu", devices=1, max_steps=schedule.total_steps, logger=False,
-                enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                callbacks=[stages], num_sanity_val_steps=0,
-            )  # fmt: skip
-            fit_started = time.perf_counter()
-            trainer.fit(module, datamodule=data)
-            fit_s = time.perf_counter() - fit_started
-            estimate = module.sequence_terms(y, uv)
+            fit = fit_sequence(net, y, uv, lmbda, self.preset, self.fit_settings, seed=self.seed)
+            estimate = fit.module.sequence_terms(y, uv)
             estimated_bits = float(estimate.bpp) * y.shape[0] * y.shape[-2] * y.shape[-1]
             if self.save_network:
                 weights = {k: v.detach().clone() for k, v in net.network_parameters().items()}
@@ -253,9 +253,10 @@ class AdaptiveCodec(Codec):
         finally:
             torch.set_num_threads(threads_before)
         seconds = time.perf_counter() - started
-        self.last_fit = {"fit_s": fit_s, "steps": schedule.total_steps, "lambda": lmbda, **stages.summary()}
-        log.info("%s %s rp%s: fit %.1f s, %d steps", self.name, sequence.name, rate_point, fit_s,
-                 schedule.total_steps)  # fmt: skip
+        steps = fit.schedule.total_steps
+        self.last_fit = {"fit_s": fit.fit_s, "steps": steps, "lambda": lmbda, **fit.stages.summary()}
+        log.info("%s %s rp%s: fit %.1f s, %d steps", self.name, sequence.name, rate_point, fit.fit_s,
+                 steps)  # fmt: skip
         return EncodeResult(Path(bitstream), seconds, estimated_bits=estimated_bits, extra=self.last_fit)
 
     def _initialise(self, net: torch.nn.Module) -> None:

@@ -1,8 +1,16 @@
-"""``OverfitModule``: fit one scene-adaptive network to one sequence with ``R + lambda * D``.
+"""The per-sequence fit: one scene-adaptive network fitted to one sequence with ``R + lambda * D``.
+
+:func:`fit_sequence` is the overfitting loop every scene-adaptive codec goes through (the codec
+adapter, :mod:`nvc_train.codecs.adaptive`, calls it and owns only files and structure)::
+
+    preset (configs/overfit) --Schedule--> OverfitStages ----------------+
+    y, uv (padded planes) --codec.data._target_--> data module ----------+--> Trainer(codec.trainer).fit
+    net, lambda, preset.parameter_lr_ratio --> OverfitModule -------------+
 
 Generic over :class:`models.adaptive.SceneAdaptiveNet` (duck-typed: the framework never imports
-``models``): a latent-grid codec and an INR train with the same module, the same data module
-(:class:`datamodules.sequence.SequenceDataModule`) and the same stage callbacks
+``models``, nor ``datamodules`` by name: the data module is a config ``_target_``, by default
+:class:`datamodules.sequence.SequenceDataModule`): a latent-grid codec and an INR train with the
+same module, the same data module and the same stage callbacks
 (:class:`nvc_train.callbacks.overfit_stages.OverfitStages`), which switch quantization proxies and
 learning rates along one schedule config.
 
@@ -15,14 +23,19 @@ bits (the weights are sent once for the whole sequence), per luma pixel; D is th
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+import lightning.pytorch as pl
 import torch
 from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
+from nvc_train.callbacks.overfit_stages import OverfitStages, Schedule
 from nvc_train.training.losses import combine_planes, plane_mses, psnr_from_mse
+from nvc_train.training.presets import FitSettings, OverfitConfigError, OverfitPreset
 
 log = logging.getLogger(__name__)
 
@@ -58,11 +71,12 @@ class OverfitModule(LightningModule):
         lmbda: the rate point's lambda for D on [0, 1] pixels (the training losses' convention).
         lr: the starting learning rate (the stage callback overrides it per phase).
         parameter_lr_ratio: learning rate of the weights' quantization steps relative to ``lr``.
+            Required, like ``lr``: the preset's number (``configs/overfit``), never a code default.
         weight_decay: Adam's weight decay of the network (0: none).
     """
 
     def __init__(
-        self, net: nn.Module, lmbda: float, lr: float = 1e-2, parameter_lr_ratio: float = 0.1,
+        self, net: nn.Module, lmbda: float, *, lr: float, parameter_lr_ratio: float,
         weight_decay: float = 0.0,
     ) -> None:  # fmt: skip
         super().__init__()
@@ -89,13 +103,13 @@ class OverfitModule(LightningModule):
     def sequence_terms(self, y: Tensor, uv: Tensor, chunk: int = 8) -> RDTerms:
         """RD terms of the WHOLE sequence with hard-rounded latents (what the decoder will see).
 
-        Frames go through in chunks (memory); the weights' bits are counted once.
+        Frames go through in chunks (memory); the weights' bits are counted once. The planes are
+        moved to the network's device (a fit on a GPU keeps the sequence on the CPU).
         """
         net = self.net
+        y, uv = y.to(self.device), uv.to(self.device)
         saved = net.quantizer
         param_mode = net.parameter_mode
-        from dataclasses import replace
-
         net.quantizer = replace(saved, mode="hard")
         if param_mode is not None:
             net.quantize_parameters("dequantize")
@@ -127,3 +141,83 @@ class OverfitModule(LightningModule):
         if steps:
             groups.append({"params": steps, "lr": self.lr * self.parameter_lr_ratio, "weight_decay": 0.0})
         return torch.optim.Adam(groups)
+
+
+# ---- the fit ----------------------------------------------------------------------------------------
+
+
+@dataclass
+class SequenceFit:
+    """What :func:`fit_sequence` leaves: the fitted module (on the CPU), the Trainer that ran the fit,
+    the stage callback (keep-best history), the schedule and the fit's wall-clock seconds."""
+
+    module: OverfitModule
+    trainer: pl.Trainer
+    stages: OverfitStages
+    schedule: Schedule
+    fit_s: float
+
+
+def build_fit_trainer(settings: FitSettings, max_steps: int, callbacks: Sequence[pl.Callback]) -> pl.Trainer:
+    """The Trainer of one per-sequence fit: ``settings.trainer`` (accelerator, devices, precision, ...)
+    plus what the fit owns: the step count of the schedule, its callbacks, no logger, no checkpoint,
+    no progress bar (a run codes many sequences and rate points; each fit would print its own)."""
+    return pl.Trainer(
+        **dict(settings.trainer), max_steps=int(max_steps), callbacks=list(callbacks), logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )  # fmt: skip
+
+
+def build_sequence_data(
+    settings: FitSettings, y: Tensor, uv: Tensor, frames_per_step: int, seed: int
+) -> pl.LightningDataModule:
+    """The data module ``settings.data`` names (``_target_``), serving ``y`` and ``uv``.
+
+    Bound by its config ``_target_`` (:func:`hydra.utils.get_class`), never imported here by name;
+    the class takes ``(y, uv, frames_per_step=, seed=)`` and any extra keys of ``codec.data``.
+    """
+    from hydra.utils import get_class
+
+    options = dict(settings.data)
+    target = str(options.pop("_target_"))
+    try:
+        cls = get_class(target)
+    except Exception as error:  # noqa: BLE001 - Hydra wraps import failures in several types
+        raise OverfitConfigError(f"codec.data._target_ {target!r} cannot be imported: {error}") from None
+    return cls(y, uv, frames_per_step=int(frames_per_step), seed=int(seed), **options)
+
+
+def fit_sequence(
+    net: nn.Module,
+    y: Tensor,
+    uv: Tensor,
+    lmbda: float,
+    overfit: OverfitPreset | Mapping[str, Any],
+    settings: FitSettings | None = None,
+    seed: int = 0,
+) -> SequenceFit:
+    """Fit ``net`` to the sequence ``y`` (T,1,H,W), ``uv`` (T,2,H/2,W/2) at ``lmbda``; one Lightning fit.
+
+    ``overfit`` is the preset (``configs/overfit/<model>.yaml``; every number required, see
+    :class:`~nvc_train.training.presets.OverfitPreset`), ``settings`` the Trainer and data module
+    (``codec.trainer`` / ``codec.data``; None: one CPU process in float32 over
+    ``datamodules.sequence.SequenceDataModule``). ``seed`` fixes the order in which frames are
+    visited. The network is initialised by the caller (``init_from_frames``, pretrained weights).
+
+    The module is back on the CPU in float32 when this returns, whatever the accelerator and
+    precision: the bitstream is coded as the decoder runs (a float32 network built on the CPU), so
+    the encoder's entropy-coding probabilities are the decoder's.
+    """
+    preset = overfit if isinstance(overfit, OverfitPreset) else OverfitPreset.from_config(overfit)
+    settings = settings or FitSettings()
+    schedule = Schedule.from_config(preset.phases, preset.eval_every, preset.keep_best, preset.steps_scale)
+    module = OverfitModule(net, lmbda, lr=schedule.phases[0].lr, parameter_lr_ratio=preset.parameter_lr_ratio)
+    data = build_sequence_data(settings, y, uv, preset.frames_per_step, seed)
+    stages = OverfitStages(schedule, y, uv)
+    trainer = build_fit_trainer(settings, schedule.total_steps, [stages])
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=data)
+    fit_s = time.perf_counter() - started
+    module.to(device="cpu", dtype=torch.float32)  # e.g. 64-true leaves float64 weights behind
+    return SequenceFit(module, trainer, stages, schedule, fit_s)

@@ -1,7 +1,7 @@
 """Raw YUV / y4m / container readers and writers, colour conversion, pad and crop.
 
-Importing this package pulls in numpy only; torch is imported by the colour and pad modules and
-by the container reader when they are used, so metadata tools stay fast to start.
+Importing this package pulls in numpy only; torch is imported by the colour, pad and planes modules
+and by the container reader when they are used, so metadata tools stay fast to start.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ _LAZY = {
     "crop_yuv420": "pad",
     "pad_frame": "pad",
     "crop_frame": "pad",
+    "load_planes": "planes",
 }
 
 

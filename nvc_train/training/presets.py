@@ -1,0 +1,168 @@
+"""What a per-sequence fit is told by its configs, typed and checked before any fit starts.
+
+Two configs drive the fit of a scene-adaptive codec (:func:`nvc_train.training.overfit.fit_sequence`):
+
+* the **preset** (``configs/overfit/<model>.yaml``, :class:`OverfitPreset`): lambdas per rate point,
+  the phases of the schedule and the numbers of the loop. Every number is required: a preset that
+  lacks one is refused with the keys it lacks, because a silent code default is a second value
+  of the same number that can disagree with the configs (it did: ``parameter_lr_ratio`` fell back
+  to 0.1 in code while every preset says 20);
+* the **fit settings** (``codec.trainer`` and ``codec.data`` in ``configs/codec/adaptive.yaml``,
+  :class:`FitSettings`): the Trainer's accelerator, devices and precision, and the ``_target_`` of
+  the data module that serves the sequence. Where or how to run is not a property of a preset, so
+  ``python evaluate.py model=c3_tiny ... codec.trainer.accelerator=gpu`` moves every fit to a GPU.
+  Their defaults (:data:`FIT_TRAINER_DEFAULTS`, :data:`SEQUENCE_DATA_TARGET`) are the config file's
+  values, for an ``AdaptiveCodec`` built in code; ``tests/test_overfit.py`` keeps the two equal.
+
+This module imports neither torch nor Lightning: the codec adapter checks its configs at
+construction, long before (and without) any fit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from nvc_train.training.errors import TrainingError
+
+#: The fit's Trainer when the config gives none: one CPU process in float32 (configs/codec/adaptive.yaml).
+FIT_TRAINER_DEFAULTS: Mapping[str, Any] = {"accelerator": "cpu", "devices": 1, "precision": "32-true"}
+#: The data module serving one sequence's frames (``datamodules/sequence.py``), bound by name only here.
+SEQUENCE_DATA_TARGET = "datamodules.sequence.SequenceDataModule"
+#: Trainer arguments the fit sets itself (from the schedule, or because a per-sequence fit logs and
+#: checkpoints nothing); a config that sets one is refused rather than silently overridden.
+FIT_OWNED_TRAINER_KEYS = frozenset(
+    {
+        "max_steps", "max_epochs", "callbacks", "logger", "enable_checkpointing", "enable_progress_bar",
+        "enable_model_summary", "num_sanity_val_steps", "default_root_dir",
+    }
+)  # fmt: skip
+
+PRESET_KEYS = ("lambdas", "phases", "frames_per_step", "eval_every", "keep_best", "parameter_lr_ratio")
+
+
+class OverfitConfigError(TrainingError, ValueError):
+    """A preset or fit setting that cannot drive a fit; the message names the keys to fix.
+
+    A :class:`~nvc_train.training.errors.TrainingError`, so ``evaluate.py`` prints it as one line.
+    """
+
+
+def _plain(value: Any) -> Any:
+    """OmegaConf containers to plain Python (configs arrive as DictConfig under Hydra)."""
+    try:
+        from omegaconf import DictConfig, ListConfig, OmegaConf
+    except ImportError:  # pragma: no cover - omegaconf ships with hydra
+        return value
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+@dataclass(frozen=True)
+class OverfitPreset:
+    """One ``configs/overfit/<name>.yaml``: the schedule and the loop's numbers of a per-sequence fit.
+
+    Attributes:
+        name: the preset's name (the codec's name in tables unless ``codec.name`` is set).
+        lambdas: the rate points: rate point i fits ``lambdas[i]`` (D = 6:1:1 MSE on [0, 1] pixels).
+        phases: the schedule's rows (:class:`~nvc_train.callbacks.overfit_stages.Phase` fields).
+        frames_per_step: frames in one training batch.
+        eval_every: steps between keep-best evaluations of the whole sequence.
+        keep_best: restore each phase's best hard-quantized RD state at its end.
+        parameter_lr_ratio: learning rate of the weights' quantization steps over the phase's.
+        steps_scale: stretches every phase and ``eval_every`` (1: as written; 0.02: a smoke test).
+            The one optional key, because its absence has one meaning: the schedule as written.
+    """
+
+    name: str | None
+    lambdas: tuple[float, ...]
+    phases: tuple[Mapping[str, Any], ...] = field(repr=False)
+    frames_per_step: int
+    eval_every: int
+    keep_best: bool
+    parameter_lr_ratio: float
+    steps_scale: float = 1.0
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
+        """Check and type a preset; a missing or unusable key is an :class:`OverfitConfigError`."""
+        config = _plain(config) or {}
+        if not isinstance(config, Mapping):
+            raise OverfitConfigError(f"{where} must be a mapping of keys, got {type(config).__name__}")
+        missing = [key for key in PRESET_KEYS if config.get(key) in (None, [], ())]
+        if missing:
+            raise OverfitConfigError(
+                f"{where} lacks {', '.join(missing)} (every number of a fit comes from the preset, "
+                "configs/overfit/<model>.yaml; see configs/overfit/c3_tiny.yaml)"
+            )
+        try:
+            preset = cls(
+                name=None if config.get("name") is None else str(config["name"]),
+                lambdas=tuple(float(v) for v in config["lambdas"]),
+                phases=tuple(dict(phase) for phase in config["phases"]),
+                frames_per_step=int(config["frames_per_step"]),
+                eval_every=int(config["eval_every"]),
+                keep_best=_flag(config["keep_best"], f"{where}: keep_best"),
+                parameter_lr_ratio=float(config["parameter_lr_ratio"]),
+                steps_scale=float(config.get("steps_scale", 1.0)),
+            )
+        except OverfitConfigError:
+            raise
+        except (TypeError, ValueError) as error:
+            raise OverfitConfigError(f"{where}: {error}") from None
+        if preset.frames_per_step < 1 or preset.eval_every < 1:
+            raise OverfitConfigError(f"{where}: frames_per_step and eval_every must be >= 1")
+        if preset.parameter_lr_ratio <= 0 or preset.steps_scale <= 0:
+            raise OverfitConfigError(f"{where}: parameter_lr_ratio and steps_scale must be positive")
+        if any(lmbda <= 0 for lmbda in preset.lambdas):
+            raise OverfitConfigError(f"{where}: lambdas must be positive, got {list(preset.lambdas)}")
+        return preset
+
+
+def _flag(value: Any, where: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    raise OverfitConfigError(f"{where} must be true or false, got {value!r}")
+
+
+@dataclass(frozen=True)
+class FitSettings:
+    """How and where a per-sequence fit runs: the Trainer's hardware settings and the data module.
+
+    Attributes:
+        trainer: ``lightning.pytorch.Trainer`` arguments (accelerator, devices, precision, and any
+            other the fit does not own, e.g. ``deterministic``); unset ones take
+            :data:`FIT_TRAINER_DEFAULTS`.
+        data: the data module's ``_target_`` (a class taking ``y, uv, frames_per_step, seed``) and
+            any extra keyword arguments for it.
+    """
+
+    trainer: Mapping[str, Any] = field(default_factory=lambda: dict(FIT_TRAINER_DEFAULTS))
+    data: Mapping[str, Any] = field(default_factory=lambda: {"_target_": SEQUENCE_DATA_TARGET})
+
+    @classmethod
+    def from_config(
+        cls, trainer: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None
+    ) -> FitSettings:
+        """Check ``codec.trainer`` / ``codec.data``; None (or an unset key) means the defaults."""
+        trainer, data = _plain(trainer) or {}, _plain(data) or {}
+        if not isinstance(trainer, Mapping) or not isinstance(data, Mapping):
+            raise OverfitConfigError("codec.trainer and codec.data must be mappings of keys")
+        owned = sorted(FIT_OWNED_TRAINER_KEYS & set(trainer))
+        if owned:
+            raise OverfitConfigError(
+                f"codec.trainer sets {', '.join(owned)}, which the fit sets itself (the step count "
+                "comes from the overfit preset's phases; a per-sequence fit logs and saves nothing)"
+            )
+        merged = {**FIT_TRAINER_DEFAULTS, **{k: v for k, v in trainer.items() if v is not None}}
+        data = {**data, "_target_": data.get("_target_") or SEQUENCE_DATA_TARGET}
+        return cls(trainer=merged, data=data)
+
+    def non_default(self) -> dict[str, Any]:
+        """The settings that differ from the defaults (a codec's description names these)."""
+        out = {f"trainer.{k}": v for k, v in self.trainer.items() if FIT_TRAINER_DEFAULTS.get(k) != v}
+        if dict(self.data) != {"_target_": SEQUENCE_DATA_TARGET}:
+            out["data"] = dict(self.data)
+        return out
