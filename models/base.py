@@ -15,23 +15,31 @@ intra payload decoded as a P frame) fails with :class:`PayloadError` that says w
 stream cut short or padded is refused by the entropy decoder's end-of-stream checks, which the codec
 turns into a :class:`PayloadError` too.
 
-What is here besides the API, and why once: :class:`LatentCodec` (the one interface of a latent and
+What is here besides the API, and why once: :class:`CodecConfig` (the base of each codec family's
+frozen dataclass of architecture numbers), :class:`LatentCodec` (the one interface of a latent and
 its hyper latent, every method returning a dict), :func:`update_entropy_tables` (the one walk that
 builds every entropy model's integer tables, so no codec chains ``update()`` by hand and none can
-forget a part), and :func:`likelihood_bits` (the one count of estimated bits).
+forget a part), :func:`likelihood_bits` (the one count of estimated bits) and the checks and framing
+around ``encode_frame`` / ``decode_frame`` that :class:`NeuralVideoCodec` runs for every codec.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from nvc_train.entropy import AnsDecoder, AnsEncoder, EntropyBottleneck
+from nvc_train.entropy import (
+    AnsDecoder,
+    AnsEncoder,
+    EntropyBottleneck,
+    EntropyCoderError,
+    GaussianConditional,
+)
 from nvc_train.entropy.base import TableEntropyModel
 
 __all__ = [
@@ -46,6 +54,7 @@ __all__ = [
     "likelihood_bits",
     "pack_stream",
     "parameters_m",
+    "quantize_gaussian",
     "unpack_stream",
     "update_entropy_tables",
 ]
@@ -90,6 +99,22 @@ def update_entropy_tables(module: nn.Module, force: bool = False) -> None:
             sub.update()
 
 
+def quantize_gaussian(
+    gaussian: GaussianConditional, y: Tensor, scales: Tensor, means: Tensor, training: bool
+) -> tuple[Tensor, Tensor]:
+    """``(y_hat, likelihoods)`` of a latent under a Gaussian entropy model, the training way or not.
+
+    In training the likelihoods see additive uniform noise (a smooth proxy of rounding) while
+    ``y_hat`` is rounded with a straight-through gradient, so a synthesis learns on the values it
+    will really decode; otherwise both come from the rounded values, as coded.
+    """
+    if training:
+        _, likelihoods = gaussian(y, scales, means=means, quantizer="noise")
+        y_hat, _ = gaussian(y, scales, means=means, quantizer="ste")
+        return y_hat, likelihoods
+    return gaussian(y, scales, means=means, quantizer="dequantize")
+
+
 def parameters_m(*modules: nn.Module) -> float:
     """Parameters of ``modules`` together, in millions (the unit of the complexity table)."""
     return sum(p.numel() for module in modules for p in module.parameters()) / 1e6
@@ -110,6 +135,26 @@ def eval_mode(module: nn.Module) -> Iterator[None]:
             yield
     finally:
         module.train(was_training)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Typed architecture numbers
+
+
+@dataclass(frozen=True, kw_only=True)
+class CodecConfig:
+    """Base of the frozen dataclass that holds one codec family's architecture numbers.
+
+    Why typed and frozen: the numbers are read in many sub-modules, and a misspelt or missing one
+    must fail when the codec is built (the dataclass refuses unknown and missing keywords), not as
+    a wrong shape later; frozen, because the modules were built from them and a later edit would
+    describe another network. The values themselves live in ``configs/model/<name>.yaml`` only: the
+    fields have no defaults, so every build names every number.
+    """
+
+    def as_dict(self) -> dict[str, Any]:
+        """The numbers as plain values (tuples as lists), as a YAML file or a checkpoint holds them."""
+        return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -135,11 +180,15 @@ class FrameOutput:
 class NeuralVideoCodec(nn.Module):
     """Base class of scene-agnostic neural video codecs: YUV 4:2:0 in and out, one frame at a time.
 
-    Subclasses set ``pad_multiple`` and ``num_q`` and implement ``forward_frame``, ``compress_frame``
-    and ``decompress_frame``; ``update`` builds every entropy model's tables by itself. ``q_index``
-    selects the rate point of a variable-rate model: ``0`` is the lowest quality and rate,
-    ``num_q - 1`` the highest. ``ref`` is opaque to callers: whatever ``forward_frame`` or
-    ``decompress_frame`` returned for the previous frame, or ``None`` for an intra frame.
+    Subclasses set ``pad_multiple`` and ``num_q`` and implement ``forward_frame``, ``encode_frame``
+    and ``decode_frame``. The base class owns what every codec does alike around the last two:
+    :meth:`compress_frame` and :meth:`decompress_frame` check the frame, the rate point and the
+    payload's tag, run in eval mode, frame the stream and turn entropy-decoder failures into
+    :class:`PayloadError`, so every codec refuses the same inputs with the same words; ``update``
+    builds every entropy model's tables by itself. ``q_index`` selects the rate point of a
+    variable-rate model: ``0`` is the lowest quality and rate, ``num_q - 1`` the highest. ``ref`` is
+    opaque to callers: whatever ``forward_frame`` or ``decompress_frame`` returned for the previous
+    frame, or ``None`` for an intra frame.
     """
 
     colour_space: str = "yuv420"
@@ -158,17 +207,54 @@ class NeuralVideoCodec(nn.Module):
         self, y: Tensor, uv: Tensor, q_index: int, ref: Any | None
     ) -> tuple[bytes, FrameOutput]:
         """Code one frame (batch 1) to bytes; the output pictures equal what the decoder will return."""
-        raise NotImplementedError
+        self.check_coded_frame(y, uv)
+        q = self.check_q_index(q_index)
+        with eval_mode(self):
+            stream, out = self.encode_frame(y, uv, q, ref)
+        return pack_stream(TAG_INTRA if ref is None else TAG_INTER, stream), out
 
     def decompress_frame(
         self, data: bytes, q_index: int, ref: Any | None, height: int, width: int
     ) -> tuple[Tensor, Tensor, Any]:
         """Decode one frame's payload into ``(y_hat, uv_hat, new ref)``."""
+        self.check_size(height, width)
+        q = self.check_q_index(q_index)
+        stream = self.frame_stream(data, ref)
+        with self.decoding():
+            return self.decode_frame(stream, q, ref, height, width)
+
+    def encode_frame(self, y: Tensor, uv: Tensor, q_index: int, ref: Any | None) -> tuple[bytes, FrameOutput]:
+        """The frame's entropy-coder stream and its output (clamped pictures, estimated bits, new ref).
+
+        Called by :meth:`compress_frame` with checked inputs (batch 1, a valid ``q_index``) in eval
+        mode without gradients; ``ref`` is None for an intra frame.
+        """
+        raise NotImplementedError
+
+    def decode_frame(
+        self, stream: bytes, q_index: int, ref: Any | None, height: int, width: int
+    ) -> tuple[Tensor, Tensor, Any]:
+        """``(y_hat, uv_hat, new ref)`` from a frame's stream, equal to what :meth:`encode_frame` returned.
+
+        Called by :meth:`decompress_frame` with the stream behind the checked tag, a checked size and
+        ``q_index``, in eval mode; an entropy-decoder error becomes a :class:`PayloadError` there.
+        """
         raise NotImplementedError
 
     def complexity(self) -> dict[str, float]:
         """Numbers for the complexity table that only the model knows; parameters by default."""
         return {"params_m": parameters_m(self)}
+
+    def split_parameters(self, intra: Sequence[nn.Module], inter: Sequence[nn.Module]) -> dict[str, float]:
+        """``params_m`` and its intra / inter parts, for a codec whose two halves are separate modules.
+
+        Papers quote the P-frame model alone (DCVC-RT's 20.7 M), so the table shows both halves.
+        """
+        return {
+            "params_m": parameters_m(self),
+            "params_intra_m": parameters_m(*intra),
+            "params_inter_m": parameters_m(*inter),
+        }
 
     # Checks shared by every codec, so each error reads the same whatever the model.
 
@@ -242,6 +328,19 @@ class NeuralVideoCodec(nn.Module):
             kind = "an intra (I)" if data[0] == TAG_INTRA else "a predicted (P)"
             raise PayloadError(f"payload is {kind} frame but ref is {'None' if ref is None else 'given'}")
         return unpack_stream(data, tag)
+
+    @contextlib.contextmanager
+    def decoding(self) -> Iterator[None]:
+        """Decode in eval mode; a stream the entropy decoder refuses becomes a :class:`PayloadError`.
+
+        The entropy decoder raises its own error for a stream cut short, padded or not matching its
+        tables; to the caller of ``decompress_frame`` that is a bad payload, whatever the codec.
+        """
+        try:
+            with eval_mode(self):
+                yield
+        except EntropyCoderError as error:
+            raise PayloadError(f"frame payload does not decode: {error}") from error
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -339,23 +438,3 @@ def unpack_stream(data: bytes, tag: int) -> bytes:
     if len(data) == 1:
         raise PayloadError("frame payload truncated: a type tag and no coded data")
     return data[1:]
-
-
-# ---------------------------------------------------------------------------------------------------
-# Typed architecture numbers
-
-
-@dataclass(frozen=True, kw_only=True)
-class CodecConfig:
-    """Base of the frozen dataclass that holds one codec family's architecture numbers.
-
-    Why typed and frozen: the numbers are read in many sub-modules, and a misspelt or missing one
-    must fail when the codec is built (the dataclass refuses unknown and missing keywords), not as
-    a wrong shape later; frozen, because the modules were built from them and a later edit would
-    describe another network. The values themselves live in ``configs/model/<name>.yaml`` only: the
-    fields have no defaults, so every build names every number.
-    """
-
-    def as_dict(self) -> dict[str, Any]:
-        """The numbers as plain values (tuples as lists), as a YAML file or a checkpoint holds them."""
-        return {key: list(v) if isinstance(v, tuple) else v for key, v in asdict(self).items()}

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.base import LatentCodec, likelihood_bits
+from models.base import LatentCodec, likelihood_bits, quantize_gaussian
 from nvc_train.entropy import AnsDecoder, AnsEncoder, EntropyBottleneck, GaussianConditional
 
 __all__ = [
@@ -245,17 +245,9 @@ class HyperpriorLatentCodec(LatentCodec):
         """
         step = self.gain(q_index)
         z = self.h_a(y)
-        if self.training:
-            z_hat, z_lik = self.entropy_bottleneck(z, quantizer="noise")
-        else:
-            z_hat, z_lik = self.entropy_bottleneck(z, quantizer="dequantize")
+        z_hat, z_lik = self.entropy_bottleneck(z, quantizer="noise" if self.training else "dequantize")
         scales, means = self.entropy_parameters(z_hat, side, step)
-        y_s = y / step
-        if self.training:
-            _, y_lik = self.gaussian_conditional(y_s, scales, means=means, quantizer="noise")
-            y_s_hat, _ = self.gaussian_conditional(y_s, scales, means=means, quantizer="ste")
-        else:
-            y_s_hat, y_lik = self.gaussian_conditional(y_s, scales, means=means, quantizer="dequantize")
+        y_s_hat, y_lik = quantize_gaussian(self.gaussian_conditional, y / step, scales, means, self.training)
         return {"y_hat": y_s_hat * step, "bits": likelihood_bits(z_lik) + likelihood_bits(y_lik)}
 
     def encode_into(

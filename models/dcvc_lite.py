@@ -27,17 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from models import register_network
-from models.base import (
-    TAG_INTER,
-    TAG_INTRA,
-    CodecConfig,
-    FrameOutput,
-    NeuralVideoCodec,
-    PayloadError,
-    eval_mode,
-    pack_stream,
-    parameters_m,
-)
+from models.base import CodecConfig, FrameOutput, NeuralVideoCodec
 from models.blocks import (
     HyperpriorLatentCodec,
     ResBlock,
@@ -49,7 +39,6 @@ from models.blocks import (
     synthesis_transform,
     unpack_yuv420,
 )
-from nvc_train.entropy import EntropyCoderError
 
 __all__ = ["DCVCLite", "DCVCLiteConfig", "InterCodec", "IntraCodec", "Reference"]
 
@@ -290,51 +279,35 @@ class DCVCLite(NeuralVideoCodec):
 
     # Real coding
 
-    def compress_frame(
+    def encode_frame(
         self, y: Tensor, uv: Tensor, q_index: int, ref: Reference | None
     ) -> tuple[bytes, FrameOutput]:
-        self.check_coded_frame(y, uv)
-        q = self.check_q_index(q_index)
-        with eval_mode(self):
-            x = pack_yuv420(y, uv)
-            if ref is None:
-                stream, x_hat, feature, bits = self.intra.compress(x, q)
-                tag = TAG_INTRA
-            else:
-                self.check_reference(ref, Reference, x)
-                stream, x_hat, feature, bits = self.inter.compress(x, q, ref)
-                tag = TAG_INTER
-            return pack_stream(tag, stream), self._output(x_hat, feature, bits, clamp=True)
+        x = pack_yuv420(y, uv)
+        if ref is None:
+            stream, x_hat, feature, bits = self.intra.compress(x, q_index)
+        else:
+            self.check_reference(ref, Reference, x)
+            stream, x_hat, feature, bits = self.inter.compress(x, q_index, ref)
+        return stream, self._output(x_hat, feature, bits, clamp=True)
 
-    def decompress_frame(
-        self, data: bytes, q_index: int, ref: Reference | None, height: int, width: int
+    def decode_frame(
+        self, stream: bytes, q_index: int, ref: Reference | None, height: int, width: int
     ) -> tuple[Tensor, Tensor, Reference]:
-        self.check_size(height, width)
-        q = self.check_q_index(q_index)
-        stream = self.frame_stream(data, ref)
         latent_size = (height // 16, width // 16)
-        try:
-            with eval_mode(self):
-                if ref is None:
-                    x_hat, feature = self.intra.decompress(stream, q, latent_size)
-                else:
-                    if ref.frame.shape[-2:] != (height // 2, width // 2):
-                        raise ValueError(
-                            f"reference is {tuple(ref.frame.shape[-2:])} packed; a {height}x{width} frame "
-                            f"needs {(height // 2, width // 2)}"
-                        )
-                    x_hat, feature = self.inter.decompress(stream, q, latent_size, ref)
-        except EntropyCoderError as error:
-            raise PayloadError(f"frame payload does not decode: {error}") from error
+        if ref is None:
+            x_hat, feature = self.intra.decompress(stream, q_index, latent_size)
+        else:
+            if ref.frame.shape[-2:] != (height // 2, width // 2):
+                raise ValueError(
+                    f"reference is {tuple(ref.frame.shape[-2:])} packed; a {height}x{width} frame "
+                    f"needs {(height // 2, width // 2)}"
+                )
+            x_hat, feature = self.inter.decompress(stream, q_index, latent_size, ref)
         out = self._output(x_hat, feature, torch.zeros(1), clamp=True)
         return out.y_hat, out.uv_hat, out.ref
 
     def complexity(self) -> dict[str, float]:
-        return {
-            "params_m": parameters_m(self),
-            "params_intra_m": parameters_m(self.intra),
-            "params_inter_m": parameters_m(self.inter),
-        }
+        return self.split_parameters(intra=[self.intra], inter=[self.inter])
 
     # Helpers
 

@@ -59,18 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models import register_network
-from models.base import (
-    TAG_INTER,
-    TAG_INTRA,
-    CodecConfig,
-    FrameOutput,
-    NeuralVideoCodec,
-    PayloadError,
-    eval_mode,
-    likelihood_bits,
-    pack_stream,
-    parameters_m,
-)
+from models.base import CodecConfig, FrameOutput, NeuralVideoCodec, likelihood_bits
 from models.blocks import RateGain
 from nvc_train.entropy import (
     PRECISION,
@@ -825,51 +814,36 @@ class DCVCRT(NeuralVideoCodec):
 
     # Real coding
 
-    def compress_frame(
+    def encode_frame(
         self, y: Tensor, uv: Tensor, q_index: int, ref: Reference | None
     ) -> tuple[bytes, FrameOutput]:
-        self.check_coded_frame(y, uv)
-        q = self.check_q_index(q_index)
-        with eval_mode(self):
-            x = self._to_444(y, uv)
-            if ref is None:
-                stream, x_hat, bits = self.intra.compress(x, q)
-                out = self._output(x_hat, None, 0, bits, clamp=True)
-                return pack_stream(TAG_INTRA, stream), out
-            self.check_reference(ref, Reference, x)
-            position, offset, refresh = self.position_rules(ref)
-            stream, x_hat, feature, bits = self.inter.compress(x, q + offset, ref, refresh)
-            return pack_stream(TAG_INTER, stream), self._output(x_hat, feature, position, bits, clamp=True)
+        x = self._to_444(y, uv)
+        if ref is None:
+            stream, x_hat, bits = self.intra.compress(x, q_index)
+            return stream, self._output(x_hat, None, 0, bits, clamp=True)
+        self.check_reference(ref, Reference, x)
+        position, offset, refresh = self.position_rules(ref)
+        stream, x_hat, feature, bits = self.inter.compress(x, q_index + offset, ref, refresh)
+        return stream, self._output(x_hat, feature, position, bits, clamp=True)
 
-    def decompress_frame(
-        self, data: bytes, q_index: int, ref: Reference | None, height: int, width: int
+    def decode_frame(
+        self, stream: bytes, q_index: int, ref: Reference | None, height: int, width: int
     ) -> tuple[Tensor, Tensor, Reference]:
-        self.check_size(height, width)
-        q = self.check_q_index(q_index)
-        stream = self.frame_stream(data, ref)
         latent_size = (height // 16, width // 16)
-        try:
-            with eval_mode(self):
-                if ref is None:
-                    x_hat = self.intra.decompress(stream, q, latent_size)
-                    out = self._output(x_hat, None, 0, torch.zeros(1), clamp=True)
-                else:
-                    if not isinstance(ref, Reference) or tuple(ref.frame.shape[-2:]) != (height, width):
-                        shape = tuple(ref.frame.shape) if isinstance(ref, Reference) else type(ref).__name__
-                        raise ValueError(f"reference {shape} does not fit a {height}x{width} frame")
-                    position, offset, refresh = self.position_rules(ref)
-                    x_hat, feature = self.inter.decompress(stream, q + offset, latent_size, ref, refresh)
-                    out = self._output(x_hat, feature, position, torch.zeros(1), clamp=True)
-        except EntropyCoderError as error:
-            raise PayloadError(f"frame payload does not decode: {error}") from error
+        if ref is None:
+            x_hat = self.intra.decompress(stream, q_index, latent_size)
+            out = self._output(x_hat, None, 0, torch.zeros(1), clamp=True)
+        else:
+            if not isinstance(ref, Reference) or tuple(ref.frame.shape[-2:]) != (height, width):
+                shape = tuple(ref.frame.shape) if isinstance(ref, Reference) else type(ref).__name__
+                raise ValueError(f"reference {shape} does not fit a {height}x{width} frame")
+            position, offset, refresh = self.position_rules(ref)
+            x_hat, feature = self.inter.decompress(stream, q_index + offset, latent_size, ref, refresh)
+            out = self._output(x_hat, feature, position, torch.zeros(1), clamp=True)
         return out.y_hat, out.uv_hat, out.ref
 
     def complexity(self) -> dict[str, float]:
-        return {
-            "params_m": parameters_m(self),
-            "params_inter_m": parameters_m(self.inter),
-            "params_intra_m": parameters_m(self.intra),
-        }
+        return self.split_parameters(intra=[self.intra], inter=[self.inter])
 
     # Helpers
 

@@ -44,24 +44,18 @@ from torch import Tensor, nn
 
 from models import register_network
 from models.base import (
-    TAG_INTER,
-    TAG_INTRA,
     CodecConfig,
     FrameOutput,
     LatentCodec,
     NeuralVideoCodec,
-    PayloadError,
-    eval_mode,
     likelihood_bits,
-    pack_stream,
-    parameters_m,
+    quantize_gaussian,
 )
 from models.blocks import RateGain
 from nvc_train.entropy import (
     AnsDecoder,
     AnsEncoder,
     EntropyBottleneck,
-    EntropyCoderError,
     GaussianConditional,
     coding_parameters,
 )
@@ -215,12 +209,7 @@ class ScaleSpaceHyperprior(LatentCodec):
         z_hat, z_lik = self.entropy_bottleneck(z, quantizer="noise" if self.training else "dequantize")
         scales, means = self.params(z_hat, q_index)
         step = self.params.gain(q_index)
-        y_s = y / step
-        if self.training:
-            _, y_lik = self.gaussian_conditional(y_s, scales, means=means, quantizer="noise")
-            y_s_hat, _ = self.gaussian_conditional(y_s, scales, means=means, quantizer="ste")
-        else:
-            y_s_hat, y_lik = self.gaussian_conditional(y_s, scales, means=means, quantizer="dequantize")
+        y_s_hat, y_lik = quantize_gaussian(self.gaussian_conditional, y / step, scales, means, self.training)
         return {"y_hat": y_s_hat * step, "bits": likelihood_bits(z_lik) + likelihood_bits(y_lik)}
 
     def coding_parameters(self, z_hat: Tensor, q_index: int) -> tuple[Tensor, Tensor, Tensor]:
@@ -427,61 +416,48 @@ class ScaleSpaceFlow(NeuralVideoCodec):
 
     # Real coding
 
-    def compress_frame(
+    def encode_frame(
         self, y: Tensor, uv: Tensor, q_index: int, ref: Reference | None
     ) -> tuple[bytes, FrameOutput]:
-        self.check_coded_frame(y, uv)
-        q = self.check_q_index(q_index)
-        with eval_mode(self):
-            x = to_444(y, uv)
-            encoder = AnsEncoder()
-            if ref is None:
-                intra = self.img_prior.encode_into(encoder, self.img_encoder(x), q)
-                x_hat, bits, tag = self.img_decoder(intra["y_hat"]), intra["bits"], TAG_INTRA
-            else:
-                self.check_reference(ref, Reference, x)
-                m = self.motion_encoder(torch.cat([x, ref.frame], dim=1))
-                motion = self.motion_prior.encode_into(encoder, m, q)
-                warped = self.warp(ref.frame, self.motion_decoder(motion["y_hat"]))
-                residual = self.res_prior.encode_into(encoder, self.res_encoder(x - warped), q)
-                x_hat = warped + self.res_decoder(torch.cat([residual["y_hat"], motion["y_hat"]], dim=1))
-                bits, tag = motion["bits"] + residual["bits"], TAG_INTER
-            return pack_stream(tag, encoder.to_bytes()), self._output(x_hat, bits, clamp=True)
+        x = to_444(y, uv)
+        encoder = AnsEncoder()
+        if ref is None:
+            intra = self.img_prior.encode_into(encoder, self.img_encoder(x), q_index)
+            x_hat, bits = self.img_decoder(intra["y_hat"]), intra["bits"]
+        else:
+            self.check_reference(ref, Reference, x)
+            m = self.motion_encoder(torch.cat([x, ref.frame], dim=1))
+            motion = self.motion_prior.encode_into(encoder, m, q_index)
+            warped = self.warp(ref.frame, self.motion_decoder(motion["y_hat"]))
+            residual = self.res_prior.encode_into(encoder, self.res_encoder(x - warped), q_index)
+            x_hat = warped + self.res_decoder(torch.cat([residual["y_hat"], motion["y_hat"]], dim=1))
+            bits = motion["bits"] + residual["bits"]
+        return encoder.to_bytes(), self._output(x_hat, bits, clamp=True)
 
-    def decompress_frame(
-        self, data: bytes, q_index: int, ref: Reference | None, height: int, width: int
+    def decode_frame(
+        self, stream: bytes, q_index: int, ref: Reference | None, height: int, width: int
     ) -> tuple[Tensor, Tensor, Reference]:
-        self.check_size(height, width)
-        q = self.check_q_index(q_index)
-        stream = self.frame_stream(data, ref)
         latent_size = (height >> self.stages, width >> self.stages)
         if ref is not None and (not isinstance(ref, Reference) or ref.frame.shape[-2:] != (height, width)):
             raise ValueError(f"ref must be the Reference of a previous {height}x{width} frame")
-        try:
-            with eval_mode(self):
-                decoder = AnsDecoder(stream)
-                if ref is None:
-                    x_hat = self.img_decoder(self.img_prior.decode_from(decoder, q, latent_size)["y_hat"])
-                else:
-                    m_hat = self.motion_prior.decode_from(decoder, q, latent_size)["y_hat"]
-                    warped = self.warp(ref.frame, self.motion_decoder(m_hat))
-                    r_hat = self.res_prior.decode_from(decoder, q, latent_size)["y_hat"]
-                    x_hat = warped + self.res_decoder(torch.cat([r_hat, m_hat], dim=1))
-                decoder.finish()
-        except EntropyCoderError as error:
-            raise PayloadError(f"frame payload does not decode: {error}") from error
+        decoder = AnsDecoder(stream)
+        if ref is None:
+            x_hat = self.img_decoder(self.img_prior.decode_from(decoder, q_index, latent_size)["y_hat"])
+        else:
+            m_hat = self.motion_prior.decode_from(decoder, q_index, latent_size)["y_hat"]
+            warped = self.warp(ref.frame, self.motion_decoder(m_hat))
+            r_hat = self.res_prior.decode_from(decoder, q_index, latent_size)["y_hat"]
+            x_hat = warped + self.res_decoder(torch.cat([r_hat, m_hat], dim=1))
+        decoder.finish()
         out = self._output(x_hat, torch.zeros(1), clamp=True)
         return out.y_hat, out.uv_hat, out.ref
 
     def complexity(self) -> dict[str, float]:
-        return {
-            "params_m": parameters_m(self),
-            "params_intra_m": parameters_m(self.img_encoder, self.img_decoder, self.img_prior),
-            "params_inter_m": parameters_m(
-                self.motion_encoder, self.motion_decoder, self.motion_prior,
-                self.res_encoder, self.res_decoder, self.res_prior,
-            ),
-        }  # fmt: skip
+        return self.split_parameters(
+            intra=[self.img_encoder, self.img_decoder, self.img_prior],
+            inter=[self.motion_encoder, self.motion_decoder, self.motion_prior,
+                   self.res_encoder, self.res_decoder, self.res_prior],
+        )  # fmt: skip
 
     # Helpers
 

@@ -421,8 +421,8 @@ def test_single_stream_payload_round_trips_and_beats_two_streams():
     Measured (untrained dcvc_lite_tiny, seed 0): 9-12 bytes smaller per frame (the two length
     varints, one ANS flush and word alignment fewer), 2-5 bytes above the estimate (tag included).
     """
+    from models.base import TAG_INTER, TAG_INTRA
     from models.blocks import pack_yuv420
-    from models.dcvc_lite import TAG_INTER, TAG_INTRA
 
     model = coded_model("dcvc_lite_tiny")
     clip = frames(256, 320)
