@@ -226,12 +226,3 @@ def vmaf_per_frame(
         num_frames=num_frames,
     )
     return job.result()
-
-
-def vmaf_unavailable_reason(ffmpeg: str | None = None) -> str | None:
-    """One-line reason why VMAF cannot be computed with :func:`find_vmaf_ffmpeg` (None if it can)."""
-    if find_vmaf_ffmpeg(ffmpeg) is None:
-        message = "VMAF not computed: no ffmpeg with libvmaf found (configured path, PATH, imageio-ffmpeg)"
-        notice_once(message)
-        return message
-    return None
