@@ -147,7 +147,8 @@ class OverfitStages(Callback):
     """Applies a :class:`Schedule` to an :class:`~nvc_train.training.overfit.OverfitModule`.
 
     Needs the whole sequence for keep-best evaluation: ``y`` and ``uv`` (padded planes, display
-    order) are given by whoever builds the fit (the codec adapter), or taken from the data module.
+    order) are given by whoever builds the fit (:func:`nvc_train.training.overfit.fit_sequence`), or
+    taken from the data module.
     """
 
     def __init__(self, schedule: Schedule, y: torch.Tensor | None = None, uv: torch.Tensor | None = None):
