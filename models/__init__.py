@@ -3,10 +3,11 @@
 Two facts, each written once:
 
 - **Which classes exist.** Every codec module registers its network classes with
-  :func:`register_network` when it is imported (the explicit imports at the bottom of this file),
-  keyed by the dotted class name, e.g. ``models.dcvc_rt.DCVCRT``. :func:`network_class` looks a class
-  up by that name and never imports one: it is the allow-list through which checkpoints and
-  bitstreams (:mod:`nvc_train.networks`, :mod:`nvc_train.codecs.adaptive`) rebuild networks.
+  :func:`register_network` (:mod:`models.registry`) when it is imported (the explicit imports at the
+  top of this file), keyed by the dotted class name, e.g. ``models.dcvc_rt.DCVCRT``.
+  :func:`network_class` looks a class up by that name and never imports one: it is the allow-list
+  through which checkpoints and bitstreams (:mod:`nvc_train.networks`,
+  :mod:`nvc_train.codecs.adaptive`) rebuild networks.
 - **Which numbers a variant has.** ``configs/model/<name>.yaml`` holds a ``_target_`` (a registered
   class) and the architecture numbers, nothing else; full and tiny variants of one class stand side
   by side (``dcvc_rt.yaml``, ``dcvc_rt_tiny.yaml``). No Python file repeats them: a codec class takes
@@ -32,10 +33,15 @@ Each YAML's comment header says which of the two it is.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from omegaconf import OmegaConf
 from torch import nn
+
+# Every codec module is imported explicitly: importing it registers its classes (models.registry).
+from models import c3, dcvc_lite, dcvc_rt, hinerv, ssf  # noqa: F401
+from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
+from models.registry import UnknownModelError, list_networks, network_class, register_network
 
 __all__ = [
     "CONFIG_DIR",
@@ -50,41 +56,6 @@ __all__ = [
 ]
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "model"  # the variant table
-
-_Model = TypeVar("_Model", bound=nn.Module)
-_NETWORKS: dict[str, type[nn.Module]] = {}  # "models.c3.C3Net" -> the class: what a file may name
-
-
-class UnknownModelError(ValueError):
-    """A model or network name that is not known; the message lists the known names."""
-
-
-def register_network(cls: type[_Model]) -> type[_Model]:
-    """Allow files to name ``cls``: a checkpoint's or a bitstream's config may build it, nothing else.
-
-    Why an allow-list: a config read from a file is data written by whoever made the file. Given to
-    ``hydra.utils.instantiate`` it could name any importable callable (``torch.load`` of a pickle,
-    ``Path.write_text``), so the framework looks the class up here by its dotted name instead, and
-    calls it with plain numbers only (:mod:`nvc_train.networks`).
-    """
-    _NETWORKS[f"{cls.__module__}.{cls.__qualname__}"] = cls
-    return cls
-
-
-def list_networks() -> list[str]:
-    """Dotted names of the network classes a file may name (a config's ``_target_``), sorted."""
-    return sorted(_NETWORKS)
-
-
-def network_class(target: str) -> type[nn.Module]:
-    """The registered network class whose dotted name is ``target``; nothing is imported for it."""
-    try:
-        return _NETWORKS[target]
-    except (KeyError, TypeError):
-        raise UnknownModelError(
-            f"{target!r} is not a registered network class; registered: {', '.join(list_networks())}"
-        ) from None
-
 
 # ---------------------------------------------------------------------------------------------------
 # Variants: configs/model/<name>.yaml
@@ -102,8 +73,11 @@ def _names(scene_adaptive: bool) -> list[str]:
     """Config names whose ``_target_`` is a registered class of the asked kind, sorted."""
     names = []
     for name in _config_names():
-        cls = _NETWORKS.get(str(model_config(name).get("_target_")))
-        if cls is not None and _is_scene_adaptive(cls) == scene_adaptive:
+        try:
+            cls = network_class(str(model_config(name).get("_target_")))
+        except UnknownModelError:  # a config of a class no codec module registers
+            continue
+        if _is_scene_adaptive(cls) == scene_adaptive:
             names.append(name)
     return names
 
@@ -161,9 +135,3 @@ def build_model(name: str, **overrides: Any) -> nn.Module:
                 f"{', '.join(missing)} (evaluate.py model={name} builds one per sequence)"
             )
     return cls(**{**numbers, **overrides})
-
-
-# Explicit imports of every codec module fill the class registry; they come after the registry
-# functions because each module registers itself with them at import time.
-from models import c3, dcvc_lite, dcvc_rt, hinerv, ssf  # noqa: E402, F401
-from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet  # noqa: E402

@@ -39,8 +39,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import register_network
 from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
+from models.registry import register_network
 from nvc_train.bitstream.architecture import ArchitectureField
 from nvc_train.entropy.base import TableEntropyModel
 from nvc_train.entropy.coder import MAX_HALF_RANGE, AnsDecoder, AnsEncoder, EntropyCoderError, _cdf_tables

@@ -26,7 +26,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from models import register_network
 from models.base import CodecConfig, FrameOutput, NeuralVideoCodec
 from models.blocks import (
     HyperpriorLatentCodec,
@@ -39,6 +38,7 @@ from models.blocks import (
     synthesis_transform,
     unpack_yuv420,
 )
+from models.registry import register_network
 
 __all__ = ["DCVCLite", "DCVCLiteConfig", "InterCodec", "IntraCodec", "Reference"]
 

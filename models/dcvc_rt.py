@@ -58,9 +58,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import register_network
 from models.base import CodecConfig, FrameOutput, NeuralVideoCodec, likelihood_bits
 from models.blocks import RateGain
+from models.registry import register_network
 from nvc_train.entropy import (
     PRECISION,
     AnsDecoder,

@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import register_network
 from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
+from models.registry import register_network
 from nvc_train.bitstream.architecture import ArchitectureField
 
 __all__ = ["REFERENCE", "HiNeRV"]

@@ -42,7 +42,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models import register_network
 from models.base import (
     CodecConfig,
     FrameOutput,
@@ -52,6 +51,7 @@ from models.base import (
     quantize_gaussian,
 )
 from models.blocks import RateGain
+from models.registry import register_network
 from nvc_train.entropy import (
     AnsDecoder,
     AnsEncoder,

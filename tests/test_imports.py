@@ -229,16 +229,7 @@ def test_the_cycle_finder_reports_a_path() -> None:
     [
         "nvc_train",
         "datamodules",
-        pytest.param(
-            "models",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="models/__init__.py holds the registry functions and imports every codec module "
-                "at its bottom, while each codec module imports register_network from it (models side "
-                "of issue 11; a models/registry.py both import would end the cycle); strict: remove this "
-                "mark once it passes",
-            ),
-        ),
+        "models",
     ],
 )
 def test_no_import_cycles(package: str) -> None:
