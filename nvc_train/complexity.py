@@ -233,10 +233,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda, meta (default: cpu)")
     args = parser.parse_args(argv)
 
-    import importlib
+    from nvc_train.networks import build_named_model
 
-    # Imported by name only here, in the CLI: the framework itself never imports models/.
-    net = importlib.import_module("models").build_model(args.model).to(args.device or "cpu")
+    net = build_named_model(args.model).to(args.device or "cpu")
     extra = {k: v for k, v in net.complexity().items() if k != "params_m"}
     for frame_type in ("I", "P"):
         started = time.perf_counter()

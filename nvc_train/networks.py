@@ -16,7 +16,8 @@ shell command, ``pathlib.Path.write_text``), so every loader goes through this m
   compared with the checkpoint's tensors, so a file claiming a huge network allocates nothing.
 
 This is the one place where ``nvc_train`` imports ``models`` by name: a decoder that rebuilds a
-network from a file needs the registry of networks a file may name.
+network from a file needs the registry of networks a file may name, and a tool that builds a model
+by its config name (``python -m nvc_train.complexity dcvc_rt``) needs the config group's reader.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from nvc_train.codecs.base import CodecError
 
 __all__ = [
     "CheckpointError",
+    "build_named_model",
     "build_network",
     "checked_model_name",
     "checked_network_config",
@@ -224,6 +226,11 @@ def load_checkpoint(path: str | Path, mmap: bool = False, require_weights: bool 
         if "model" in config:
             checked_network_config(config["model"], source)
     return checkpoint
+
+
+def build_named_model(name: str) -> nn.Module:
+    """The scene-agnostic model ``configs/model/<name>.yaml`` describes (``models.build_model``)."""
+    return _models_module().build_model(name)
 
 
 def checked_model_name(name: Any, source: str) -> str:
