@@ -27,9 +27,10 @@ from models import build_model
 from models.base import PayloadError, eval_mode
 from models.dcvc_rt import (
     DCVCRT,
+    OFFICIAL_PARAMS,
     PUBLISHED,
     REFERENCE,
-    LevelledBottleneck,
+    LevelledDensity,
     Reference,
     context_masks,
 )
@@ -109,17 +110,21 @@ def _frame_macs(model: DCVCRT, height: int, width: int) -> tuple[int, int, int]:
     return intra, first, steady
 
 
-def test_full_model_counts_the_published_parameters_and_kmac_per_pixel():
-    """DCVC-RT's P model: 20.7 M parameters and 185.7 kMAC/px at 1920x1080 (review Table 5), +-10%.
+def test_full_model_counts_the_official_parameters_and_the_published_kmac_per_pixel():
+    """DCVC-RT's P model: exactly the official parameters (DMC 20,691,456; DMCI 45,651,314, counted
+    on microsoft/DCVC's code, tests/fixtures/official/README.md), as ``python -m nvc_train.complexity
+    dcvc_rt`` counts them; 185.7 kMAC/px at 1920x1080 (review Table 5), +-10%.
 
     Counted by the framework's counter (FlopCounterMode, MACs = FLOPs / 2) on the meta device (no
     memory, no arithmetic, seconds at 1080p); a test below checks that meta counts what real tensors
-    count. Measured: P model 20.99 M parameters (intra 45.91 M); steady-state P frame 196.5 kMAC/px,
-    the first P frame after an intra frame 204.5, an intra frame 490.1 (1920x1080, padded to 1088).
+    count. Measured: steady-state P frame 196.5 kMAC/px, the first P frame after an intra frame
+    204.5, an intra frame 490.1 (1920x1080, padded to 1088).
     """
     torch.manual_seed(0)
     net = build_model("dcvc_rt")
     figures = net.complexity()
+    counts = {k.removesuffix("_m"): round(v * 1e6) for k, v in figures.items()}
+    assert {k: counts[k] for k in OFFICIAL_PARAMS} == OFFICIAL_PARAMS, counts
     assert figures["params_inter_m"] == pytest.approx(PUBLISHED["params_inter_m"], rel=0.10), figures
     assert figures["params_m"] == pytest.approx(figures["params_inter_m"] + figures["params_intra_m"])
     assert figures["params_m"] == pytest.approx(sum(p.numel() for p in net.parameters()) / 1e6)
@@ -209,25 +214,74 @@ def test_context_masks_partition_the_latent_and_rotate_positions():
         context_masks(6, 2, 2, 4, torch.device("cpu"))
 
 
-def test_levelled_bottleneck_codes_each_level_with_its_own_density():
+def test_levelled_density_codes_each_level_with_its_own_density():
+    """The official z density: a 1-1-1-1 chain per (level, channel); z_hat = clamp(round(z), -128, 127)."""
     torch.manual_seed(0)
-    prior = LevelledBottleneck(3, 4)
-    with torch.no_grad():  # make the levels' densities differ clearly: level l ~ l+1 times wider
-        for level in range(3):
-            prior.matrices[0][level * 4 : (level + 1) * 4] -= 1.5 * level
+    prior = LevelledDensity(3, 4)
+    assert [tuple(p.shape) for p in prior.parameters()] == [(3, 4, 1, 1)] * 11  # f1..f3 h, b, a; f4 h, b
+    with torch.no_grad():  # make the levels' densities differ clearly: level l is narrower with l
+        prior.f1.h[1] += 2.0
+        prior.f1.h[2] += 4.0
     prior.update()
     z = torch.randn(2, 4, 3, 5) * 6
+    z[0, 0, 0, 0] = 300.0  # clamped to 127, coded as an escape
     _, like_0 = prior.forward_level(z, torch.tensor([0, 0]), "dequantize")
     _, like_2 = prior.forward_level(z, torch.tensor([2, 2]), "dequantize")
     assert not torch.allclose(like_0, like_2)
-    _, mixed = prior.forward_level(z, torch.tensor([0, 2]), "dequantize")
+    z_hat, mixed = prior.forward_level(z, torch.tensor([0, 2]), "dequantize")
     assert torch.equal(mixed[0], like_0[0]) and torch.equal(mixed[1], like_2[1])
+    assert torch.equal(z_hat, torch.clamp(torch.round(z), -128, 127)) and z_hat[0, 0, 0, 0] == 127
+    # the likelihoods are the CDF differences of the chain, level by level
+    cdf = lambda v, lv: torch.sigmoid(prior.logits(v, torch.tensor([lv])))  # noqa: E731
+    expected = cdf(z_hat[1:] + 0.5, 2) - cdf(z_hat[1:] - 0.5, 2)
+    assert torch.allclose(mixed[1:], expected.clamp_min(2.0**-16), rtol=1e-4, atol=1e-7)
     encoder = AnsEncoder()
-    z_hat = prior.encode_level_into(encoder, z[:1], 2)
+    coded = prior.encode_level_into(encoder, z[:1], 2)
     decoder = AnsDecoder(encoder.to_bytes())
-    assert torch.equal(prior.decode_level_from(decoder, (3, 5), 2), z_hat)
+    assert torch.equal(prior.decode_level_from(decoder, (3, 5), 2), coded)
     decoder.finish()
-    assert torch.equal(z_hat, prior.forward_level(z[:1], torch.tensor([2]), "dequantize")[0])
+    assert torch.equal(coded, z_hat[:1])
+    # training: noise stands for rounding, and the density learns from the likelihoods
+    noisy, likelihoods = prior.forward_level(z, torch.tensor([1, 1]), "noise")
+    assert (noisy - z).abs().max() <= 0.5
+    (-likelihoods.log2().sum()).backward()
+    assert (
+        prior.f1.h.grad is not None
+        and prior.f1.h.grad[1].abs().sum() > 0
+        and prior.f1.h.grad[0].abs().sum() == 0
+    )
+
+
+def test_per_level_vectors_are_plain_multipliers_that_load_any_value():
+    """The official ``q_*`` are unconstrained multipliers (L, C, 1, 1): a checkpoint's value, negative
+    or zero included, loads unchanged and multiplies the feature as it is."""
+    model = build_model("dcvc_rt_tiny")
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    assert tuple(state["inter.q_recon"].shape) == (model.arch.inter_levels, model.arch.recon_channels, 1, 1)
+    values = torch.tensor([-0.7, 0.0]).view(2, 1, 1)
+    state["intra.q_enc"][3, :2] = values
+    model.load_state_dict(state)
+    assert torch.equal(model.intra.q_enc[3, :2].detach(), values)
+    x = torch.rand(1, 3, 64, 64)
+    feature = model.intra.enc_in(torch.nn.functional.pixel_unshuffle(x, 8))
+    y = model.intra.analysis(x, torch.tensor([3]))
+    assert torch.equal(y, model.intra.enc(feature * model.intra.q_enc[3:4]))
+
+
+def test_force_zero_thres_skips_small_scale_elements_in_coding():
+    """With ``force_zero_thres`` the elements whose scale is not above it cost nothing and decode to
+    the mean: fewer bits, the same stream on both sides, and the estimate still matches the file."""
+    plain, skipping = tiny(), tiny(force_zero_thres=1.0)
+    skipping.load_state_dict(plain.state_dict())
+    clip = frames(64, 128, 2)
+    (i_plain, p_plain), _ = _encode_sequence(plain, clip, [4, 4])
+    payloads, outputs = _encode_sequence(skipping, clip, [4, 4])
+    assert len(payloads[0]) < len(i_plain) and len(payloads[1]) < len(p_plain)
+    ref = None
+    for data, out in zip(payloads, outputs, strict=True):
+        y_hat, uv_hat, ref = skipping.decompress_frame(data, 4, ref, 64, 128)
+        assert torch.equal(y_hat, out.y_hat) and torch.equal(uv_hat, out.uv_hat)
+        assert abs(8 * len(data) - float(out.bits)) <= 0.05 * float(out.bits) + 64
 
 
 # ---------------------------------------------------------------------------------------------------
