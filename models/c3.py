@@ -313,29 +313,32 @@ class C3Net(SceneAdaptiveNet):
 
     def __init__(
         self,
+        *,
         height: int,
         width: int,
         num_frames: int,
         structure: str = "ld",
         intra_period: int = -1,
         gop_size: int = 1,
-        levels: int = 7,
-        synthesis_stride: int = 1,
-        synthesis_hidden: list[int] | tuple[int, ...] = (40, 40),
-        synthesis_residual: int = 2,
-        arm_hidden: int = 24,
-        arm_layers: int = 2,
-        temporal_context: bool = True,
-        fraction_bits: int = 8,
-        weight_bits: int = 12,
-        log_scale_min: float = -3.0,
-        log_scale_step: float = 0.125,
-        num_scales: int = 56,
-        phases: int = 8,
-        latent_init_std: float = 0.0,
-        shared_latents: bool = False,
-        frame_min_level: int = 0,
+        levels: int,
+        synthesis_stride: int,
+        synthesis_hidden: list[int] | tuple[int, ...],
+        synthesis_residual: int,
+        arm_hidden: int,
+        arm_layers: int,
+        temporal_context: bool,
+        fraction_bits: int,
+        weight_bits: int,
+        log_scale_min: float,
+        log_scale_step: float,
+        num_scales: int,
+        phases: int,
+        latent_init_std: float,
+        shared_latents: bool,
+        frame_min_level: int,
     ) -> None:
+        # The numbers have no defaults: configs/model/c3*.yaml (or a bitstream's architecture) give
+        # every one, so no second copy of a variant lives here.
         architecture = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         architecture["synthesis_hidden"] = [int(v) for v in synthesis_hidden]
         super().__init__(architecture)
