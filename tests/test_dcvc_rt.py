@@ -117,8 +117,8 @@ def test_full_model_counts_the_official_parameters_and_the_published_kmac_per_pi
 
     Counted by the framework's counter (FlopCounterMode, MACs = FLOPs / 2) on the meta device (no
     memory, no arithmetic, seconds at 1080p); a test below checks that meta counts what real tensors
-    count. Measured: steady-state P frame 196.5 kMAC/px, the first P frame after an intra frame
-    204.5, an intra frame 490.1 (1920x1080, padded to 1088).
+    count. Measured: steady-state P frame 196.4 kMAC/px, the first P frame after an intra frame
+    204.4, an intra frame 490.0 (1920x1080, padded to 1088).
     """
     torch.manual_seed(0)
     net = build_model("dcvc_rt")
