@@ -18,9 +18,19 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import build_model
+from models import build_model, model_config
 from models.base import PayloadError
-from models.ssf import ScaleSpaceFlow, ScaleSpaceWarp, gaussian_taps, to_420, to_444
+from models.ssf import (
+    ScaleSpaceFlow,
+    ScaleSpaceFlowSet,
+    ScaleSpaceWarp,
+    centred_padding,
+    gaussian_taps,
+    rgb_to_yuv420,
+    to_420,
+    to_444,
+    yuv420_to_rgb,
+)
 from nvc_train.embedded import ensure_embedded_clips
 from nvc_train.video import open_video
 from tests.conftest import REPO_ROOT
@@ -49,47 +59,63 @@ def clip(height: int, width: int, count: int = 3) -> list[tuple[torch.Tensor, to
 
 
 # --------------------------------------------------------------------------------------------------
-# Scale-space warping
+# Scale-space warping (CompressAI's units: normalised grid coordinates, scale 0 = the middle level)
 
 
-def test_zero_flow_and_scale_zero_return_the_reference() -> None:
+def level_coordinate(level: int, levels: int) -> float:
+    """The normalised scale coordinate of a volume level (grid_sample, align_corners False)."""
+    return (2 * level + 1) / levels - 1
+
+
+def pixel_flow(
+    warp: ScaleSpaceWarp, shape: tuple[int, int], dx: float, dy: float, scale: float
+) -> torch.Tensor:
+    """A constant flow field of (dx, dy) pixels and a scale coordinate, in the warp's units."""
+    h, w = shape
+    flow = torch.tensor([2 * dx / w, 2 * dy / h, scale]).view(1, 3, 1, 1)
+    return flow.expand(1, 3, h, w).contiguous()
+
+
+def test_zero_flow_at_the_first_level_returns_the_reference() -> None:
     warp = ScaleSpaceWarp(num_levels=5, sigma0=1.5)
-    x = torch.rand(2, 3, 24, 40)
-    out = warp(x, torch.zeros(2, 3, 24, 40))
-    assert torch.equal(out, x)
+    x = torch.rand(2, 3, 32, 48)
+    out = warp(x, pixel_flow(warp, (32, 48), 0, 0, -1.0).expand(2, 3, 32, 48))
+    torch.testing.assert_close(out, x, atol=1e-5, rtol=0)
 
 
-def test_integer_flow_shifts_and_scale_selects_blur_levels() -> None:
+def test_integer_flow_shifts_and_scale_selects_levels() -> None:
     warp = ScaleSpaceWarp(num_levels=3, sigma0=1.5)
-    x = torch.rand(1, 3, 20, 30)
-    flow = torch.zeros(1, 3, 20, 30)
-    flow[:, 0] = 2.0  # sample two pixels to the right: out[..., j] = x[..., j + 2]
-    flow[:, 1] = -1.0  # and one pixel up: out[..., i, :] = x[..., i - 1, :]
-    out = warp(x, flow)
+    x = torch.rand(1, 3, 32, 48)
+    first = level_coordinate(0, 4)
+    out = warp(x, pixel_flow(warp, (32, 48), 2, -1, first))  # out[i, j] = x[i - 1, j + 2]
     torch.testing.assert_close(out[..., 1:, :-2], x[..., :-1, 2:], atol=1e-5, rtol=0)
-    # outside the picture: the edge pixel (border padding)
-    torch.testing.assert_close(out[..., 1:, -1], x[..., :-1, -1], atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[..., 1:, -1], x[..., :-1, -1], atol=1e-5, rtol=0)  # border
 
     volume = warp.volume(x)
-    assert volume.shape == (1, 3, 4, 20, 30)
+    assert volume.shape == (1, 3, 4, 32, 48)
     assert torch.equal(volume[:, :, 0], x)
-    # blur levels get smoother (less energy in the Laplacian) level by level
     lap = [(v[..., 1:, :] - v[..., :-1, :]).abs().mean() for v in volume.unbind(2)]
-    assert all(a > b for a, b in zip(lap, lap[1:], strict=False)), lap
+    assert all(a > b for a, b in zip(lap, lap[1:], strict=False)), lap  # ever smoother
 
     def at_scale(scale: float) -> torch.Tensor:
-        return warp(x, torch.tensor([0.0, 0.0, scale]).view(1, 3, 1, 1).expand(1, 3, 20, 30).contiguous())
+        return warp(x, pixel_flow(warp, (32, 48), 0, 0, scale))
 
-    for scale, level in ((2.0, 2), (3.0, 3), (9.0, 3)):  # beyond the last level: clamped to it
-        torch.testing.assert_close(at_scale(scale), volume[:, :, level], atol=1e-5, rtol=0)
-    # between levels: linear in the scale coordinate (trilinear sampling)
-    torch.testing.assert_close(at_scale(1.5), 0.5 * (volume[:, :, 1] + volume[:, :, 2]), atol=1e-5, rtol=0)
+    for level in range(4):
+        torch.testing.assert_close(
+            at_scale(level_coordinate(level, 4)), volume[:, :, level], atol=1e-5, rtol=0
+        )
+    torch.testing.assert_close(at_scale(5.0), volume[:, :, 3], atol=1e-5, rtol=0)  # clamped (border)
+    # scale 0 is the middle of the volume: halfway between levels 1 and 2 of four
+    torch.testing.assert_close(at_scale(0.0), 0.5 * (volume[:, :, 1] + volume[:, :, 2]), atol=1e-5, rtol=0)
 
 
-def test_blur_taps_and_bad_flow() -> None:
+def test_blur_taps_pyramid_and_bad_flow() -> None:
     taps = gaussian_taps(1.5)
     assert taps.numel() == 11 and math.isclose(float(taps.sum()), 1.0, rel_tol=1e-6)
     assert torch.equal(taps, taps.flip(0))
+    # level 2 is level 1 pooled, blurred and upsampled: constant pictures stay constant throughout
+    volume = ScaleSpaceWarp(5, 1.5).volume(torch.full((1, 3, 32, 32), 0.25))
+    torch.testing.assert_close(volume, torch.full_like(volume, 0.25))
     with pytest.raises(ValueError, match="flow must be"):
         ScaleSpaceWarp(2, 1.5)(torch.rand(1, 3, 8, 8), torch.zeros(1, 2, 8, 8))
     with pytest.raises(ValueError, match="num_levels"):
@@ -100,6 +126,50 @@ def test_444_conversion_round_trips_420() -> None:
     y, uv = torch.rand(1, 1, 8, 12), torch.rand(1, 2, 4, 6)
     y2, uv2 = to_420(to_444(y, uv))
     assert torch.equal(y2, y) and torch.equal(uv2, uv)
+
+
+def test_rgb_conversion_is_bt709_centred_chroma_and_padding_is_centred() -> None:
+    grey = yuv420_to_rgb(torch.full((1, 1, 4, 4), 0.3), torch.full((1, 2, 2, 2), 0.5))
+    torch.testing.assert_close(grey, torch.full_like(grey, 0.3))  # neutral chroma is 0.5, not 128/255
+    y, uv = torch.rand(1, 1, 16, 24), 0.25 + 0.5 * torch.rand(1, 2, 8, 12)
+    y2, _ = rgb_to_yuv420(yuv420_to_rgb(y, uv))
+    torch.testing.assert_close(y2, y, atol=1e-6, rtol=0)
+    assert centred_padding(72, 104, 128) == (12, 12, 28, 28)
+    assert centred_padding(70, 102, 32) == (13, 13, 13, 13) and centred_padding(64, 96, 32) == (0, 0, 0, 0)
+
+
+def test_parameter_set_is_compressais_and_variable_rate_is_an_option() -> None:
+    """34,209,609 parameters as in CompressAI 1.2.8 (tests/fixtures/official/ssf/meta.json)."""
+    plain = build_model("ssf")
+    assert plain.num_q == 1 and plain.colour_space == "rgb" and plain.pad_multiple == 2
+    assert sum(p.numel() for p in plain.parameters()) == 34_209_609
+    shared = {name for name, _ in plain.named_parameters()}
+    varying = build_model("ssf", variable_rate=True, num_q=4)
+    extra = {name for name, _ in varying.named_parameters()} - shared
+    assert extra == {f"{part}_hyperprior.gain.log_step" for part in ("img", "res", "motion")}
+    with pytest.raises(ValueError, match="num_q 1"):
+        build_model("ssf", num_q=4)
+
+
+@pytest.mark.parametrize("name", ["ssf_tiny", pytest.param("ssf", marks=pytest.mark.slow)])
+def test_the_scale_field_gets_a_gradient_from_the_start_for_every_seed(name: str) -> None:
+    """The scale channel starts at zero (the middle of the volume), so it always learns.
+
+    Before, the scale was clamped to [0, 5] levels and started near the last layer's bias: for 7
+    of 13 seeds of ``ssf`` (3 of 13 of ``ssf_tiny``) the whole field sat below 0, without gradient.
+    """
+    (y0, uv0), (y1, uv1), _ = clip(64, 64)
+    for seed in range(20):
+        torch.manual_seed(seed)
+        model = build_model(name).train()
+        intra = model.forward_frame(y0, uv0, 0, None)
+        inter = model.forward_frame(y1, uv1, 0, intra.ref)
+        loss = inter.bits.sum() / 4096 + 100 * (
+            (inter.y_hat - y1).square().mean() + (inter.uv_hat - uv1).square().mean()
+        )
+        loss.backward()
+        head = model.motion_decoder[-1]
+        assert head.bias.grad[2] != 0 and head.weight.grad[:, 2].abs().sum() > 0, f"seed {seed}: no gradient"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -133,6 +203,49 @@ def test_payload_grows_with_q_index_and_p_frames_use_the_prediction() -> None:
         intra.append(len(i_data))
         inter.append(len(p_data))
     assert intra == sorted(intra) and inter == sorted(inter), (intra, inter)
+
+
+def test_yuv420_option_and_sizes_the_model_pads_itself_round_trip_exactly() -> None:
+    torch.manual_seed(1)
+    yuv = build_model("ssf_tiny", colour_space="yuv420").eval()
+    yuv.update()
+    assert yuv.pad_multiple == 32 and yuv.padding(64, 96) == (0, 0, 0, 0)
+    rgb = coded_tiny()  # pads itself, centred: any even size
+    for model, (h, w) in ((yuv, (64, 96)), (rgb, (70, 102))):
+        ref_enc = ref_dec = None
+        for y, uv in clip(h, w, count=2):
+            data, out = model.compress_frame(y, uv, 3, ref_enc)
+            y_hat, uv_hat, ref_dec = model.decompress_frame(data, 3, ref_dec, h, w)
+            assert y_hat.shape == (1, 1, h, w) and uv_hat.shape == (1, 2, h // 2, w // 2)
+            assert torch.equal(y_hat, out.y_hat) and torch.equal(uv_hat, out.uv_hat)
+            ref_enc = out.ref
+    assert ref_dec.frame.shape[-2:] == (96, 128)  # 70x102 centred in multiples of 32
+
+
+def test_a_set_of_single_rate_models_is_one_codec_whose_q_index_picks_the_model() -> None:
+    numbers = {k: v for k, v in model_config("ssf_tiny").items() if k != "_target_"}
+    numbers.update(variable_rate=False, num_q=1)
+    torch.manual_seed(2)
+    codec = ScaleSpaceFlowSet(rate_points=3, **numbers).eval()
+    codec.update()
+    assert codec.num_q == 3 and codec.config["rate_points"] == 3
+    assert sum(p.numel() for p in codec.parameters()) == 3 * sum(
+        p.numel() for p in codec.members[0].parameters()
+    )
+    (y0, uv0), (y1, uv1), _ = clip(64, 64)
+    batch_y, batch_uv = torch.cat([y0, y0, y0]), torch.cat([uv0, uv0, uv0])
+    with torch.no_grad():
+        mixed = codec.forward_frame(batch_y, batch_uv, torch.tensor([2, 0, 2]), None)
+        for item, q in enumerate((2, 0, 2)):
+            alone = codec.members[q].forward_frame(y0, uv0, 0, None)
+            torch.testing.assert_close(mixed.y_hat[item : item + 1], alone.y_hat)
+            torch.testing.assert_close(mixed.bits[item : item + 1], alone.bits)
+    i_data, i_out = codec.compress_frame(y0, uv0, 1, None)
+    assert i_data == codec.members[1].compress_frame(y0, uv0, 0, None)[0]
+    p_data, p_out = codec.compress_frame(y1, uv1, 2, i_out.ref)  # another rate point than its reference
+    _, _, ref = codec.decompress_frame(i_data, 1, None, 64, 64)
+    y_hat, _, _ = codec.decompress_frame(p_data, 2, ref, 64, 64)
+    assert torch.equal(y_hat, p_out.y_hat)
 
 
 def test_corrupted_payloads_raise_payload_error() -> None:
