@@ -355,3 +355,24 @@ checkpoint, clips, bitstream, out = sys.argv[1:]
 sequence = scan_folder(clips, max_frames=3)[0]
 NeuralCodec.from_checkpoint(checkpoint).decode(Path(bitstream), sequence, Path(out))
 """
+
+
+def test_one_converted_quality_is_the_plain_model_train_py_starts_from(tmp_path: Path):
+    """One file -> ``models.ssf.ScaleSpaceFlow`` (configs/model/ssf.yaml), loadable by InitWeights."""
+    from types import SimpleNamespace
+
+    from models import build_model
+    from nvc_train.training.stages import InitWeights
+
+    (plain, _) = _write_official_files(tmp_path)
+    out = tmp_path / "one.ckpt"
+    result = _convert("--compressai", str(plain), "--out", str(out))
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert load_checkpoint(out)["nvc_config"]["model"]["_target_"] == "models.ssf.ScaleSpaceFlow"
+    module = SimpleNamespace(net=build_model("ssf"))
+    init = InitWeights(out)
+    init.on_fit_start(SimpleNamespace(ckpt_path=None, global_step=0, fast_dev_run=False), module)
+    assert init.loaded
+    official = official_state()
+    for name, tensor in module.net.named_parameters():
+        assert torch.equal(tensor.detach(), official[name]), name

@@ -8,7 +8,9 @@ with several rate points, so the files given become the members of one
 ``models.ssf.ScaleSpaceFlowSet``: file ``i`` (in the order given; give the lowest quality first,
 since q_index 0 is the lowest rate everywhere in this framework) is rate point ``q_index = i``.
 The architecture numbers are ``configs/model/ssf.yaml``, which must describe CompressAI's model
-(single-rate, RGB): its parameter set is the published one exactly.
+(single-rate, RGB): its parameter set is the published one exactly. One file alone becomes that
+plain ``models.ssf.ScaleSpaceFlow``, so ``train.py model=ssf callbacks.init_weights.path=OUT.ckpt``
+can start from it (a set has no training config).
 
 Each file is read as CompressAI reads it (weights only; an optional ``state_dict`` / ``net``
 nesting and ``module.`` prefix: :func:`nvc_train.convert.official.read_official_state`), renamed by
@@ -37,6 +39,7 @@ __all__ = ["RENAMES", "add_arguments", "convert", "model_config", "official_to_o
 
 MODEL_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "model" / "ssf.yaml"
 SET_TARGET = "models.ssf.ScaleSpaceFlowSet"  # the class that holds one member per rate point
+SINGLE_TARGET = "models.ssf.ScaleSpaceFlow"  # one file: the plain model (configs/model/ssf.yaml)
 MEMBER_PREFIX = "members.{q}."  # our name of a tensor of rate point q = this + its official name
 
 RENAMES: tuple[tuple[re.Pattern[str], str], ...] = (
@@ -95,6 +98,8 @@ def model_config(rate_points: int) -> dict[str, Any]:
             f"rgb); it has variable_rate={numbers.get('variable_rate')}, "
             f"colour_space={numbers.get('colour_space')}"
         )
+    if rate_points == 1:  # one quality is ssf.yaml's own model: train.py model=ssf can start from it
+        return {"_target_": SINGLE_TARGET, **numbers}
     return {"_target_": SET_TARGET, "rate_points": rate_points, **numbers}
 
 
@@ -133,8 +138,9 @@ def convert(args: argparse.Namespace) -> Path:
     name = checked_model_name(args.name, "--name")
     config = model_config(len(files))
     cls, kwargs = checked_network_config(config, str(MODEL_CONFIG))
+    single = len(files) == 1
     with torch.device("meta"):
-        member = cls(**{**kwargs, "rate_points": 1}).members[0]
+        member = cls(**kwargs) if single else cls(**{**kwargs, "rate_points": 1}).members[0]
     expected = {key: tuple(p.shape) for key, p in member.named_parameters()}
     buffers = _buffer_names()
 
@@ -144,14 +150,16 @@ def convert(args: argparse.Namespace) -> Path:
         parameters = {key: value for key, value in state.items() if key not in buffers}
         check_state(parameters, expected, str(path))
         _check_bounds(state, config, str(path))
-        prefix = MEMBER_PREFIX.format(q=q)
+        prefix = "" if single else MEMBER_PREFIX.format(q=q)
         net_state.update({prefix + key: value for key, value in parameters.items()})
 
     net = cls(**kwargs)
     missing, unexpected = net.load_state_dict(net_state, strict=False)
     parameter_names = {key for key, _ in net.named_parameters()}
     if unexpected or parameter_names & set(missing):
-        raise ConversionError(f"internal: converted names do not fit {SET_TARGET}: {unexpected or missing}")
+        raise ConversionError(
+            f"internal: converted names do not fit {config['_target_']}: {unexpected or missing}"
+        )
     with torch.no_grad():
         net.update()  # our coder's tables, centred on the published medians
     return write_checkpoint(args.out, config, name, net.state_dict(), [str(path) for path in files])
