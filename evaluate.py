@@ -4,9 +4,12 @@
     python evaluate.py codec=svtav1 anchor=x265 ctc=hevc_b,uvg structure=ra frames=96
     python evaluate.py ctc=folder ctc.path=/data/clips
     python evaluate.py ckpt=runs/train/RUN/checkpoints/last.ckpt   # a trained model against x265
+    python evaluate.py codecs=[x264,x265,svtav1,aom] anchor=x265    # one table of several codecs
+    python evaluate.py codecs=[x265] ckpt=[A.ckpt,B.ckpt] anchor=x265  # checkpoints among them
 
-Writes points.csv/json, bdrate.csv/md, complexity.csv and rd_*.png into the run folder
-(``hydra.run.dir=DIR`` to choose it; re-running resumes).
+Writes points.csv/json, bdrate.csv/md, complexity.csv/md, rd_*.png and radar_*.png into the run folder
+(``hydra.run.dir=DIR`` to choose it; re-running resumes). Several-codec runs keep their points in the
+shared point store (``point_store=``), so that other runs reuse them.
 """
 
 import sys

@@ -42,15 +42,22 @@ def reexec_with_malloc_settings() -> None:
 
 
 def register_resolvers() -> None:
-    """Resolvers for run-folder names: ``${codec_label:NAME,CKPT}`` and ``${or:VALUE,DEFAULT}``.
+    """Resolvers for run-folder names: ``${codec_label:NAME,CKPT,CODECS}`` and ``${or:VALUE,DEFAULT}``.
 
     ``codec_label`` is the codec's name, else the checkpoint's run.
     A model evaluated from ``runs/train/default/checkpoints/last.ckpt`` gets the folder label
     ``default-last``, so that two checkpoints never share (and overwrite) one run folder.
+    A several-codec run (``codecs=[...]`` or ``ckpt=[A,B]``) gets its sorted codec list
+    (``aom+svtav1+x264+x265``), or a count and a hash when that is long: the same list resumes the
+    same folder, another list never overwrites it.
     """
-    from omegaconf import OmegaConf
+    from omegaconf import ListConfig, OmegaConf
 
-    def codec_label(name: str | None, ckpt: str | None) -> str:
+    def codec_label(name: str | None, ckpt: Any, codecs: Any = None) -> str:
+        if codecs is not None or isinstance(ckpt, ListConfig | list):
+            from nvc_train.evaluation.store import codec_entries, many_label
+
+            return many_label(codec_entries(codecs, ckpt))
         if name:
             return str(name)
         if ckpt:

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from nvc_train.codecs.base import Codec
 from nvc_train.ctc import load_sequences
@@ -15,6 +15,15 @@ from nvc_train.evaluation.complexity import complexity_table_rows
 from nvc_train.evaluation.plots import write_radar_plots, write_rd_plots
 from nvc_train.evaluation.points import structure_label
 from nvc_train.evaluation.runner import MeasureOptions, Shard, collect_rows, make_jobs, run_jobs
+from nvc_train.evaluation.store import (
+    absolute_bitstreams,
+    anchor_settings,
+    build_listed_codecs,
+    is_stored,
+    make_store_jobs,
+    many_codecs_requested,
+    merge_anchor,
+)
 from nvc_train.evaluation.tables import (
     bdrate_markdown,
     compute_bdrates,
@@ -27,24 +36,50 @@ log = logging.getLogger(__name__)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
-    """Evaluate the codec under test and the anchor on the configured CTC sequences.
+    """Evaluate the codec under test (or every listed codec) and the anchor on the CTC sequences.
 
     Writes points.csv/json, bdrate.csv/md, complexity.csv/md, rd_*.png and radar_*.png into
     ``cfg.run_dir`` and returns the rows and the run folder. Under sharding, every rank codes its
     share and rank 0 waits for the others and writes the tables.
+
+    ``codecs=[...]`` (or ``ckpt=[A,B]``) makes it a several-codec run: the points go to the shared
+    point store (:mod:`nvc_train.evaluation.store`) and the tables have one row per codec; otherwise
+    the one ``codec`` is coded into the run folder, as before.
     """
     run_dir = Path(cfg.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     structure = instantiate(cfg.structure)
-    codec: Codec = instantiate(cfg.codec)
     anchor = instantiate(cfg.anchor) if cfg.get("anchor") else None
     sequences = load_sequences(cfg.ctc, max_frames=cfg.frames, start_frame=cfg.start_frame)
+    imported = anchor is not None and getattr(anchor, "imported", False)
 
-    coded = [c for c in (codec, anchor) if c is not None and not getattr(c, "imported", False)]
-    for each in coded:  # refuse early, before hours of coding, if a codec cannot honour the structure
-        each.check_structure(structure)
+    store: Path | None = None
+    if many_codecs_requested(cfg):
+        listed = build_listed_codecs(cfg)
+        if anchor is not None and not imported:
+            listed = merge_anchor(listed, anchor, anchor_settings(cfg))
+        pairs = [(item.codec, item.settings) for item in listed]
+        if anchor is not None and not imported:
+            pairs.append((anchor, anchor_settings(cfg)))
+        coded: list[Codec] = [codec for codec, _ in pairs]
+        for each in coded:  # refuse early, before hours of coding, if a codec cannot honour the structure
+            each.check_structure(structure)
+        store = Path(cfg.point_store).expanduser().resolve()
+        structure_settings = OmegaConf.to_container(cfg.structure, resolve=True)
+        assert isinstance(structure_settings, dict)
+        jobs = make_store_jobs(pairs, sequences, store, structure_settings, cfg.metrics)
+        stored = sum(1 for job in jobs if not cfg.force and is_stored(job, structure))
+        log.info(
+            "%d codecs (%s), %d points: %d to code, %d already in the point store %s",
+            len(coded), ", ".join(c.name for c in coded), len(jobs), len(jobs) - stored, stored, store,
+        )  # fmt: skip
+    else:
+        codec: Codec = instantiate(cfg.codec)
+        coded = [c for c in (codec, anchor) if c is not None and not getattr(c, "imported", False)]
+        for each in coded:  # refuse early, before hours of coding, if a codec cannot honour the structure
+            each.check_structure(structure)
+        jobs = make_jobs(coded, sequences)
     shard = Shard.from_env(cfg.shard.rank, cfg.shard.world_size)
-    jobs = make_jobs(coded, sequences)
     options = MeasureOptions(
         metrics=tuple(cfg.metrics),
         vmaf_ffmpeg=cfg.vmaf_ffmpeg,
@@ -60,7 +95,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         return {"run_dir": run_dir, "rows": [], "bdrate": []}
 
     rows = collect_rows(jobs, run_dir, wait_s=cfg.shard.wait_s if shard.world_size > 1 else 0.0)
-    if anchor is not None and getattr(anchor, "imported", False):
+    if store is not None:
+        rows = absolute_bitstreams(rows, store)
+    if imported:
         rows += anchor.rows_for(sequences)
     write_points(run_dir, rows)
 
@@ -91,4 +128,4 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     if (run_dir / "bdrate.md").is_file():
         print((run_dir / "bdrate.md").read_text())
     print(f"results in {run_dir}")
-    return {"run_dir": run_dir, "rows": rows, "bdrate": bd_rows}
+    return {"run_dir": run_dir, "rows": rows, "bdrate": bd_rows, "jobs": len(jobs)}

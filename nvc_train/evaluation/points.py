@@ -28,18 +28,37 @@ POINT_COLUMNS = [
 
 @dataclass(frozen=True)
 class Job:
-    """Encode ``sequence`` at ``rate_point`` with ``codec``, decode the file, measure it."""
+    """Encode ``sequence`` at ``rate_point`` with ``codec``, decode the file, measure it.
+
+    ``store`` / ``store_key``: a point of a several-codec run lives in the shared point store
+    (:mod:`nvc_train.evaluation.store`) under a folder named by the hash of what it measured, so that
+    other runs find it; a single-codec run keeps its points inside its run folder.
+    """
 
     codec: Codec
     sequence: CTCSequence
     rate_point: RatePoint
+    store: Path | None = None
+    store_key: str = ""
 
     @property
     def key(self) -> str:
         return f"{self.codec.name}/{self.sequence.test_set}/{self.sequence.name}/{self.rate_point}"
 
+    def base(self, run_dir: Path) -> Path:
+        """The folder that the row's ``bitstream`` path is relative to: the store, else the run folder."""
+        return self.store if self.store is not None else run_dir
+
     def folder(self, run_dir: Path) -> Path:
         """Where the bitstream, the (optional) reconstruction and result.json of this point live."""
+        if self.store is not None:
+            return (
+                self.store
+                / self.codec.name
+                / self.sequence.test_set
+                / self.sequence.name
+                / f"rp{self.rate_point}-{self.store_key}"
+            )
         return (
             run_dir
             / "points"

@@ -138,7 +138,7 @@ def run_job(job: Job, structure: CodingStructure, run_dir: Path, options: Measur
         "enc_fps": frames / encoded.seconds if encoded.seconds > 0 else None,
         "dec_fps": frames / decoded.seconds if decoded.seconds > 0 else None,
         "est_bits": encoded.estimated_bits,
-        "bitstream": str(Path(encoded.bitstream).relative_to(run_dir)),
+        "bitstream": str(Path(encoded.bitstream).relative_to(job.base(run_dir))),
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
     atomic_write_json(result_path, row)
