@@ -342,3 +342,22 @@ def test_evaluate_refuses_a_mislabelled_file_in_one_line(tmp_path: Path) -> None
     assert len(lines) == 1, proc.stderr[-2000:]
     assert "16-bit little-endian words of 10-bit video" in lines[0] and "rename" in lines[0]
     assert not (tmp_path / "run" / "points.csv").exists()
+
+
+def test_a_reconstruction_is_measured_whatever_it_looks_like(tmp_path: Path) -> None:
+    """A decoder's output is written at the source's size: even bytes that would be refused as a
+    source (here: every odd byte small, as 10-bit words read as 8-bit) are measured, silently."""
+    from nvc_train.metrics.measure import measure_sequence
+
+    source = raw_copy(smooth_frames(320, 256, 8), tmp_path, "source_320x256_25.yuv")
+    info = VideoInfo(320, 256, 8, 25.0, FRAMES)
+    odd_small = np.zeros(320 * 256 * 3 // 2 * FRAMES, dtype=np.uint8)
+    odd_small[0::2] = np.random.default_rng(1).integers(16, 236, odd_small[0::2].size)
+    decoded = tmp_path / "decoded.yuv"
+    decoded.write_bytes(odd_small.tobytes())
+    with pytest.raises(VideoFormatError):  # as a source it would be refused ...
+        open_video(decoded, info)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        scores = measure_sequence(source, info, decoded, metrics=["psnr"])  # ... as a result, measured
+    assert scores.num_frames == FRAMES and scores.means["psnr_y"] < 20
