@@ -299,3 +299,57 @@ def test_a_preset_or_fit_setting_that_cannot_drive_a_fit_is_refused() -> None:
         AdaptiveCodec(model, overfit, trainer={"max_steps": 5})
     with pytest.raises(CodecError, match="keep_best must be true or false"):
         AdaptiveCodec(model, {**overfit, "keep_best": "yes"})
+
+
+# ---- effort: overfit.total_steps -----------------------------------------------------------------
+
+
+def test_total_steps_scales_a_preset_to_exactly_n_steps() -> None:
+    """``overfit.total_steps=N``: the phases keep their proportions and add up to N exactly (an effort
+    stated as N iterations must be N, for every N a user may give), each phase at least one step."""
+    from nvc_train.training.presets import OverfitConfigError, OverfitPreset
+
+    written = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    assert written["total_steps"] is None  # the configs declare the key, so a plain override works
+    as_written = [p["steps"] for p in written["phases"]]
+    assert [p["steps"] for p in OverfitPreset.from_config(written).scaled_phases()] == as_written
+    for n in (3, 7, 20, 333, 1000, 2000, 4321):
+        preset = OverfitPreset.from_config({**written, "total_steps": n})
+        steps = [p["steps"] for p in preset.scaled_phases()]
+        assert sum(steps) == preset.fit_steps == n and min(steps) >= 1
+        assert Schedule.from_config(preset.scaled_phases(), preset.scaled_eval_every).total_steps == n
+    doubled = OverfitPreset.from_config({**written, "total_steps": 2000}).scaled_phases()
+    assert [p["steps"] for p in doubled] == [2 * s for s in as_written]
+    full = yaml.safe_load((REPO_ROOT / "configs/overfit/c3.yaml").read_text())
+    assert OverfitPreset.from_config({**full, "total_steps": 2000}).fit_steps == 2000
+    with pytest.raises(OverfitConfigError, match="both total_steps"):
+        OverfitPreset.from_config({**written, "total_steps": 100, "steps_scale": 0.5})
+    with pytest.raises(OverfitConfigError, match="fewer than its 3 phases"):
+        OverfitPreset.from_config({**written, "total_steps": 2})
+
+
+def test_a_fit_at_total_steps_runs_exactly_n_optimiser_steps() -> None:
+    """The Trainer's global_step after a fit is N: the effort is what was asked, not a rounding of it."""
+    from nvc_train.training.overfit import fit_sequence
+
+    written = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    torch.manual_seed(0)
+    y, uv = torch.rand(2, 1, TINY_H, TINY_W), torch.rand(2, 2, TINY_H // 2, TINY_W // 2)
+    fit = fit_sequence(tiny_net(frames=2), y, uv, 400.0, {**written, "total_steps": 13})
+    assert fit.schedule.total_steps == fit.trainer.global_step == 13
+
+
+def test_the_description_names_the_effort() -> None:
+    """A point fitted with another N is another point (resume re-measures it), and its description
+    in points.csv shows the steps run; a preset without total_steps keeps its stored points."""
+    from nvc_train.codecs.adaptive import AdaptiveCodec
+
+    model = yaml.safe_load((REPO_ROOT / "configs/model/c3_tiny.yaml").read_text())
+    overfit = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    base = AdaptiveCodec(model, overfit).description()
+    without_key = AdaptiveCodec(model, {k: v for k, v in overfit.items() if k != "total_steps"})
+    assert without_key.description() == base
+    at_500 = AdaptiveCodec(model, {**overfit, "total_steps": 500}).description()
+    at_2000 = AdaptiveCodec(model, {**overfit, "total_steps": 2000}).description()
+    assert len({base, at_500, at_2000}) == 3
+    assert "soft400+ste75+weights25" in at_500 and "soft1600+ste300+weights100" in at_2000

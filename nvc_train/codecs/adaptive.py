@@ -107,7 +107,8 @@ class AdaptiveCodec(Codec):
         model: the model config (``_target_`` + architecture numbers, no sequence geometry).
         overfit: the schedule preset (``configs/overfit``): ``lambdas``, ``phases``,
             ``frames_per_step``, ``eval_every``, ``keep_best``, ``parameter_lr_ratio`` (all
-            required), ``name`` and ``steps_scale`` (optional); see
+            required), ``name``, ``steps_scale`` and ``total_steps`` (optional: the fit's
+            iterations per sequence, the phases scaled to add up to it); see
             :class:`~nvc_train.training.presets.OverfitPreset`.
         name: codec name (tables, folders, header codec id); null: the preset's name.
         rate_points: indices into ``lambdas`` to code (null: all).
@@ -177,8 +178,12 @@ class AdaptiveCodec(Codec):
         """
         import hashlib
 
-        phases = "+".join(f"{p['name']}{p['steps']}" for p in self.overfit["phases"])
-        hashed = [self.target, self.model, self.overfit, self.init_weights]
+        # The steps the fit runs (after steps_scale / total_steps), so the effort is readable in
+        # points.csv's codec_description; total_steps enters the hash only when set, so points
+        # stored before the key existed stay current.
+        phases = "+".join(f"{p['name']}{p['steps']}" for p in self.preset.scaled_phases())
+        overfit = {k: v for k, v in self.overfit.items() if not (k == "total_steps" and v is None)}
+        hashed = [self.target, self.model, overfit, self.init_weights]
         if self.fit_settings.non_default():
             hashed.append(self.fit_settings.non_default())
         configs = json.dumps(hashed, sort_keys=True, default=str)

@@ -211,7 +211,8 @@ def fit_sequence(
     """
     preset = overfit if isinstance(overfit, OverfitPreset) else OverfitPreset.from_config(overfit)
     settings = settings or FitSettings()
-    schedule = Schedule.from_config(preset.phases, preset.eval_every, preset.keep_best, preset.steps_scale)
+    # The preset scales its own phases (steps_scale, or total_steps: exactly N optimiser steps).
+    schedule = Schedule.from_config(preset.scaled_phases(), preset.scaled_eval_every, preset.keep_best)
     module = OverfitModule(net, lmbda, lr=schedule.phases[0].lr, parameter_lr_ratio=preset.parameter_lr_ratio)
     data = build_sequence_data(settings, y, uv, preset.frames_per_step, seed)
     stages = OverfitStages(schedule, y, uv)

@@ -39,6 +39,8 @@ FIT_OWNED_TRAINER_KEYS = frozenset(
     }
 )  # fmt: skip
 
+#: Keys a preset must give (``name``, ``steps_scale`` and ``total_steps`` are optional).
+#: Keys a preset must give (``name``, ``steps_scale`` and ``total_steps`` are optional).
 PRESET_KEYS = ("lambdas", "phases", "frames_per_step", "eval_every", "keep_best", "parameter_lr_ratio")
 
 
@@ -73,7 +75,14 @@ class OverfitPreset:
         keep_best: restore each phase's best hard-quantized RD state at its end.
         parameter_lr_ratio: learning rate of the weights' quantization steps over the phase's.
         steps_scale: stretches every phase and ``eval_every`` (1: as written; 0.02: a smoke test).
-            The one optional key, because its absence has one meaning: the schedule as written.
+            Optional, because its absence has one meaning: the schedule as written.
+        total_steps: the fit's effort as a number: the schedule is scaled so that it runs exactly
+            this many iterations in all, per SEQUENCE (one Lightning fit codes the whole sequence,
+            whatever its frame count), an iteration being one optimiser step over
+            ``frames_per_step`` frames. Runs of two codecs compare at equal effort by giving both
+            the same N. Phases keep their proportions (largest remainder, each at least one step);
+            ``eval_every`` scales with them. Optional (None: ``steps_scale`` decides); setting both
+            it and a ``steps_scale`` other than 1 is refused, since they would disagree.
     """
 
     name: str | None
@@ -84,6 +93,7 @@ class OverfitPreset:
     keep_best: bool
     parameter_lr_ratio: float
     steps_scale: float = 1.0
+    total_steps: int | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
@@ -107,6 +117,7 @@ class OverfitPreset:
                 keep_best=_flag(config["keep_best"], f"{where}: keep_best"),
                 parameter_lr_ratio=float(config["parameter_lr_ratio"]),
                 steps_scale=float(config.get("steps_scale", 1.0)),
+                total_steps=None if config.get("total_steps") is None else int(config["total_steps"]),
             )
         except OverfitConfigError:
             raise
@@ -116,9 +127,73 @@ class OverfitPreset:
             raise OverfitConfigError(f"{where}: frames_per_step and eval_every must be >= 1")
         if preset.parameter_lr_ratio <= 0 or preset.steps_scale <= 0:
             raise OverfitConfigError(f"{where}: parameter_lr_ratio and steps_scale must be positive")
+        if preset.total_steps is not None:
+            if preset.steps_scale != 1.0:
+                raise OverfitConfigError(
+                    f"{where} sets both total_steps={preset.total_steps} and steps_scale="
+                    f"{preset.steps_scale:g}: give one (total_steps is the effort in iterations)"
+                )
+            if preset.total_steps < len(preset.phases):
+                raise OverfitConfigError(
+                    f"{where}: total_steps={preset.total_steps} is fewer than its {len(preset.phases)} "
+                    "phases (every phase runs at least one step)"
+                )
         if any(lmbda <= 0 for lmbda in preset.lambdas):
             raise OverfitConfigError(f"{where}: lambdas must be positive, got {list(preset.lambdas)}")
         return preset
+
+    @property
+    def scale(self) -> float:
+        """The factor applied to every phase: ``total_steps`` over the written total, or ``steps_scale``."""
+        if self.total_steps is None:
+            return self.steps_scale
+        return self.total_steps / sum(int(phase["steps"]) for phase in self.phases)
+
+    def scaled_phases(self) -> list[dict[str, Any]]:
+        """The phases with the steps the fit will run (what the Schedule and the description use).
+
+        With ``total_steps`` the rounded steps are corrected by largest remainder, so they add up
+        to exactly ``total_steps`` (plain rounding of each phase can miss the total by a step or
+        two, and an effort stated as N iterations must be N). With ``steps_scale`` each phase is
+        rounded on its own, as it always was, so schedules measured before keep their steps.
+        """
+        written = [int(phase["steps"]) for phase in self.phases]
+        if self.total_steps is None:
+            steps = [max(1, round(n * self.steps_scale)) for n in written]
+        else:
+            steps = _apportion(written, self.total_steps)
+        return [{**phase, "steps": n} for phase, n in zip(self.phases, steps, strict=True)]
+
+    @property
+    def scaled_eval_every(self) -> int:
+        """Steps between keep-best evaluations, scaled like the phases (at least one)."""
+        return max(1, round(self.eval_every * self.scale))
+
+    @property
+    def fit_steps(self) -> int:
+        """Optimiser steps of one fit (one sequence at one rate point)."""
+        return sum(int(phase["steps"]) for phase in self.scaled_phases())
+
+
+def _apportion(weights: list[int], total: int) -> list[int]:
+    """``total`` split in proportion to ``weights``, every share >= 1, the shares summing to ``total``.
+
+    Hamilton's method (floors, then the largest remainders get one more), so ``total`` equal to
+    the written sum gives the written steps back; a share rounded to 0 (a 50-step tail at N=20)
+    takes one step from the largest share, since a phase scaled away would change the schedule.
+    Needs ``total >= len(weights)`` (checked by the preset).
+    """
+    whole = sum(weights)
+    exact = [total * w / whole for w in weights]
+    shares = [int(x) for x in exact]
+    by_remainder = sorted(range(len(weights)), key=lambda i: exact[i] - shares[i], reverse=True)
+    for i in by_remainder[: total - sum(shares)]:
+        shares[i] += 1
+    for i, share in enumerate(shares):
+        if share == 0:
+            shares[shares.index(max(shares))] -= 1
+            shares[i] = 1
+    return shares
 
 
 def _flag(value: Any, where: str) -> bool:
