@@ -14,6 +14,7 @@ from nvc_train.ctc import load_sequences
 from nvc_train.evaluation.complexity import complexity_table_rows
 from nvc_train.evaluation.plots import write_radar_plots, write_rd_plots
 from nvc_train.evaluation.points import structure_label
+from nvc_train.evaluation.preflight import check_inputs
 from nvc_train.evaluation.runner import MeasureOptions, Shard, collect_rows, make_jobs, run_jobs
 from nvc_train.evaluation.store import (
     absolute_bitstreams,
@@ -50,20 +51,31 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     structure = instantiate(cfg.structure)
     anchor = instantiate(cfg.anchor) if cfg.get("anchor") else None
-    sequences = load_sequences(cfg.ctc, max_frames=cfg.frames, start_frame=cfg.start_frame)
     imported = anchor is not None and getattr(anchor, "imported", False)
+    many = many_codecs_requested(cfg)
+    pairs: list[tuple[Codec, dict[str, Any]]] = []
+
+    def build() -> list[Codec]:
+        """Every codec this run codes (the anchor last), built before the checks of check_inputs."""
+        nonlocal pairs
+        if many:
+            listed = build_listed_codecs(cfg)
+            if anchor is not None and not imported:
+                listed = merge_anchor(listed, anchor, anchor_settings(cfg))
+            pairs = [(item.codec, item.settings) for item in listed]
+            if anchor is not None and not imported:
+                pairs.append((anchor, anchor_settings(cfg)))
+            return [codec for codec, _ in pairs]
+        codec: Codec = instantiate(cfg.codec)
+        return [c for c in (codec, anchor) if c is not None and not getattr(c, "imported", False)]
+
+    # Sequences, binaries and cfg files all checked before hours of coding: one message lists them all.
+    sequences, coded = check_inputs(
+        lambda: load_sequences(cfg.ctc, max_frames=cfg.frames, start_frame=cfg.start_frame), build, structure
+    )
 
     store: Path | None = None
-    if many_codecs_requested(cfg):
-        listed = build_listed_codecs(cfg)
-        if anchor is not None and not imported:
-            listed = merge_anchor(listed, anchor, anchor_settings(cfg))
-        pairs = [(item.codec, item.settings) for item in listed]
-        if anchor is not None and not imported:
-            pairs.append((anchor, anchor_settings(cfg)))
-        coded: list[Codec] = [codec for codec, _ in pairs]
-        for each in coded:  # refuse early, before hours of coding, if a codec cannot honour the structure
-            each.check_structure(structure)
+    if many:
         store = Path(cfg.point_store).expanduser().resolve()
         structure_settings = OmegaConf.to_container(cfg.structure, resolve=True)
         assert isinstance(structure_settings, dict)
@@ -74,10 +86,6 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             len(coded), ", ".join(c.name for c in coded), len(jobs), len(jobs) - stored, stored, store,
         )  # fmt: skip
     else:
-        codec: Codec = instantiate(cfg.codec)
-        coded = [c for c in (codec, anchor) if c is not None and not getattr(c, "imported", False)]
-        for each in coded:  # refuse early, before hours of coding, if a codec cannot honour the structure
-            each.check_structure(structure)
         jobs = make_jobs(coded, sequences)
     shard = Shard.from_env(cfg.shard.rank, cfg.shard.world_size)
     options = MeasureOptions(
