@@ -1,0 +1,259 @@
+"""Ours (a scene-adaptive codec fitted per sequence) against Cool-Chic at equal iterations, x265 as anchor.
+
+Not a test: a script that prints figures. Cool-Chic is the user's own checkout (``--coolchic-src``),
+run in a subprocess with its own Python (``--coolchic-python``, its venv): nothing of it is imported
+into or copied into this project, so its licence and its dependencies stay with it. Ours and x265
+go through the ONE evaluation runner (``evaluate.py``: bits are the files' sizes, PSNR-YUV is 6:1:1
+over the decoded file); Cool-Chic's decoded file is measured by the same metrics code, so the
+three curves differ only in the codec::
+
+    .venv/bin/python bench/adaptive_vs_coolchic.py --coolchic-src ../scratch/coolchic \\
+        --coolchic-python ../scratch/coolchic-venv/bin/python --clips dog_352x288_32f --frames 1 \\
+        --iterations 2000 --lambdas 0.008 0.002 0.0004 0.00015
+
+Equal effort: Cool-Chic's I-frame preset runs ``--n_itr`` iterations per frame (warm-up candidates
+included, its ``hop`` decoder, start lr 1e-2, as cfg/dec/intra/hop.cfg and its README give);
+ours runs ``overfit.total_steps = iterations x frames`` optimiser steps for the sequence
+(configs/overfit: one step is one batch of ``frames_per_step`` frames), which for the default
+single frame is the same count. Rate points: ``--lambdas`` are Cool-Chic's (loss D + lambda R);
+ours fits ``1 / lambda`` (loss R + lambda D). The distortion weights differ (Cool-Chic 4:1:1 in
+its loss, ours 6:1:1), so the points land near each other, not on each other: the BD-rates
+compare the curves. All intra by default (``structure=ai`` for ours and x265).
+
+Iterations per second are iterations over each encode's wall-clock seconds (model set-up,
+warm-up and entropy coding included, on both sides), with the stated number of threads; the
+machine may be shared, so they are lower bounds of what a quiet machine gives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from adaptive_vs_x265 import prepare_clip  # noqa: E402 - the sibling bench script, by path
+
+COOLCHIC = "coolchic"
+
+
+def crop_clip(cif: Path, width: int, height: int, folder: Path, name: str, frames: int) -> Path:
+    """A centre crop of ``cif`` (a raw 8-bit 4:2:0 file from :func:`prepare_clip`) as ``folder/name``.
+
+    Cool-Chic reads raw files only, with the geometry in the name, so both codecs read the very
+    same bytes: ours under our naming, Cool-Chic's under its own (``_<fps>p_yuv420_8b``).
+    """
+    from nvc_train.video.readers import open_video
+
+    reader = open_video(cif)
+    info = reader.info
+    if (width, height) > (info.width, info.height) or width % 2 or height % 2:
+        sys.exit(f"--size {width}x{height} must be even and at most the clip's {info.width}x{info.height}")
+    top, left = (info.height - height) // 4 * 2, (info.width - width) // 4 * 2
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / name
+    with path.open("wb") as handle:
+        for frame in reader.read(0, frames):
+            for plane, scale in ((frame.y, 1), (frame.u, 2), (frame.v, 2)):
+                rows = slice(top // scale, (top + height) // scale)
+                cols = slice(left // scale, (left + width) // scale)
+                handle.write(np.ascontiguousarray(plane[rows, cols], dtype=np.uint8).tobytes())
+    return path
+
+
+def run_coolchic(
+    args: argparse.Namespace, source: Path, width: int, height: int, fps: int, folder: Path
+) -> list[dict[str, Any]]:
+    """One Cool-Chic point per lambda: ``cc_encode.py`` once per frame into one ``.cool``, then
+    ``cc_decode.py``; bits from the file, PSNR by our metrics. A finished point is reused."""
+    from nvc_train.metrics import measure_sequence
+    from nvc_train.video.frame import VideoInfo
+
+    src = args.coolchic_src.resolve()
+    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
+    info = VideoInfo(width, height, 8, float(fps), args.frames)
+    rows = []
+    for index, lmbda in enumerate(args.lambdas):
+        workdir = (folder / f"lmbda_{lmbda:g}_n{args.iterations}").resolve()
+        result = workdir / "result.json"
+        if result.is_file() and not args.force:
+            rows.append(json.loads(result.read_text()))
+            continue
+        workdir.mkdir(parents=True, exist_ok=True)
+        bitstream = workdir / "bitstream.cool"
+        bitstream.unlink(missing_ok=True)
+        started = time.perf_counter()
+        intra = f"--intra_pos=0-{args.frames - 1}" if args.frames > 1 else "--intra_pos=0"
+        for k in range(args.frames):
+            cmd = [
+                str(args.coolchic_python), str(src / "cc_encode.py"), f"--input={source.resolve()}",
+                f"--output={bitstream}", f"--workdir={workdir}", f"--lmbda={lmbda}",
+                f"--n_frames={args.frames}", intra,
+                f"--coding_idx={k}", f"--dec_cfg_residue={src / 'cfg/dec/intra/hop.cfg'}",
+                "--start_lr=1e-2", f"--n_itr={args.iterations}",
+            ]  # fmt: skip
+            _run(cmd, src, env, workdir / f"encode_{k}.log")
+        enc_s = time.perf_counter() - started
+        decoded = workdir / f"decoded_{width}x{height}_{fps}p_yuv420_8b.yuv"
+        started = time.perf_counter()
+        _run([str(args.coolchic_python), str(src / "cc_decode.py"), "-i", str(bitstream), "-o", str(decoded)],
+             src, env, workdir / "decode.log")  # fmt: skip
+        dec_s = time.perf_counter() - started
+        scores = measure_sequence(source, info, decoded, metrics=["psnr"], num_frames=args.frames)
+        bits = bitstream.stat().st_size * 8
+        row = {
+            "codec": COOLCHIC, "rate_point": index, "lambda": lmbda, "bits": bits,
+            "bpp": bits / (width * height * args.frames), "psnr_yuv": scores.means["psnr_yuv"],
+            "psnr_y": scores.means["psnr_y"], "enc_s": enc_s, "dec_s": dec_s,
+        }  # fmt: skip
+        result.write_text(json.dumps(row, indent=2))
+        rows.append(row)
+    return rows
+
+
+def _run(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> None:
+    """Run a Cool-Chic command, its output kept in ``log_path``; a failure stops the bench with its tail."""
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    log_path.write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        sys.exit(f"Cool-Chic failed ({' '.join(cmd[1:3])} ...):\n{(proc.stdout + proc.stderr)[-3000:]}")
+
+
+def run_ours(args: argparse.Namespace, clip_dir: Path, run_dir: Path) -> list[dict[str, Any]]:
+    """Ours and x265 through evaluate.py (one run: both codecs' points.csv rows)."""
+    lambdas = "[" + ",".join(f"{1.0 / lmbda:.6g}" for lmbda in args.lambdas) + "]"
+    cmd = [
+        sys.executable, str(REPO_ROOT / "evaluate.py"), f"model={args.model}", "ctc=folder",
+        f"ctc.path={clip_dir}", f"frames={args.frames}", f"structure={args.structure}", "anchor=x265",
+        f"anchor.rate_points={args.anchor_qps}", f"overfit.lambdas={lambdas}",
+        f"overfit.total_steps={args.iterations * args.frames}", f"codec.threads={args.threads}",
+        "metrics=[psnr]", "bd_metrics=[psnr_yuv]", "progress=false", f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    print("$", " ".join(cmd[1:]), flush=True)
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"evaluate.py failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-3000:]}")
+    with (run_dir / "points.csv").open() as handle:
+        return [
+            {**row, **{k: float(row[k]) for k in ("bits", "bpp", "psnr_yuv", "psnr_y", "enc_s", "dec_s")}}
+            for row in csv.DictReader(handle)
+        ]
+
+
+def bd(anchor: list[dict[str, Any]], test: list[dict[str, Any]]) -> str:
+    """BD-rate (PSNR-YUV, pchip, the framework's function) of ``test`` against ``anchor``, or why not."""
+    from nvc_train.bdrate import BDRateError, bd_rate
+
+    try:
+        value = bd_rate([r["bpp"] for r in anchor], [r["psnr_yuv"] for r in anchor],
+                        [r["bpp"] for r in test], [r["psnr_yuv"] for r in test])  # fmt: skip
+    except BDRateError as error:
+        return f"n/a ({error})"
+    return f"{value:+.1f} %"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--coolchic-src", type=Path, required=True, help="a Cool-Chic v5 checkout")
+    parser.add_argument("--coolchic-python", type=Path, default=Path(sys.executable),
+                        help="the Python of Cool-Chic's own venv")  # fmt: skip
+    parser.add_argument("--clips", nargs="+", default=["dog_352x288_32f"])
+    parser.add_argument("--clips-dir", type=Path, default=REPO_ROOT.parent / "shared" / "data" / "clips")
+    parser.add_argument("--size", default="176x144", help="centre crop WxH of the CIF clip (QCIF default)")
+    parser.add_argument("--frames", type=int, default=1)
+    parser.add_argument("--iterations", type=int, default=2000, help="per frame, both codecs")
+    parser.add_argument("--lambdas", type=float, nargs="+", default=[0.008, 0.002, 0.0004, 0.00015],
+                        help="Cool-Chic's lambdas (D + lambda R); ours fits 1/lambda")  # fmt: skip
+    parser.add_argument("--model", default="c3")
+    parser.add_argument("--structure", default="ai")
+    parser.add_argument("--anchor-qps", default="[22,27,32,37]")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of each codec")
+    parser.add_argument("--parallel", action="store_true",
+                        help="run Cool-Chic and ours at once (two cores; both slowed alike)")  # fmt: skip
+    parser.add_argument("--force", action="store_true", help="redo finished Cool-Chic points")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "adaptive_vs_coolchic")
+    args = parser.parse_args()
+    if not (args.coolchic_src / "cc_encode.py").is_file():
+        sys.exit(f"--coolchic-src {args.coolchic_src} has no cc_encode.py (a Cool-Chic v5 checkout)")
+    width, height = (int(v) for v in args.size.split("x"))
+
+    summary = []
+    for name in args.clips:
+        source = args.clips_dir / f"{name}.y4m"
+        if not source.is_file():
+            sys.exit(f"clip not found: {source}")
+        cif = prepare_clip(source, args.out / "clips" / name, args.frames)
+        short, fps = name.split("_")[0], round(float(cif.stem.split("_")[-1]))
+        ours_clip = crop_clip(cif, width, height, args.out / "clips" / f"{name}_{args.size}",
+                              f"{short}_{width}x{height}_{fps}.yuv", args.frames)  # fmt: skip
+        cc_folder = args.out / COOLCHIC / f"{name}_{args.size}_f{args.frames}"
+        cc_clip = crop_clip(cif, width, height, cc_folder, f"{short}_{width}x{height}_{fps}p_yuv420_8b.yuv",
+                            args.frames)  # fmt: skip
+        tag = f"{name}_{args.size}_{args.model}_n{args.iterations}_f{args.frames}_{args.structure}"
+        run_dir = args.out / tag
+        cc_rows: list[dict[str, Any]] = []
+
+        def coolchic_job(clip: Path = cc_clip, folder: Path = cc_folder, rate: int = fps,
+                         out: list[dict[str, Any]] = cc_rows) -> None:  # fmt: skip
+            out.extend(run_coolchic(args, clip, width, height, rate, folder))
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=coolchic_job)
+        if args.parallel:
+            worker.start()
+            rows = run_ours(args, ours_clip.parent, run_dir)
+            worker.join()
+        else:
+            worker.run()
+            rows = run_ours(args, ours_clip.parent, run_dir)
+        wall = time.perf_counter() - started
+        if len(cc_rows) != len(args.lambdas):
+            sys.exit("Cool-Chic did not finish every rate point (see its logs under the run folder)")
+        ours = sorted((r for r in rows if r["codec"] == args.model), key=lambda r: r["bpp"])
+        x265 = sorted((r for r in rows if r["codec"] != args.model), key=lambda r: r["bpp"])
+        cc_rows.sort(key=lambda r: r["bpp"])
+        per_frame = args.iterations
+
+        mode = ", run in parallel" if args.parallel else ""
+        print(f"\n{name}, centre {width}x{height}, {args.frames} frame(s), {args.structure}, "
+              f"{args.iterations} iterations a frame, {args.threads} thread(s) each{mode}; "
+              f"wall {wall / 60:.1f} min")  # fmt: skip
+        print("codec       rp  lambda     kbit     bpp      PSNR-Y  PSNR-YUV  enc s   it/s")
+        for label, group in ((COOLCHIC, cc_rows), (args.model, ours), ("x265", x265)):
+            for row in group:
+                speed = per_frame * args.frames / row["enc_s"] if label != "x265" else float("nan")
+                lmbda = row.get("lambda", "")
+                print(f"{label:<11} {row['rate_point']!s:<3} {lmbda!s:<10} {row['bits'] / 1e3:<8.2f} "
+                      f"{row['bpp']:<8.4f} {row['psnr_y']:<7.2f} {row['psnr_yuv']:<9.2f} "
+                      f"{row['enc_s']:<7.1f} {speed:.1f}")  # fmt: skip
+        cc_speed = per_frame * args.frames * len(cc_rows) / sum(r["enc_s"] for r in cc_rows)
+        our_speed = per_frame * args.frames * len(ours) / sum(r["enc_s"] for r in ours)
+        figures = {
+            "clip": name, "size": args.size, "frames": args.frames, "iterations": args.iterations,
+            "bd_ours_vs_coolchic": bd(cc_rows, ours), "bd_ours_vs_x265": bd(x265, ours),
+            "bd_coolchic_vs_x265": bd(x265, cc_rows), "it_per_s_coolchic": cc_speed,
+            "it_per_s_ours": our_speed, "run_dir": str(run_dir),
+        }  # fmt: skip
+        print(f"BD-rate PSNR-YUV (pchip): {args.model} vs Cool-Chic {figures['bd_ours_vs_coolchic']}; "
+              f"{args.model} vs x265 {figures['bd_ours_vs_x265']}; "
+              f"Cool-Chic vs x265 {figures['bd_coolchic_vs_x265']}")  # fmt: skip
+        print(f"iterations/s (encode wall clock): Cool-Chic {cc_speed:.1f}, {args.model} {our_speed:.1f} "
+              f"({our_speed / cc_speed:.2f}x)")  # fmt: skip
+        summary.append(figures)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
