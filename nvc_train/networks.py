@@ -46,6 +46,7 @@ __all__ = [
     "load_network_state",
     "network_class",
     "network_state",
+    "weights_only_load",
 ]
 
 NET_PREFIX = "net."  # the codec network's entries in a train.py checkpoint's state_dict
@@ -193,6 +194,23 @@ def load_network_state(net: nn.Module, state: Mapping[str, torch.Tensor], source
         raise CheckpointError(f"{source}: the weights do not load into {name}: {error}") from None
 
 
+# What torch.load raises for a damaged or foreign file, and for a pickle that names code.
+_UNREADABLE = (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, IndexError,
+               KeyError, TypeError, AttributeError, UnicodeDecodeError)  # fmt: skip
+
+
+def weights_only_load(
+    path: Path, what: str, hint: str, mmap: bool = False, error: type[CheckpointError] = CheckpointError
+) -> Any:
+    """``torch.load(weights_only=True)``; a file it refuses is one ``error`` naming ``what`` and why."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except _UNREADABLE as failure:
+        raise error(
+            f"cannot read {what} {path}: {type(failure).__name__}: {str(failure)[:300]} ({hint})"
+        ) from None
+
+
 def load_checkpoint(path: str | Path, mmap: bool = False, require_weights: bool = True) -> dict[str, Any]:
     """A ``train.py`` checkpoint, read with ``weights_only=True`` and its ``model`` config checked.
 
@@ -206,15 +224,8 @@ def load_checkpoint(path: str | Path, mmap: bool = False, require_weights: bool 
     source = str(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path} (train one with `python train.py`)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, IndexError,
-            KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:  # fmt: skip
-        # weights_only refusals (a pickle naming code) and damaged or foreign files land here alike.
-        raise CheckpointError(
-            f"cannot read checkpoint {path}: {type(error).__name__}: {str(error)[:300]} (is it a "
-            "PyTorch checkpoint? a train.py run keeps its own in checkpoints/last.ckpt)"
-        ) from None
+    hint = "is it a PyTorch checkpoint? a train.py run keeps its own in checkpoints/last.ckpt"
+    checkpoint = weights_only_load(path, "checkpoint", hint, mmap=mmap)
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} is not a train.py checkpoint (a {type(checkpoint).__name__})")
     if require_weights and not isinstance(checkpoint.get("state_dict"), Mapping):

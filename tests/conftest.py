@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -27,3 +29,26 @@ def clips_dir() -> Path:
     if not directory.is_dir() or not any(directory.glob("*.y4m")):
         pytest.skip(f"real test clips not found in {directory} (set NVC_TEST_CLIPS to their folder)")
     return directory
+
+
+_DECODE_FROM_CHECKPOINT = """
+import sys
+from pathlib import Path
+from nvc_train.codecs.neural import NeuralCodec
+from nvc_train.ctc import scan_folder
+checkpoint, clips, bitstream, out, frames = sys.argv[1:]
+sequence = scan_folder(clips, max_frames=int(frames))[0]
+NeuralCodec.from_checkpoint(checkpoint).decode(Path(bitstream), sequence, Path(out))
+"""
+
+
+def decode_in_fresh_process(
+    checkpoint: Path, clips: Path, bitstream: Path, out: Path, frames: int = 3
+) -> subprocess.CompletedProcess[str]:
+    """Decode ``bitstream`` in a new Python process that has only the checkpoint and the clip folder:
+    the proof that a stream needs nothing of the encoding process."""
+    return subprocess.run(
+        [sys.executable, "-c", _DECODE_FROM_CHECKPOINT, str(checkpoint), str(clips), str(bitstream), str(out),
+         str(frames)],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from models.dcvc_rt import DCVCRT
 from nvc_train.convert.official import ConversionError
 from nvc_train.networks import build_network, load_checkpoint, network_state
+from tests.conftest import decode_in_fresh_process
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official" / "dcvc_rt"
 ROOT = Path(__file__).resolve().parents[1]
@@ -308,23 +309,6 @@ def test_evaluate_py_codes_the_converted_checkpoint(converted: Path, tmp_path: P
     assert abs(float(row["bits"]) / float(row["est_bits"]) - 1.0) < 0.02, row
     # a fresh process rebuilds the codec from the checkpoint alone and decodes the file
     bitstream, decoded = eval_dir / row["bitstream"], tmp_path / "decoded.yuv"
-    fresh = subprocess.run(
-        [sys.executable, "-c", _DECODE, str(converted), str(clips), str(bitstream), str(decoded)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    fresh = decode_in_fresh_process(converted, clips, bitstream, decoded)
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert decoded.read_bytes() == Path(f"{bitstream}.enc.yuv").read_bytes()
-
-
-_DECODE = """
-import sys
-from nvc_train.codecs.neural import NeuralCodec
-from pathlib import Path
-from nvc_train.ctc import scan_folder
-checkpoint, clips, bitstream, out = sys.argv[1:]
-sequence = scan_folder(clips, max_frames=3)[0]
-NeuralCodec.from_checkpoint(checkpoint).decode(Path(bitstream), sequence, Path(out))
-"""

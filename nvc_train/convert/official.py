@@ -11,8 +11,6 @@ writes through :func:`write_checkpoint`, which rebuilds the network from the wri
 from __future__ import annotations
 
 import io
-import pickle
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -20,7 +18,14 @@ from typing import Any
 import torch
 
 from nvc_train.atomic import atomic_write_bytes
-from nvc_train.networks import NET_PREFIX, CheckpointError, build_network, load_checkpoint, network_state
+from nvc_train.networks import (
+    NET_PREFIX,
+    CheckpointError,
+    build_network,
+    load_checkpoint,
+    network_state,
+    weights_only_load,
+)
 
 __all__ = ["ConversionError", "check_state", "read_official_state", "write_checkpoint"]
 
@@ -36,14 +41,9 @@ def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"official checkpoint not found: {path}")
-    try:
-        loaded = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, EOFError, RuntimeError, ValueError, IndexError,
-            KeyError, TypeError, AttributeError, UnicodeDecodeError) as error:  # fmt: skip
-        raise ConversionError(
-            f"cannot read {path} with weights-only loading ({type(error).__name__}: {str(error)[:300]}); "
-            "is it the published file?"
-        ) from None
+    loaded = weights_only_load(
+        path, "official checkpoint", "is it the published file?", error=ConversionError
+    )
     for key in NESTING_KEYS:
         if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
             loaded = loaded[key]
