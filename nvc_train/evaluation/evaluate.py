@@ -12,9 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from nvc_train.codecs.base import Codec
 from nvc_train.ctc import load_sequences
 from nvc_train.evaluation.complexity import complexity_table_rows
-from nvc_train.evaluation.plots import write_radar_plots, write_rd_plots
 from nvc_train.evaluation.points import structure_label
 from nvc_train.evaluation.preflight import check_inputs
+from nvc_train.evaluation.report import write_run_tables
 from nvc_train.evaluation.runner import MeasureOptions, Shard, collect_rows, make_jobs, run_jobs
 from nvc_train.evaluation.store import (
     absolute_bitstreams,
@@ -24,13 +24,6 @@ from nvc_train.evaluation.store import (
     make_store_jobs,
     many_codecs_requested,
     merge_anchor,
-)
-from nvc_train.evaluation.tables import (
-    bdrate_markdown,
-    compute_bdrates,
-    write_bdrate,
-    write_complexity,
-    write_points,
 )
 
 log = logging.getLogger(__name__)
@@ -107,32 +100,20 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         rows = absolute_bitstreams(rows, store)
     if imported:
         rows += anchor.rows_for(sequences)
-    write_points(run_dir, rows)
-
-    from nvc_train.metrics import AGGREGATION_RULE
-
-    bd_rows = []
-    if anchor is not None:
-        bd_rows = compute_bdrates(rows, anchor.name, cfg.bd_metrics, cfg.bd_methods, cfg.class_averaging)
-        markdown = bdrate_markdown(
-            bd_rows,
-            anchor=anchor.name,
-            anchor_family=anchor.family,
-            metrics=cfg.bd_metrics,
-            method=cfg.bd_methods[0],
-            averaging=cfg.class_averaging,
-            aggregation_rule=AGGREGATION_RULE,
-            structure=structure_label(structure),
-        )
-        write_bdrate(run_dir, bd_rows, markdown)
     # kMAC/px at the first test sequence's size (one count per codec: 1080p costs seconds on a CPU).
     size = (sequences[0].info.height, sequences[0].info.width) if sequences else (1080, 1920)
     complexity = complexity_table_rows(coded, rows, *size, **cfg.get("complexity", {}))
-    write_complexity(run_dir, complexity)
-    write_rd_plots(run_dir, rows, cfg.bd_metrics)
-    if anchor is not None:
-        write_radar_plots(run_dir, bd_rows, complexity, anchor.name, cfg.bd_metrics, cfg.bd_methods[0])
-    log.info("aggregation: %s", AGGREGATION_RULE)
+    bd_rows = write_run_tables(
+        run_dir,
+        rows,
+        complexity,
+        anchor=anchor.name if anchor is not None else None,
+        anchor_family=anchor.family if anchor is not None else "",
+        structure=structure_label(structure),
+        bd_metrics=cfg.bd_metrics,
+        bd_methods=cfg.bd_methods,
+        averaging=cfg.class_averaging,
+    )
     if (run_dir / "bdrate.md").is_file():
         print((run_dir / "bdrate.md").read_text())
     print(f"results in {run_dir}")
