@@ -4,6 +4,7 @@ complexity.csv. Everything here works on the rows of points.csv, whatever codec 
 
 from __future__ import annotations
 
+import logging
 import math
 import platform
 from collections import defaultdict
@@ -15,6 +16,8 @@ from typing import Any
 from nvc_train import bdrate
 from nvc_train.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from nvc_train.evaluation.points import POINT_COLUMNS
+
+log = logging.getLogger(__name__)
 
 FAMILY_ORDER = ("conventional", "scene-agnostic", "scene-adaptive")
 METRIC_LABELS = {
@@ -34,7 +37,7 @@ BITS_RULE = (
 )
 BDRATE_COLUMNS = [
     "codec", "family", "anchor", "class", "metric", "method", "averaging", "bd_rate", "bd_quality",
-    "sequences", "note",
+    "sequences", "non_monotone", "note",
 ]  # fmt: skip
 
 
@@ -51,13 +54,14 @@ class BDRow:
     bd_quality: float | None
     sequences: int
     note: str = ""
+    non_monotone: str = ""  # the class's sequences whose curve of this codec drops as the rate rises
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "codec": self.codec, "family": self.family, "anchor": self.anchor, "class": self.test_set,
             "metric": self.metric, "method": self.method, "averaging": self.averaging,
             "bd_rate": self.bd_rate, "bd_quality": self.bd_quality, "sequences": self.sequences,
-            "note": self.note,
+            "non_monotone": self.non_monotone, "note": self.note,
         }  # fmt: skip
 
 
@@ -90,6 +94,56 @@ def _curves(rows: Iterable[Mapping[str, Any]], metric: str) -> dict[tuple[str, s
     return {key: ([p[0] for p in sorted(pts)], [p[1] for p in sorted(pts)]) for key, pts in curves.items()}
 
 
+@dataclass(frozen=True)
+class NonMonotone:
+    """One RD curve (codec, class, sequence, metric) where a higher rate gave a worse quality."""
+
+    codec: str
+    test_set: str
+    sequence: str
+    metric: str
+    drops: tuple[str, ...]  # e.g. "rp 37 (0.012 bpp, 31.20) is worse than rp 42 (0.009 bpp, 31.50)"
+
+    def text(self) -> str:
+        label = METRIC_LABELS.get(self.metric, self.metric)
+        return f"{self.codec} {self.test_set}/{self.sequence} {label}: " + "; ".join(self.drops)
+
+
+def non_monotone_curves(rows: Iterable[Mapping[str, Any]], metrics: Sequence[str]) -> list[NonMonotone]:
+    """Every curve whose quality falls somewhere as its rate rises, with the offending point pairs.
+
+    BD-rate integrates a curve assumed to rise with rate; a curve that does not (a scene-adaptive fit
+    that ended worse at a higher rate, an encoder's rate control gone wrong) still yields a number,
+    which would be averaged into the class as if it were fine. Such curves are named, never hidden.
+    Qualities are compared as measured (LPIPS: lower is better, so a rise is the drop).
+    """
+    found = []
+    for metric in metrics:
+        curves: dict[tuple[str, str, str], list[tuple[float, float, str]]] = defaultdict(list)
+        for row in rows:
+            value = row.get(metric)
+            if value is None or value == "" or (isinstance(value, float) and math.isnan(value)):
+                continue
+            quality = -float(value) if metric in LOWER_IS_BETTER else float(value)
+            key = (str(row["codec"]), str(row["class"]), str(row["sequence"]))
+            curves[key].append((float(row["bpp"]), quality, str(row["rate_point"])))
+        for (codec, test_set, sequence), points in sorted(curves.items()):
+            points.sort()
+            drops = tuple(
+                f"rp {high[2]} ({high[0]:.4g} bpp, {_shown(high[1], metric):.4g}) is worse than "
+                f"rp {low[2]} ({low[0]:.4g} bpp, {_shown(low[1], metric):.4g})"
+                for low, high in zip(points, points[1:], strict=False)
+                if high[0] > low[0] and high[1] < low[1]
+            )
+            if drops:
+                found.append(NonMonotone(codec, test_set, sequence, metric, drops))
+    return found
+
+
+def _shown(quality: float, metric: str) -> float:
+    return -quality if metric in LOWER_IS_BETTER else quality
+
+
 def compute_bdrates(
     rows: Sequence[Mapping[str, Any]],
     anchor: str,
@@ -104,6 +158,10 @@ def compute_bdrates(
     """
     families = {str(r["codec"]): str(r.get("family", "conventional")) for r in rows}
     classes = sorted({str(r["class"]) for r in rows})
+    bent: dict[tuple[str, str, str], list[str]] = defaultdict(list)
+    for curve in non_monotone_curves(rows, metrics):
+        log.warning("RD curve not monotone (its BD-rate cell is marked): %s", curve.text())
+        bent[(curve.codec, curve.test_set, curve.metric)].append(curve.sequence)
     out: list[BDRow] = []
     for metric in metrics:
         curves = _curves(rows, metric)
@@ -143,6 +201,7 @@ def compute_bdrates(
                             quality,
                             len(pairs),
                             note,
+                            " ".join(bent.get((codec, test_set, metric), [])),
                         )
                     )
     return out
@@ -163,8 +222,14 @@ def bdrate_markdown(
     averaging: str,
     aggregation_rule: str,
     structure: str,
+    points: Sequence[Mapping[str, Any]] = (),
 ) -> str:
-    """Rows: codecs grouped by family; columns: class x metric; best two per column marked."""
+    """Rows: codecs grouped by family; columns: class x metric; best two per column marked.
+
+    A cell whose class holds a non-monotone curve of that codec (or of the anchor) gets a dagger,
+    and ``points`` (the rows the BD-rates came from) name every such curve below the table: the
+    number is still shown, but never as if its curves were sound.
+    """
     rows = [r for r in bd_rows if r.method == method]
     columns = [(k, m) for k in sorted({r.test_set for r in rows}) for m in metrics]
     family = {anchor: anchor_family} | {r.codec: r.family for r in rows}
@@ -180,10 +245,16 @@ def bdrate_markdown(
         "| Codec | " + " | ".join(f"{k} {METRIC_LABELS.get(m, m)}" for k, m in columns) + " |",
         "|" + "---|" * (len(columns) + 1),
     ]
+    bent_curves = non_monotone_curves(points, metrics)
+    bent = {(c.codec, (c.test_set, c.metric)) for c in bent_curves}
     for group in sorted(set(family.values()), key=_family_rank):
         lines.append(f"| *{group}* |" + " |" * len(columns))
         for codec in (c for c in codecs if family[c] == group):
-            cells = [_mark(value.get((codec, col)), best_two[col], codec == anchor) for col in columns]
+            cells = [
+                _mark(value.get((codec, col)), best_two[col], codec == anchor)
+                + (" †" if (codec, col) in bent or (anchor, col) in bent else "")
+                for col in columns
+            ]
             lines.append(f"| {codec}{' (anchor)' if codec == anchor else ''} | " + " | ".join(cells) + " |")
     averaging_text = bdrate.averaging_caption(averaging)
     caption = (
@@ -192,7 +263,14 @@ def bdrate_markdown(
         "Best per column in **bold**, second best <u>underlined</u>; "
         "empty cells: not measurable (see bdrate.csv)."
     )
-    return f"**Table: BD-rate.** {caption}\n\n" + "\n".join(lines) + "\n"
+    table = f"**Table: BD-rate.** {caption}\n\n" + "\n".join(lines) + "\n"
+    if bent_curves:
+        table += (
+            "\n† Not monotone: these RD curves lose quality as the rate rises, so the BD-rates "
+            "computed from them (cells marked †) integrate a curve that is not a rate-distortion "
+            "trade-off:\n\n" + "\n".join(f"- {c.text()}" for c in bent_curves) + "\n"
+        )
+    return table
 
 
 def _mark(value: float | None, best_two: list[float], is_anchor: bool) -> str:
