@@ -226,7 +226,7 @@ def bdrate_markdown(
 ) -> str:
     """Rows: codecs grouped by family; columns: class x metric; best two per column marked.
 
-    A cell whose class holds a non-monotone curve of that codec (or of the anchor) gets a dagger,
+    A number whose class holds a non-monotone curve of that codec (or of the anchor) gets a dagger,
     and ``points`` (the rows the BD-rates came from) name every such curve below the table: the
     number is still shown, but never as if its curves were sound.
     """
@@ -252,7 +252,11 @@ def bdrate_markdown(
         for codec in (c for c in codecs if family[c] == group):
             cells = [
                 _mark(value.get((codec, col)), best_two[col], codec == anchor)
-                + (" †" if (codec, col) in bent or (anchor, col) in bent else "")
+                + (
+                    " †"  # an empty cell averaged nothing; a number from a bent curve is marked
+                    if value.get((codec, col)) is not None and ((codec, col) in bent or (anchor, col) in bent)
+                    else ""
+                )
                 for col in columns
             ]
             lines.append(f"| {codec}{' (anchor)' if codec == anchor else ''} | " + " | ".join(cells) + " |")
@@ -266,8 +270,9 @@ def bdrate_markdown(
     table = f"**Table: BD-rate.** {caption}\n\n" + "\n".join(lines) + "\n"
     if bent_curves:
         table += (
-            "\n† Not monotone: these RD curves lose quality as the rate rises, so the BD-rates "
-            "computed from them (cells marked †) integrate a curve that is not a rate-distortion "
+            "\n† Not monotone: these RD curves lose quality as the rate rises. A per-sequence BD-rate "
+            "refuses them (the cell stays empty); a number that still came from their class (e.g. "
+            "class_averaging=curve) is marked †, as it rests on a curve that is not a rate-distortion "
             "trade-off:\n\n" + "\n".join(f"- {c.text()}" for c in bent_curves) + "\n"
         )
     return table
