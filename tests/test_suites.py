@@ -118,6 +118,6 @@ def test_review_ld_runs_through_with_fake_vtm_and_stand_ins(tmp_path: Path) -> N
 @pytest.mark.parametrize("suite", ["embedded_quick"])
 def test_embedded_quick_composes(suite: str) -> None:
     text = run_evaluate(f"suite={suite}", "--cfg", "job").stdout
-    assert "name: embedded" in text and "frames: 32" in text
+    assert "name: embedded" in text and "frames: 8" in text
     for codec in ("x264", "x265", "svtav1", "aom"):
         assert f"- {codec}" in text

@@ -89,11 +89,40 @@ def run_jobs(
     mine = shard.take(jobs)
     rows: list[dict[str, Any]] = []
     bar = _progress(mine, options.progress, f"rank {shard.rank}" if shard.world_size > 1 else "evaluate")
+    # One line per codec once its last point is done: a run of many codecs over hours shows which
+    # are finished and what each cost, where the bar alone shows only the whole run's count.
+    remaining = {
+        name: sum(1 for job in mine if job.codec.name == name) for name in {j.codec.name for j in mine}
+    }
+    spent: dict[str, list[float]] = {name: [0.0, 0, 0] for name in remaining}  # seconds, coded, reused
     for job in bar:
         if hasattr(bar, "set_postfix_str"):
             bar.set_postfix_str(job.key, refresh=False)
+        started = time.monotonic()
+        reused = not options.force and _stored_result(job, structure, run_dir) is not None
         rows.append(run_job(job, structure, run_dir, options))
+        tally = spent[job.codec.name]
+        tally[0] += time.monotonic() - started
+        tally[2 if reused else 1] += 1
+        remaining[job.codec.name] -= 1
+        if remaining[job.codec.name] == 0:
+            log.info(
+                "%s done: %d points (%d coded, %d already measured) in %.1f s",
+                job.codec.name, tally[1] + tally[2], tally[1], tally[2], tally[0],
+            )  # fmt: skip
     return rows
+
+
+def _stored_result(job: Job, structure: CodingStructure, run_dir: Path) -> dict[str, Any] | None:
+    """The point's result.json when it measured exactly this point (the runner then skips it)."""
+    path = job.folder(run_dir) / "result.json"
+    if not path.is_file():
+        return None
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return stored if is_same_point(stored, point_identity(job, structure)) else None
 
 
 def run_job(job: Job, structure: CodingStructure, run_dir: Path, options: MeasureOptions) -> dict[str, Any]:
@@ -175,4 +204,14 @@ def _progress(items: list, enabled: bool, desc: str):
         return items
     from tqdm.auto import tqdm
 
-    return tqdm(items, desc=desc, unit="point", dynamic_ncols=True)
+    # The bar spans every point of every codec of the run; its time left is tqdm's estimate from
+    # the mean seconds per point so far (points already measured pass in no time, so a resumed run's
+    # estimate starts low and settles as coding proceeds).
+    return tqdm(
+        items,
+        desc=desc,
+        unit="point",
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} points "
+        "[{elapsed} spent, {remaining} left, {rate_fmt}]{postfix}",
+    )
