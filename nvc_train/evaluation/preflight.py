@@ -26,8 +26,11 @@ class MissingInputsError(FileNotFoundError):
         super().__init__(self._message())
 
     def _message(self) -> str:
-        return "nothing was coded; this run lacks what it needs:\n" + "\n".join(
-            f"- {problem}" for problem in self.problems
+        listed = "\n".join(f"- {problem}" for problem in self.problems)
+        return (
+            f"nothing was coded; this run lacks what it needs:\n{listed}\n"
+            "(a setting named codec.KEY above is +codec_overrides.NAME.KEY=... for a codec of codecs=, "
+            "anchor.KEY=... for the anchor, e.g. anchor.root=/opt/VTM-20.0)"
         )
 
     def __str__(self) -> str:
