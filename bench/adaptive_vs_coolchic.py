@@ -85,7 +85,8 @@ def run_coolchic(
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     info = VideoInfo(width, height, 8, float(fps), args.frames)
     rows = []
-    for index, lmbda in enumerate(args.lambdas):
+    for index in args.rate_points:
+        lmbda = args.lambdas[index]
         workdir = (folder / f"lmbda_{lmbda:g}_n{args.iterations}").resolve()
         result = workdir / "result.json"
         if result.is_file() and not args.force:
@@ -139,6 +140,7 @@ def run_ours(args: argparse.Namespace, clip_dir: Path, run_dir: Path) -> list[di
         f"ctc.path={clip_dir}", f"frames={args.frames}", f"structure={args.structure}", "anchor=x265",
         f"anchor.rate_points={args.anchor_qps}", f"overfit.lambdas={lambdas}",
         f"overfit.total_steps={args.iterations * args.frames}", f"codec.threads={args.threads}",
+        f"codec.rate_points=[{','.join(str(i) for i in args.rate_points)}]",
         "metrics=[psnr]", "bd_metrics=[psnr_yuv]", "progress=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
     print("$", " ".join(cmd[1:]), flush=True)
@@ -176,6 +178,9 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=2000, help="per frame, both codecs")
     parser.add_argument("--lambdas", type=float, nargs="+", default=[0.008, 0.002, 0.0004, 0.00015],
                         help="Cool-Chic's lambdas (D + lambda R); ours fits 1/lambda")  # fmt: skip
+    parser.add_argument("--rate-points", type=int, nargs="+", default=None,
+                        help="indices into --lambdas to code (default all); a subset reuses "
+                        "finished points (ours keeps the lambdas list, so the same description)")  # fmt: skip
     parser.add_argument("--model", default="c3")
     parser.add_argument("--structure", default="ai")
     parser.add_argument("--anchor-qps", default="[22,27,32,37]")
@@ -188,6 +193,8 @@ def main() -> None:
     if not (args.coolchic_src / "cc_encode.py").is_file():
         sys.exit(f"--coolchic-src {args.coolchic_src} has no cc_encode.py (a Cool-Chic v5 checkout)")
     width, height = (int(v) for v in args.size.split("x"))
+    if args.rate_points is None:
+        args.rate_points = list(range(len(args.lambdas)))
 
     summary = []
     for name in args.clips:
@@ -219,7 +226,7 @@ def main() -> None:
             worker.run()
             rows = run_ours(args, ours_clip.parent, run_dir)
         wall = time.perf_counter() - started
-        if len(cc_rows) != len(args.lambdas):
+        if len(cc_rows) != len(args.rate_points):
             sys.exit("Cool-Chic did not finish every rate point (see its logs under the run folder)")
         ours = sorted((r for r in rows if r["codec"] == args.model), key=lambda r: r["bpp"])
         x265 = sorted((r for r in rows if r["codec"] != args.model), key=lambda r: r["bpp"])
