@@ -52,3 +52,31 @@ def decode_in_fresh_process(
          str(frames)],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
+
+
+def evaluate_fixture_clip(
+    checkpoint: Path, inputs_npz: Path, size: str, folder: Path, *overrides: str
+) -> tuple[Path, Path, list[dict[str, str]]]:
+    """``evaluate.py ckpt=`` on the official fixture's frames of ``size`` ("72x104": H x W) written as a
+    raw clip, no anchor, PSNR only, 3 frames, encoder reconstructions kept: the clip folder, the run
+    folder and the rows of points.csv (the process must succeed)."""
+    import csv
+
+    import numpy as np
+
+    clips, run_dir = folder / "clips", folder / "eval"
+    clips.mkdir(parents=True, exist_ok=True)
+    inputs = np.load(inputs_npz)
+    planes = [inputs[f"{c}_{size}"] for c in "yuv"]
+    height, width = size.split("x")
+    raw = b"".join(b"".join(p[t].tobytes() for p in planes) for t in range(planes[0].shape[0]))
+    (clips / f"cars_{width}x{height}_30.yuv").write_bytes(raw)
+    command = [
+        sys.executable, str(REPO_ROOT / "evaluate.py"), f"ckpt={checkpoint}", "ctc=folder",
+        f"ctc.path={clips}", "~anchor", "frames=3", "metrics=[psnr]", "progress=false",
+        "codec.encoder_reconstruction=true", *overrides, f"hydra.run.dir={run_dir}",
+    ]  # fmt: skip
+    result = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    with (run_dir / "points.csv").open() as handle:
+        return clips, run_dir, list(csv.DictReader(handle))

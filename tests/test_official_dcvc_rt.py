@@ -12,7 +12,6 @@ size that is not a multiple of 16, and both ``force_zero_thres`` settings of the
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from models.dcvc_rt import DCVCRT
 from nvc_train.convert.official import ConversionError
 from nvc_train.networks import build_network, load_checkpoint, network_state
-from tests.conftest import decode_in_fresh_process
+from tests.conftest import decode_in_fresh_process, evaluate_fixture_clip
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official" / "dcvc_rt"
 ROOT = Path(__file__).resolve().parents[1]
@@ -273,35 +272,9 @@ def test_converted_model_reproduces_the_official_code(converted: Path, run_name:
 def test_evaluate_py_codes_the_converted_checkpoint(converted: Path, tmp_path: Path):
     """``evaluate.py ckpt=`` on the converted file: the fixture's 72x104 frames (not a multiple of 16)
     as a raw clip, the highest rate point; bits are the file's, decoded by evaluate's own decoder."""
-    clips, eval_dir = tmp_path / "clips", tmp_path / "eval"
-    clips.mkdir()
-    inputs = np.load(FIXTURES / "inputs.npz")
-    planes = [inputs[f"{c}_72x104"] for c in "yuv"]
-    raw = b"".join(b"".join(p[t].tobytes() for p in planes) for t in range(planes[0].shape[0]))
-    (clips / "cars_104x72_30.yuv").write_bytes(raw)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "evaluate.py"),
-            f"ckpt={converted}",
-            "ctc=folder",
-            f"ctc.path={clips}",
-            "~anchor",
-            "frames=3",
-            "metrics=[psnr]",
-            "progress=false",
-            "codec.rate_points=[63]",
-            "codec.encoder_reconstruction=true",
-            f"hydra.run.dir={eval_dir}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
+    clips, eval_dir, rows = evaluate_fixture_clip(
+        converted, FIXTURES / "inputs.npz", "72x104", tmp_path, "codec.rate_points=[63]"
     )
-    assert result.returncode == 0, result.stderr[-4000:]
-    with (eval_dir / "points.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and int(rows[0]["rate_point"]) == 63
     row = rows[0]
     assert float(row["bits"]) > 0 and math.isfinite(float(row["psnr_yuv"]))

@@ -12,7 +12,6 @@ for an I and two P frames at 128x128 and at 72x104 (padded inside to 128x128, ce
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -30,7 +29,7 @@ import torch
 
 from models.ssf import Reference, ScaleSpaceFlow, ScaleSpaceFlowSet
 from nvc_train.networks import build_network, load_checkpoint, network_state
-from tests.conftest import decode_in_fresh_process
+from tests.conftest import decode_in_fresh_process, evaluate_fixture_clip
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official" / "ssf"
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,34 +301,7 @@ def test_coded_frames_reproduce_the_official_pictures_and_bits(converted: Path, 
 def test_evaluate_py_codes_the_converted_checkpoint(converted: Path, tmp_path: Path):
     """``evaluate.py ckpt=`` on the converted file: the fixture's 72x104 frames as a raw clip (padded
     inside the model to 128x128), both rate points; bits are the files', decoded by evaluate."""
-    clips, eval_dir = tmp_path / "clips", tmp_path / "eval"
-    clips.mkdir()
-    inputs = np.load(FIXTURES / "inputs.npz")
-    planes = [inputs[f"{c}_72x104"] for c in "yuv"]
-    raw = b"".join(b"".join(p[t].tobytes() for p in planes) for t in range(planes[0].shape[0]))
-    (clips / "cars_104x72_30.yuv").write_bytes(raw)
-    result = subprocess.run(
-        [
-            sys.executable,
-            str(ROOT / "evaluate.py"),
-            f"ckpt={converted}",
-            "ctc=folder",
-            f"ctc.path={clips}",
-            "~anchor",
-            "frames=3",
-            "metrics=[psnr]",
-            "progress=false",
-            "codec.encoder_reconstruction=true",
-            f"hydra.run.dir={eval_dir}",
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    with (eval_dir / "points.csv").open() as handle:
-        rows = list(csv.DictReader(handle))
+    clips, eval_dir, rows = evaluate_fixture_clip(converted, FIXTURES / "inputs.npz", "72x104", tmp_path)
     assert sorted(int(row["rate_point"]) for row in rows) == [0, 1]
     for row in rows:
         assert float(row["bits"]) > 0 and math.isfinite(float(row["psnr_yuv"]))
