@@ -16,21 +16,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO_ROOT
+from tests.test_ctc import REVIEW_TEST_SETS
 from tests.test_evaluate_many import run_evaluate
 
 FAKE = REPO_ROOT / "tests" / "fake_reference_codec.py"
-REVIEW_SETS = [
-    "UVG",
-    "MCL-JCV",
-    "HEVC_B",
-    "HEVC_C",
-    "HEVC_D",
-    "HEVC_E",
-    "AOM_A2",
-    "AOM_A3",
-    "AOM_A4",
-    "AOM_A5",
-]
 QUICK = ["metrics=[psnr]", "bd_metrics=[psnr_yuv]", "bd_methods=[pchip]", "progress=false"]
 
 
@@ -52,7 +41,7 @@ def test_review_ld_composes_the_review_settings() -> None:
     text = proc.stdout
     assert "name: review" in text and "kind: ld" in text and "intra_period: 96" in text
     assert "frames: 96" in text and "name: vtm" in text
-    for test_set in REVIEW_SETS:
+    for test_set in REVIEW_TEST_SETS:
         assert f"    {test_set}:" in text
     ra = run_evaluate("suite=review_ra", "--cfg", "job").stdout
     assert "kind: ra" in ra and "intra_period: auto" in ra and "gop_size: 32" in ra
@@ -75,7 +64,7 @@ def test_review_ld_without_data_lists_everything_missing_at_once(tmp_path: Path)
     assert proc.returncode == 1, proc.stderr[-2000:]
     message = proc.stderr
     assert "nothing was coded" in message
-    for test_set in REVIEW_SETS:  # every test set's files, in the one message
+    for test_set in REVIEW_TEST_SETS:  # every test set's files, in the one message
         assert f"{test_set}/" in message
     assert "Beauty_1920x1080_120fps_420_8bit_YUV.yuv" in message and "BQSquare_416x240_60.yuv" in message
     assert "vtm: VTM encoder not found" in message  # and the binaries, in the same message
@@ -89,7 +78,7 @@ def test_review_ld_runs_through_with_fake_vtm_and_stand_ins(tmp_path: Path) -> N
     (root / "HEVC_D").mkdir(parents=True)
     frames = np.random.default_rng(0).integers(0, 256, size=2 * 416 * 240 * 3 // 2, dtype=np.uint8)
     (root / "HEVC_D" / "BQSquare_416x240_60.yuv").write_bytes(frames.tobytes())
-    dropped = [f"~ctc.test_sets.{name}" for name in REVIEW_SETS if name != "HEVC_D"]
+    dropped = [f"~ctc.test_sets.{name}" for name in REVIEW_TEST_SETS if name != "HEVC_D"]
     dropped += [
         f"~ctc.test_sets.HEVC_D.sequences.{n}" for n in ("BasketballPass", "BlowingBubbles", "RaceHorses")
     ]
