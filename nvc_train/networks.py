@@ -42,6 +42,7 @@ __all__ = [
     "build_network",
     "checked_model_name",
     "checked_network_config",
+    "is_resizable_table",
     "load_checkpoint",
     "load_network_state",
     "network_class",
@@ -164,7 +165,7 @@ def _check_state_fits(net: nn.Module, state: Mapping[str, torch.Tensor], source:
     shapes = sorted(
         f"{key} {tuple(state[key].shape)} vs {tuple(own[key].shape)}"
         for key in set(own) & set(state)
-        if tuple(own[key].shape) != tuple(state[key].shape) and not _resizable(key)
+        if tuple(own[key].shape) != tuple(state[key].shape) and not is_resizable_table(key)
     )
     if missing or unexpected or shapes:
         parts = [
@@ -179,7 +180,7 @@ def _check_state_fits(net: nn.Module, state: Mapping[str, torch.Tensor], source:
         )
 
 
-def _resizable(key: str) -> bool:
+def is_resizable_table(key: str) -> bool:
     """Entropy tables (CDF buffers) change shape with training; ``update`` resizes them on load."""
     return key.endswith(("_cdf", "_cdf_length", "_offset", "_medians", "scale_table", "scale_bounds"))
 

@@ -18,7 +18,6 @@ import json
 import math
 import subprocess
 import sys
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +29,7 @@ from models.dcvc_rt import DCVCRT
 from nvc_train.convert.official import ConversionError
 from nvc_train.networks import build_network, load_checkpoint, network_state
 from tests.conftest import decode_in_fresh_process, evaluate_fixture_clip
+from tests.official_fill import fill as official_fill
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official" / "dcvc_rt"
 ROOT = Path(__file__).resolve().parents[1]
@@ -38,23 +38,9 @@ ROOT = Path(__file__).resolve().parents[1]
 # The fill rule of tests/fixtures/official/README.md
 
 
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    """splitmix64 on uint64 arrays (arithmetic mod 2**64)."""
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
 def fill(name: str, shape: tuple[int, ...], lo: float, hi: float) -> torch.Tensor:
-    """``float32(lo + (hi - lo) * u_i)`` with ``u_i`` from splitmix64 of crc32(name) * 2**32 + i."""
-    count = math.prod(shape)
-    seed = np.uint64(zlib.crc32(name.encode("utf-8")) << 32)
-    with np.errstate(over="ignore"):
-        words = _splitmix64(seed + np.arange(count, dtype=np.uint64))
-    u = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return torch.from_numpy((lo + (hi - lo) * u).astype(np.float32).reshape(shape))
+    """The fixture's fill rule (tests/official_fill.py) as a tensor."""
+    return torch.from_numpy(official_fill(name, shape, lo, hi))
 
 
 PRIOR_HEADS = ("y_prior_fusion.3.", "y_spatial_prior.3.", "y_prior_fusion.conv.3.", "y_spatial_prior.conv.2.")

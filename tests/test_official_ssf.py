@@ -18,7 +18,6 @@ import json
 import math
 import subprocess
 import sys
-import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -30,6 +29,7 @@ import torch
 from models.ssf import Reference, ScaleSpaceFlow, ScaleSpaceFlowSet
 from nvc_train.networks import build_network, load_checkpoint, network_state
 from tests.conftest import decode_in_fresh_process, evaluate_fixture_clip
+from tests.official_fill import fill
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official" / "ssf"
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,22 +45,6 @@ CODED_NEAR_TIE = {("72x104", 2)}
 
 # ---------------------------------------------------------------------------------------------------
 # The fill rule of tests/fixtures/official/README.md
-
-
-def _splitmix64(x: np.ndarray) -> np.ndarray:
-    with np.errstate(over="ignore"):
-        z = x + np.uint64(0x9E3779B97F4A7C15)
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return z ^ (z >> np.uint64(31))
-
-
-def fill(name: str, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
-    """``float32(lo + (hi - lo) * u_i)``, ``u_i`` from splitmix64 of crc32(name) * 2**32 + i."""
-    seed = np.uint64(zlib.crc32(name.encode("utf-8"))) << np.uint64(32)
-    words = _splitmix64(seed + np.arange(math.prod(shape), dtype=np.uint64))
-    u = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
-    return (lo + (hi - lo) * u).astype(np.float32).reshape(shape)
 
 
 def ssf_fill(name: str, shape: tuple[int, ...]) -> np.ndarray:

@@ -20,8 +20,10 @@ tied to the network it carries. Bits are counted by the runner from this file; n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -90,8 +92,6 @@ def network_class(target: Any, where: str = "config") -> type:
 
 def decode_memory_limit() -> int:
     """Bytes a decoder may plan to use: ``NVC_DECODE_MEMORY_GB`` (default 8), checked on a meta build."""
-    import os
-
     value = os.environ.get("NVC_DECODE_MEMORY_GB", "8")
     try:
         gigabytes = float(value)
@@ -321,8 +321,6 @@ def write_adaptive_stream(
 
     ``header`` gives everything but the weights hash, which is set here from what the file carries.
     """
-    import dataclasses
-
     parameter_set = json.dumps(
         {"target": target, "architecture": dict(architecture)}, sort_keys=True, separators=(",", ":")
     ).encode()

@@ -21,7 +21,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from nvc_train.networks import CheckpointError, load_checkpoint, network_state
+from nvc_train.networks import CheckpointError, is_resizable_table, load_checkpoint, network_state
 
 __all__ = ["CompileNet", "InitWeights", "InitWeightsError"]
 
@@ -97,11 +97,10 @@ class InitWeights(Callback):
         missing = sorted(set(own) - set(state))
         unexpected = sorted(set(state) - set(own))
         # Entropy tables (CDF buffers) change shape with training and are resized on load.
-        resizable = ("_cdf", "_cdf_length", "_offset", "_medians", "scale_table", "scale_bounds")
         mismatched = sorted(
             key
             for key in set(own) & set(state)
-            if own[key].shape != state[key].shape and not key.endswith(resizable)
+            if own[key].shape != state[key].shape and not is_resizable_table(key)
         )
         if self.strict and (missing or unexpected or mismatched):
             raise InitWeightsError(
