@@ -113,6 +113,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         bd_metrics=cfg.bd_metrics,
         bd_methods=cfg.bd_methods,
         averaging=cfg.class_averaging,
+        published=bool(cfg.get("report", {}).get("published", True)),
     )
     if (run_dir / "bdrate.md").is_file():
         print((run_dir / "bdrate.md").read_text())

@@ -164,6 +164,7 @@ def merge_runs(paths: Sequence[Path], out: Path) -> Path:
         bd_metrics=list(settings.get("bd_metrics") or ["psnr_yuv"]),
         bd_methods=list(settings.get("bd_methods") or ["pchip"]),
         averaging=str(settings.get("class_averaging") or "sequence"),
+        published=bool((settings.get("report") or {}).get("published", True)),
     )
     atomic_write_text(out / "merged_from.txt", "".join(f"{run.path.resolve()}\n" for run in runs))
     return out

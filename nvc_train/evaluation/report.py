@@ -12,6 +12,14 @@ from pathlib import Path
 from typing import Any
 
 from nvc_train.evaluation.plots import write_radar_plots, write_rd_plots
+from nvc_train.evaluation.published import (
+    PublishedBDRate,
+    PublishedComplexity,
+    complexity_rows_to_show,
+    load_published,
+    matching_bdrate,
+    run_anchor_label,
+)
 from nvc_train.evaluation.tables import (
     BDRow,
     bdrate_markdown,
@@ -34,18 +42,39 @@ def write_run_tables(
     bd_metrics: Sequence[str],
     bd_methods: Sequence[str],
     averaging: str,
+    published: bool = True,
 ) -> list[BDRow]:
     """points.csv/json, bdrate.csv/md (with an anchor), complexity.csv/md, rd_*.png and radar_*.png.
 
     Returns the BD-rate rows (empty without an anchor). ``structure`` is the caption's label of the
-    coding structure (:func:`nvc_train.evaluation.points.structure_label`).
+    coding structure (:func:`nvc_train.evaluation.points.structure_label`). ``published``: add the
+    review's published rows to bdrate.md and complexity.md where the run's anchor, structure and
+    test sets are those of one of its tables (:mod:`nvc_train.evaluation.published`); the CSVs,
+    the plots and the best / second-best marks keep to what was measured.
     """
     from nvc_train.metrics import AGGREGATION_RULE
 
     write_points(run_dir, rows)
     bd_rows: list[BDRow] = []
+    shown_bdrate: list[PublishedBDRate] = []
+    shown_complexity: list[PublishedComplexity] = []
+    source = ""
     if anchor is not None:
         bd_rows = compute_bdrates(rows, anchor, bd_metrics, bd_methods, averaging)
+        if published:
+            tables = load_published()
+            source = tables.citation()
+            label = run_anchor_label(rows, anchor)
+            classes = {row.test_set for row in bd_rows}
+            shown_bdrate = matching_bdrate(tables, label, structure, classes, bd_metrics)
+            shown_complexity = complexity_rows_to_show(tables, shown_bdrate)
+            log.info(
+                "published rows: %d BD-rate cells, %d Table 5 rows (anchor %s, structure %s)",
+                len(shown_bdrate),
+                len(shown_complexity),
+                label or f"{anchor}, not one the review's tables name",
+                structure,
+            )
         markdown = bdrate_markdown(
             bd_rows,
             anchor=anchor,
@@ -56,9 +85,11 @@ def write_run_tables(
             aggregation_rule=AGGREGATION_RULE,
             structure=structure,
             points=rows,
+            published=shown_bdrate,
+            published_source=source,
         )
         write_bdrate(run_dir, bd_rows, markdown)
-    write_complexity(run_dir, complexity)
+    write_complexity(run_dir, complexity, published=shown_complexity, published_source=source)
     write_rd_plots(run_dir, rows, bd_metrics)
     if anchor is not None:
         write_radar_plots(run_dir, bd_rows, complexity, anchor, bd_metrics, bd_methods[0])

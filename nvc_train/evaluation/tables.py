@@ -16,6 +16,7 @@ from typing import Any
 from nvc_train import bdrate
 from nvc_train.atomic import atomic_write_csv, atomic_write_json, atomic_write_text
 from nvc_train.evaluation.points import POINT_COLUMNS
+from nvc_train.evaluation.published import PublishedBDRate, PublishedComplexity
 
 log = logging.getLogger(__name__)
 
@@ -223,12 +224,19 @@ def bdrate_markdown(
     aggregation_rule: str,
     structure: str,
     points: Sequence[Mapping[str, Any]] = (),
+    published: Sequence[PublishedBDRate] = (),
+    published_source: str = "",
 ) -> str:
     """Rows: codecs grouped by family; columns: class x metric; best two per column marked.
 
     A number whose class holds a non-monotone curve of that codec (or of the anchor) gets a dagger,
     and ``points`` (the rows the BD-rates came from) name every such curve below the table: the
     number is still shown, but never as if its curves were sound.
+
+    ``published``: cells of the review's tables whose anchor, structure and test set are this run's
+    (:func:`nvc_train.evaluation.published.matching_bdrate`); they follow the measured rows as rows
+    marked "(published)", as printed, and take no part in the best / second-best marks, which rank
+    what was measured here only. ``published_source`` names where they come from in the caption.
     """
     rows = [r for r in bd_rows if r.method == method]
     columns = [(k, m) for k in sorted({r.test_set for r in rows}) for m in metrics]
@@ -260,6 +268,7 @@ def bdrate_markdown(
                 for col in columns
             ]
             lines.append(f"| {codec}{' (anchor)' if codec == anchor else ''} | " + " | ".join(cells) + " |")
+    lines += _published_bdrate_lines(published, columns)
     averaging_text = bdrate.averaging_caption(averaging)
     caption = (
         f"BD-rate (%) against {anchor} ({structure}); negative = fewer bits than the anchor for the same "
@@ -267,6 +276,13 @@ def bdrate_markdown(
         "Best per column in **bold**, second best <u>underlined</u>; "
         "empty cells: not measurable (see bdrate.csv)."
     )
+    if published:
+        tables = ", ".join(sorted({str(c.table) for c in published}))
+        caption += (
+            f" Rows marked (published): the review's Table {tables} ({published_source}), shown "
+            "because its anchor, codec structure and test set are this run's; not measured here, not "
+            "ranked, not in bdrate.csv; an empty published cell was not transcribed."
+        )
     table = f"**Table: BD-rate.** {caption}\n\n" + "\n".join(lines) + "\n"
     if bent_curves:
         table += (
@@ -276,6 +292,26 @@ def bdrate_markdown(
             "trade-off:\n\n" + "\n".join(f"- {c.text()}" for c in bent_curves) + "\n"
         )
     return table
+
+
+def _published_bdrate_lines(
+    published: Sequence[PublishedBDRate], columns: Sequence[tuple[str, str]]
+) -> list[str]:
+    """One group per published table, one row per codec (the file's order), cells as printed."""
+    lines: list[str] = []
+    for table in sorted({c.table for c in published}):
+        cells = [c for c in published if c.table == table]
+        first = cells[0]
+        lines.append(
+            f"| *published: review Table {table} ({first.structure}, against {first.anchor})* |"
+            + " |" * len(columns)
+        )
+        for codec in dict.fromkeys(c.codec for c in cells):
+            value = {(c.class_name, c.column): c.bd_rate for c in cells if c.codec == codec}
+            family = next(c.family for c in cells if c.codec == codec)
+            shown = [f"{value[col]:g}" if col in value else "" for col in columns]
+            lines.append(f"| {codec}, {family} (published) | " + " | ".join(shown) + " |")
+    return lines
 
 
 def _mark(value: float | None, best_two: list[float], is_anchor: bool) -> str:
@@ -359,13 +395,20 @@ FPS_RULES = {
 }
 
 
-def complexity_markdown(rows: Sequence[Mapping[str, Any]], fps_rule: str | None = None) -> str:
+def complexity_markdown(
+    rows: Sequence[Mapping[str, Any]],
+    fps_rule: str | None = None,
+    published: Sequence[PublishedComplexity] = (),
+    published_source: str = "",
+) -> str:
     """complexity.csv's rows as the review's Table 5: codec, params, kMAC/px, enc / dec FPS, device.
 
     Codecs are grouped by family like the BD-rate table; empty cells are figures a codec does not
     have (parameters and kMAC/px of a conventional encoder). The caption states how each number
     was obtained (``fps_rule``, else the rule of every ``fps_method`` present), since FPS from
-    different rules (the network alone vs whole files) do not compare.
+    different rules (the network alone vs whole files) do not compare. ``published``: the review's
+    Table 5 rows, after the measured ones, marked "(published)", as printed (1080p, the review's
+    device); ``published_source`` names where they come from.
     """
     lines = [
         "| " + " | ".join(header for _, header, _ in TABLE5_LAYOUT) + " |",
@@ -382,6 +425,14 @@ def complexity_markdown(rows: Sequence[Mapping[str, Any]], fps_rule: str | None 
                 for k, _, fmt in TABLE5_LAYOUT
             ]
             lines.append("| " + " | ".join(cells) + " |")
+    if published:
+        lines.append("| *published: review Table 5 (1080p)* |" + " |" * (len(TABLE5_LAYOUT) - 1))
+        for entry in published:
+            figures = {"params_m": entry.params_m, "kmac_per_px": entry.kmac_per_px}
+            figures |= {"enc_fps": entry.enc_fps, "dec_fps": entry.dec_fps}
+            cells = [f"{entry.codec}, {entry.family} (published)"]
+            cells += ["" if figures.get(k) is None else f"{figures[k]:g}" for k, _, _ in TABLE5_LAYOUT[1:-1]]
+            lines.append("| " + " | ".join([*cells, ""]) + " |")
     resolutions = sorted({str(r["kmac_resolution"]) for r in rows if r.get("kmac_resolution")})
     methods = dict.fromkeys(str(r.get("fps_method") or "runner") for r in ordered)
     rule = fps_rule or ". ".join(FPS_RULES.get(m, m) for m in methods)
@@ -391,6 +442,11 @@ def complexity_markdown(rows: Sequence[Mapping[str, Any]], fps_rule: str | None 
         "counted by torch's FlopCounterMode, MAC = FLOP/2; complexity.csv also has the I frame's). "
         f"{rule}."
     )
+    if published:
+        caption += (
+            f" Rows marked (published): the review's Table 5 ({published_source}), at 1080p "
+            "on the review's hardware; not measured here; an empty published cell was not transcribed."
+        )
     return f"**Table: complexity.** {caption}\n\n" + "\n".join(lines) + "\n"
 
 
@@ -407,10 +463,19 @@ def _format_cell(value: Any, fmt: str) -> str:
     return fmt.format(value)
 
 
-def write_complexity(run_dir: Path, rows: Sequence[Mapping[str, Any]], fps_rule: str | None = None) -> None:
-    """complexity.csv (every column) and complexity.md (Table 5 layout) in ``run_dir``, atomically."""
+def write_complexity(
+    run_dir: Path,
+    rows: Sequence[Mapping[str, Any]],
+    fps_rule: str | None = None,
+    published: Sequence[PublishedComplexity] = (),
+    published_source: str = "",
+) -> None:
+    """complexity.csv (every column, measured rows only) and complexity.md (Table 5 layout, with the
+    ``published`` rows after them) in ``run_dir``, atomically."""
     atomic_write_csv(run_dir / "complexity.csv", [dict(r) for r in rows], COMPLEXITY_COLUMNS)
-    atomic_write_text(run_dir / "complexity.md", complexity_markdown(rows, fps_rule))
+    atomic_write_text(
+        run_dir / "complexity.md", complexity_markdown(rows, fps_rule, published, published_source)
+    )
 
 
 def device_name(device: Any = None) -> str:
