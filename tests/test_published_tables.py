@@ -4,7 +4,9 @@ The cells are checked against the review's numbers as issue 14 quotes them (DCVC
 -25.59 in Table 3, ECM 12.0 RA on UVG PSNR -44.47, C3 4.4 kMAC/px) and as the project quoted Table 5
 before (DCVC-RT 20.7 M, 185.7 kMAC/px). The rows must reach bdrate.md / complexity.md only when the
 run's anchor (VTM-20 LD), codec structure and test set are the table's, must never be ranked, and
-must never enter a CSV; synthetic runs go through the real report writer (write_run_tables).
+must never enter a CSV. Synthetic runs go through the real report writer (write_run_tables); one
+slow test runs ``evaluate.py suite=review_ld`` with a fake VTM-20 on a UVG stand-in, then again with
+``report.published=false``.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import csv
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
@@ -25,6 +28,9 @@ from nvc_train.evaluation.published import (
 )
 from nvc_train.evaluation.report import write_run_tables
 from tests.conftest import REPO_ROOT
+from tests.test_ctc import REVIEW_TEST_SETS
+from tests.test_evaluate_many import run_evaluate
+from tests.test_suites import QUICK, install_fake_vtm
 
 LD = "ld ip=96 gop=1"
 RA = "ra ip=32 gop=32"
@@ -260,3 +266,35 @@ def test_no_published_rows_when_the_run_is_not_the_tables(tmp_path: Path, differ
 def test_the_switch_is_on_by_default_in_evaluate_yaml() -> None:
     config = OmegaConf.load(REPO_ROOT / "configs" / "evaluate.yaml")
     assert config.report.published is True
+
+
+@pytest.mark.slow  # about 40 s on two cores: x265 and the fake VTM code a 1080p stand-in
+def test_review_ld_run_shows_the_published_rows_and_the_switch_hides_them(tmp_path: Path) -> None:
+    """The real entry point: suite=review_ld on a UVG stand-in (one 1080p sequence, 2 frames), x265
+    against a fake VTM that says it is 20.0; then the same run with report.published=false."""
+    root, vtm, store = tmp_path / "ctc", tmp_path / "vtm", tmp_path / "store"
+    install_fake_vtm(vtm)
+    (root / "UVG").mkdir(parents=True)
+    frames = np.random.default_rng(0).integers(0, 256, size=2 * 1920 * 1080 * 3 // 2, dtype=np.uint8)
+    (root / "UVG" / "Beauty_1920x1080_120fps_420_8bit_YUV.yuv").write_bytes(frames.tobytes())
+    dropped = [f"~ctc.test_sets.{name}" for name in REVIEW_TEST_SETS if name != "UVG"]
+    dropped += [
+        f"~ctc.test_sets.UVG.sequences.{name}"
+        for name in ("Bosphorus", "HoneyBee", "Jockey", "ReadySteadyGo", "ShakeNDry", "YachtRide")
+    ]
+    common = [
+        "suite=review_ld", f"ctc.root={root}", *dropped, "frames=2", "codecs=[x265]", f"anchor.root={vtm}",
+        "anchor.version=20.0", f"point_store={store}", *QUICK,
+    ]  # fmt: skip
+    shown, hidden = tmp_path / "shown", tmp_path / "hidden"
+    run_evaluate(*common, f"hydra.run.dir={shown}")
+    bdrate = (shown / "bdrate.md").read_text()
+    assert "vtm (anchor)" in bdrate and "| x265 |" in bdrate
+    assert "| DCVC-RT, scene-agnostic (published) | -25.59 |" in bdrate.splitlines()
+    assert "ECM 12.0" not in bdrate  # Table 4: RA codecs
+    assert "| C3, scene-adaptive (published) |  | 4.4 |" in (shown / "complexity.md").read_text()
+    assert "DCVC-RT" not in (shown / "bdrate.csv").read_text()
+
+    run_evaluate(*common, "report.published=false", f"hydra.run.dir={hidden}")  # points from the store
+    assert "published" not in (hidden / "bdrate.md").read_text()
+    assert "published" not in (hidden / "complexity.md").read_text()
