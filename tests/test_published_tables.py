@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
+from nvc_train.evaluation.merge import merge_runs
 from nvc_train.evaluation.published import (
     DEFAULT_PATH,
     PublishedDataError,
@@ -263,6 +264,19 @@ def test_no_published_rows_when_the_run_is_not_the_tables(tmp_path: Path, differ
     assert "| x265 |" in bdrate and "| x265 |" in complexity
 
 
+def test_a_broken_data_file_costs_the_published_rows_not_the_tables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(HEADER + GOOD_ENTRY.replace("bd_rate: -1.5", "bd_rate: n/a"))
+    monkeypatch.setattr("nvc_train.evaluation.published.DEFAULT_PATH", broken)
+    run = tmp_path / "run"
+    run.mkdir()
+    bdrate, complexity, _ = _run(run)
+    assert "| x265 |" in bdrate and "published" not in bdrate and "published" not in complexity
+    assert "published rows left out" in caplog.text and "'bd_rate' must be a finite number" in caplog.text
+
+
 def test_the_switch_is_on_by_default_in_evaluate_yaml() -> None:
     config = OmegaConf.load(REPO_ROOT / "configs" / "evaluate.yaml")
     assert config.report.published is True
@@ -298,3 +312,9 @@ def test_review_ld_run_shows_the_published_rows_and_the_switch_hides_them(tmp_pa
     run_evaluate(*common, "report.published=false", f"hydra.run.dir={hidden}")  # points from the store
     assert "published" not in (hidden / "bdrate.md").read_text()
     assert "published" not in (hidden / "complexity.md").read_text()
+
+    # merge lays out its tables with the first run's settings, the switch included
+    merge_runs([hidden, shown], tmp_path / "merged_hidden")
+    assert "published" not in (tmp_path / "merged_hidden" / "bdrate.md").read_text()
+    merge_runs([shown, hidden], tmp_path / "merged_shown")
+    assert (tmp_path / "merged_shown" / "bdrate.md").read_text() == bdrate

@@ -15,6 +15,8 @@ from nvc_train.evaluation.plots import write_radar_plots, write_rd_plots
 from nvc_train.evaluation.published import (
     PublishedBDRate,
     PublishedComplexity,
+    PublishedDataError,
+    PublishedTables,
     complexity_rows_to_show,
     load_published,
     matching_bdrate,
@@ -61,8 +63,8 @@ def write_run_tables(
     source = ""
     if anchor is not None:
         bd_rows = compute_bdrates(rows, anchor, bd_metrics, bd_methods, averaging)
-        if published:
-            tables = load_published()
+        tables = _published_tables() if published else None
+        if tables is not None:
             source = tables.citation()
             label = run_anchor_label(rows, anchor)
             classes = {row.test_set for row in bd_rows}
@@ -95,3 +97,12 @@ def write_run_tables(
         write_radar_plots(run_dir, bd_rows, complexity, anchor, bd_metrics, bd_methods[0])
     log.info("aggregation: %s", AGGREGATION_RULE)
     return bd_rows
+
+
+def _published_tables() -> PublishedTables | None:
+    """The shipped published figures; a broken file costs the published rows, never the run's tables."""
+    try:
+        return load_published()
+    except PublishedDataError as error:
+        log.error("published rows left out of bdrate.md / complexity.md: %s", error)
+        return None
