@@ -4,12 +4,13 @@
 The official code never enters this project: this script is run from the project with paths to
 an official checkout (microsoft/DCVC) and to Python interpreters of separate virtual environments
 where the official code runs (see tests/fixtures/official/README.md for how to set them up). It
-re-invokes itself under those interpreters (``_worker-dcvc-rt`` / ``_worker-ssf``); the workers
-import the official modules, fill them with the deterministic rule below, run them on small
-crops of a real clip and write DATA only: tensor names and shapes, inputs, outputs, counts.
+re-invokes itself under those interpreters (``_worker-dcvc-rt``, ``_worker-dcvc-fm``,
+``_worker-ssf``); the workers import the official modules, fill them with the deterministic rule
+below, run them on small crops of a real clip and write DATA only: tensor names and shapes,
+inputs, outputs, counts.
 
     python tools/make_official_fixtures.py \
-        --dcvc /path/to/DCVC --dcvc-python /path/to/dcvc-venv/bin/python \
+        --dcvc /path/to/DCVC --dcvc-fm /path/to/DCVC --dcvc-python /path/to/dcvc-venv/bin/python \
         --compressai-python /path/to/compressai-venv/bin/python \
         --out tests/fixtures/official
 
@@ -562,6 +563,310 @@ def worker_dcvc_rt(args):
 
 
 # --------------------------------------------------------------------------------------------
+# DCVC-FM worker
+# --------------------------------------------------------------------------------------------
+
+FM_QPS = [0, 31, 63]
+FM_FRAMES = 6  # I, then P frames 1..5: feature adaptors (t % 8 -> [0, 1, 0, 2, 0, 2, 0, 2]) 0, 2, 0, 1 used
+FM_ADAPTOR_INDEX = [0, 1, 0, 2, 0, 2, 0, 2]  # official index_map of test_helper.py (data)
+FM_RESET_INTERVAL = 32  # official default: the reference feature is dropped at t % 32 == 1
+
+# Per-module gains and bias slices that keep random DCVC-FM weights in the regime of a working
+# codec on the fixture frames (see tests/fixtures/official/README.md, "DCVC-FM").
+FM_RESIDUAL_ENDS = (
+    ".block.0.conv2.weight",  # DepthConv: last conv of the depth-wise branch
+    ".block.0.out_conv.weight",  # gated DepthConv
+    ".block.1.conv.2.weight",  # plain FFN
+    ".block.1.conv_out.weight",  # two-half FFNs
+)
+FM_RESIDUAL_END_GAIN = 0.1
+# modules whose weights get FM_SMALL_GAIN: prior heads and the last layers of the spatial-context
+# networks, so that their outputs are about their biases
+FM_SMALL_PREFIXES = (
+    "y_prior_fusion.",
+    "y_spatial_prior.",
+    "y_spatial_prior_adaptor_",
+    "y_prior_fusion_adaptor_",
+    "mv_y_prior_fusion.",
+    "mv_y_spatial_prior.",
+    "mv_y_spatial_prior_adaptor_",
+    "mv_y_prior_fusion_adaptor_",
+    "align.conv_offset.4.",
+    "contextual_hyper_prior_decoder.2.",
+    "mv_hyper_prior_decoder.2.",
+    "temporal_prior_encoder.2.",
+)
+FM_SMALL_GAIN = 0.01
+FM_SCALED = {  # name prefix -> weight gain
+    "y_spatial_prior_reduction.": 0.1,
+    "refine.1.": 0.1,
+    "recon_generation_net.recon_conv.": 0.1,
+    "optic_flow.": 1.0,
+}
+FM_FLOW_HEAD_GAIN = 0.1  # optic_flow.me_*.conv5: flow updates of a pixel or less
+FM_RECON_BIASES = ("refine.1.bias", "recon_generation_net.recon_conv.bias")
+FM_BIAS_SLICES = {
+    # bias name -> {part: (start, end, lo, hi)}; channel layouts of the official prior tensors
+    # intra (N = 256): fused params [q (2) | scales (N) | means (N)]; spatial [scales | means]
+    "y_prior_fusion.1.block.0.adaptor.bias": {"q": (0, 2, -2.0, 2.0), "scales": (2, 258, 1.5, 4.0)},
+    "y_spatial_prior_adaptor_1.block.0.conv2.bias": {"scales": (0, 256, 0.5, 1.0)},
+    "y_spatial_prior_adaptor_2.block.0.conv2.bias": {"scales": (0, 256, 0.5, 1.0)},
+    "y_spatial_prior_adaptor_3.block.0.conv2.bias": {"scales": (0, 256, 0.5, 1.0)},
+    "y_spatial_prior.0.block.0.conv2.bias": {"scales": (0, 256, 0.5, 1.0)},
+    "y_spatial_prior.1.block.0.conv2.bias": {"scales": (0, 256, 0.5, 1.0)},
+    "y_spatial_prior.2.block.0.conv2.bias": {"scales": (0, 256, 0.5, 1.0)},
+}
+FM_INTER_BIAS_SLICES = {
+    # inter: fused params [step (C) | scales (C) | means (C)], C = 128 (y) or 64 (motion)
+    "y_prior_fusion_adaptor_0.block.0.adaptor.bias": {
+        "step": (0, 128, 0.3, 0.7),
+        "scales": (128, 256, 0.75, 2.0),
+    },
+    "y_prior_fusion_adaptor_1.block.0.conv2.bias": {
+        "step": (0, 128, 0.3, 0.7),
+        "scales": (128, 256, 0.75, 2.0),
+    },
+    "y_prior_fusion.0.block.0.conv2.bias": {"step": (0, 128, 0.2, 0.4), "scales": (128, 256, 0.5, 1.0)},
+    "y_prior_fusion.1.block.0.conv2.bias": {"step": (0, 128, 0.2, 0.4), "scales": (128, 256, 0.5, 1.0)},
+    "y_spatial_prior.2.block.0.adaptor.bias": {"scales": (0, 128, 1.5, 4.0)},
+    "mv_y_prior_fusion_adaptor_0.block.0.adaptor.bias": {
+        "step": (0, 64, 0.3, 0.7),
+        "scales": (64, 128, 0.75, 2.0),
+    },
+    "mv_y_prior_fusion_adaptor_1.block.0.conv2.bias": {
+        "step": (0, 64, 0.3, 0.7),
+        "scales": (64, 128, 0.75, 2.0),
+    },
+    "mv_y_prior_fusion.0.block.0.adaptor.bias": {"step": (0, 64, 0.2, 0.4), "scales": (64, 128, 0.5, 1.0)},
+    "mv_y_prior_fusion.1.block.0.conv2.bias": {"step": (0, 64, 0.2, 0.4), "scales": (64, 128, 0.5, 1.0)},
+    "mv_y_spatial_prior.2.block.0.adaptor.bias": {"scales": (0, 64, 1.5, 4.0)},
+}
+
+
+def dcvc_fm_fill(name: str, shape: tuple[int, ...], half: str) -> np.ndarray:
+    """The fill of one DCVC-FM tensor; ``half`` is "intra" (DMCI) or "inter" (DMC)."""
+    if "." not in name and ("q_scale" in name or name.endswith(("_q_enc", "_q_dec"))):
+        return fill_tensor(name, shape, 0.5, 1.5)  # per-level vectors / rate pairs: positive
+    if name.startswith("bit_estimator_z"):
+        return fill_tensor(name, shape, -1.0, 1.0)  # factorized z densities: h, b, a
+    if len(shape) >= 2:
+        gain = WEIGHT_GAIN
+        if name.endswith(FM_RESIDUAL_ENDS) or (".res_block" in f".{name}" and name.endswith(".conv2.weight")):
+            gain = FM_RESIDUAL_END_GAIN
+        for prefix, value in FM_SCALED.items():
+            if name.startswith(prefix):
+                gain = value
+        if name.startswith("optic_flow.") and name.endswith(".conv5.weight"):
+            gain = FM_FLOW_HEAD_GAIN
+        if name.startswith(FM_SMALL_PREFIXES):
+            gain = FM_SMALL_GAIN
+        return fill_tensor(name, shape, *_he_range(shape, gain))
+    if name in FM_RECON_BIASES:
+        return fill_tensor(name, shape, 0.3, 0.7)
+    arr = fill_tensor(name, shape, -BIAS_HALF_RANGE, BIAS_HALF_RANGE)
+    slices = (FM_BIAS_SLICES if half == "intra" else FM_INTER_BIAS_SLICES).get(name, {})
+    for part, (a, b, lo, hi) in slices.items():
+        arr[a:b] = fill_tensor(f"{name}#{part}", (b - a,), lo, hi)
+    return arr
+
+
+def _laplace_bits(sym, scale):
+    """-log2 P(sym) for integer sym under Laplace(0, scale) over [sym - .5, sym + .5], float64."""
+    import torch
+
+    d = sym.abs().double()
+    s = scale.double()
+    outer = torch.exp(-(d + 0.5) / s)
+    far = 0.5 * torch.exp(-(d - 0.5).clamp_min(0) / s) - 0.5 * outer
+    near = 1.0 - 0.5 * torch.exp(-(0.5 - d).clamp_min(0) / s) - 0.5 * outer
+    return -torch.log2(torch.where(d >= 0.5, far, near))
+
+
+def _fm_root(path: Path) -> Path:
+    for cand in (path / "DCVC-family" / "DCVC-FM", path):
+        if (cand / "src" / "models" / "video_model.py").is_file() and (
+            cand / "src" / "models" / "block_mc.py"
+        ).is_file():
+            return cand
+    raise SystemExit(f"no DCVC-FM source under {path} (expected DCVC-family/DCVC-FM/src)")
+
+
+class _RecordingCoder:
+    """Stands in for the official rANS coder: keeps nothing; the encode calls are recorded above it."""
+
+    def reset(self):
+        pass
+
+    def encode_with_indexes(self, *a):
+        pass
+
+    def flush(self):
+        pass
+
+    def get_encoded_stream(self):
+        return b""
+
+
+def worker_dcvc_fm(args):
+    torch = _torch_setup()
+    os.environ.setdefault("SUPPRESS_CUSTOM_KERNEL_WARNING", "1")
+    root = _fm_root(Path(args.dcvc_fm))
+    sys.path.insert(0, str(root))
+    stubbed = _stub_cuda(torch)
+    import torch.nn.functional as F  # noqa: E402
+    from src.models import block_mc  # noqa: E402
+    from src.models.image_model import DMCI  # noqa: E402
+    from src.models.video_model import DMC  # noqa: E402
+
+    out = Path(args.out)
+    inputs = np.load(args.inputs)
+    i_net, p_net = DMCI(), DMC()
+    names, digests, counts = {}, {}, {}
+    for key, net in (("intra", i_net), ("inter", p_net)):
+        names[key], digests[key] = _fill_module(net, lambda n, s, k=key: dcvc_fm_fill(n, s, k))
+        counts[key] = sum(p.numel() for p in net.parameters())
+        counts[key + "_by_module"] = module_counts(net)
+        net.eval()
+
+    records: list = []
+    coder = _RecordingCoder()
+    for net in (i_net, p_net):
+        net.entropy_coder = coder
+        for part in ("bit_estimator_z", "bit_estimator_z_mv", "gaussian_encoder"):
+            module = getattr(net, part)
+            if module is None:
+                continue
+            module.entropy_coder = coder
+            original = module.encode
+
+            def recorded(x, extra, _part=part, _original=original):
+                records.append((_part, x.clone(), extra.clone() if torch.is_tensor(extra) else int(extra)))
+                return _original(x, extra)
+
+            module.encode = recorded
+
+    def z_bits(estimator, z, qp):
+        index = torch.tensor([qp], dtype=torch.int32)
+        originals = {n: p.data for n, p in estimator.named_parameters()}
+        try:
+            for _, p in estimator.named_parameters():
+                p.data = p.data.double()
+            zf = z.double()
+            prob = estimator.get_cdf(zf + 0.5, index) - estimator.get_cdf(zf - 0.5, index)
+        finally:
+            for n, p in estimator.named_parameters():
+                p.data = originals[n]
+        return -torch.log2(prob)
+
+    runs = [(64, 96, q) for q in FM_QPS] + [(72, 104, FM_QPS[-1])]
+    results = {}
+    stats = {}
+    with torch.no_grad():
+        for h, w, q in runs:
+            key = f"{h}x{w}"
+            ys = inputs[f"y_{key}"].astype(np.float32)
+            us = inputs[f"u_{key}"].astype(np.float32)
+            vs = inputs[f"v_{key}"].astype(np.float32)
+            pad_b, pad_r = -h % 16, -w % 16
+            frames, dpb = [], None
+            worst = {
+                "bits_per_symbol_max": 0.0,
+                "symbols_over_16_bits": 0,
+                "abs_symbol_max": 0,
+                "clamped_fraction": 0.0,
+            }
+            for t in range(FM_FRAMES):
+                x = np.stack([ys[t], us[t].repeat(2, 0).repeat(2, 1), vs[t].repeat(2, 0).repeat(2, 1)])
+                x = torch.from_numpy(x)[None] / 255.0
+                x_pad = F.pad(x, (0, pad_r, 0, pad_b), mode="replicate")
+                records.clear()
+                if t == 0:
+                    enc = i_net.compress(x_pad, q)
+                    x_hat = enc["x_hat"]
+                    dpb = {
+                        "ref_frame": x_hat,
+                        "ref_feature": None,
+                        "ref_mv_feature": None,
+                        "ref_y": None,
+                        "ref_mv_y": None,
+                    }
+                    fa_idx, refresh = -1, False
+                    y_dist = "gaussian"
+                    net = i_net
+                else:
+                    refresh = FM_RESET_INTERVAL > 0 and t % FM_RESET_INTERVAL == 1
+                    if refresh:
+                        dpb["ref_feature"] = None
+                    fa_idx = FM_ADAPTOR_INDEX[t % len(FM_ADAPTOR_INDEX)]
+                    enc = p_net.compress(x_pad, dpb, q, fa_idx)
+                    dpb = enc["dpb"]
+                    x_hat = dpb["ref_frame"]
+                    y_dist = "laplace"
+                    net = p_net
+                ge = net.gaussian_encoder
+                bits = {}
+                coded_y = 0
+                for part, sym, extra in records:
+                    if part == "gaussian_encoder":
+                        s = extra.double().clamp(ge.scale_min, ge.scale_max)
+                        b = _gauss_bits(sym, s) if y_dist == "gaussian" else _laplace_bits(sym, s)
+                        label = "y" if (t == 0 or coded_y >= 4) else "mv_y"
+                        coded_y += 1
+                    else:
+                        b = z_bits(getattr(net, part), sym, extra)
+                        label = "z" if part == "bit_estimator_z" else "mv_z"
+                    bits[label] = bits.get(label, 0.0) + b.sum().item()
+                    worst["bits_per_symbol_max"] = max(worst["bits_per_symbol_max"], b.max().item())
+                    worst["symbols_over_16_bits"] += int((b > 16).sum().item())
+                    worst["abs_symbol_max"] = max(worst["abs_symbol_max"], int(sym.abs().max().item()))
+                if t > 0:
+                    assert coded_y == 8, coded_y  # motion y then y, four steps each
+                frame_x = x_hat[0, :, :h, :w].float().clone()
+                worst["clamped_fraction"] = max(
+                    worst["clamped_fraction"], ((frame_x <= 0) | (frame_x >= 1)).float().mean().item()
+                )
+                frames.append(
+                    {
+                        "type": "I" if t == 0 else "P",
+                        "qp": q,
+                        "feature_adaptor": fa_idx,
+                        "refresh": refresh,
+                        "x_hat": frame_x,
+                        "bits_parts": bits,
+                        "bits": sum(bits.values()),
+                        "psnr_yuv444": float(-10 * torch.log10(((frame_x - x[0]) ** 2).mean())),
+                    }
+                )
+            name = f"{key}_q{q}"
+            results[name] = {"height": h, "width": w, "qp": q, "frames": frames}
+            stats[name] = worst
+            print(
+                name,
+                " ".join(f"{f['type']}:{f['bits']:.0f}b/{f['psnr_yuv444']:.1f}dB" for f in frames),
+                json.dumps(worst),
+                file=sys.stderr,
+            )
+
+    _save_pt(results, out / "outputs.pt")
+    (out / "names_shapes.json").write_text(dump_names_shapes(names))
+    (out / "fill_digests.json").write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
+    meta = {
+        "parameter_counts": counts,
+        "levels": {"intra": int(i_net.q_scale_enc.shape[0]), "inter": int(p_net.get_qp_num())},
+        "feature_adaptor_index_by_frame_mod_8": FM_ADAPTOR_INDEX,
+        "reset_interval": FM_RESET_INTERVAL,
+        "runs": sorted(results),
+        "fill_statistics": stats,
+        "block_mc_cuda_kernel": bool(block_mc.CUSTOMIZED_CUDA),
+        "cuda_stubbed": stubbed,
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "python": sys.version.split()[0],
+    }
+    (out / "meta_worker.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+
+# --------------------------------------------------------------------------------------------
 # CompressAI ScaleSpaceFlow worker
 # --------------------------------------------------------------------------------------------
 
@@ -748,6 +1053,32 @@ DCVC_RT_RULES = {
     ),
 }
 
+DCVC_FM_RULES = {
+    "q_scale_enc, q_scale_dec (intra), mv_y_q_enc, mv_y_q_dec, y_q_enc, y_q_dec (inter)": (
+        "fill(name, shape, 0.5, 1.5)"
+    ),
+    "bit_estimator_z*.* (h, b, a)": "fill(name, shape, -1, 1)",
+    "weights: gain (later rules win)": f"{WEIGHT_GAIN}; {FM_RESIDUAL_END_GAIN} for names ending "
+    f"{', '.join(FM_RESIDUAL_ENDS)} or res_block*.conv2.weight; "
+    + "; ".join(f"{k}* {v}" for k, v in FM_SCALED.items())
+    + f"; optic_flow.*.conv5 {FM_FLOW_HEAD_GAIN}; {FM_SMALL_GAIN} for names starting "
+    + ", ".join(FM_SMALL_PREFIXES),
+    "reconstruction biases " + ", ".join(FM_RECON_BIASES): "fill(name, shape, 0.3, 0.7)",
+    "prior biases": "the bias rule, then these channel slices [a, b) overwritten with "
+    "fill(name + '#' + part, (b - a,), lo, hi): intra "
+    + "; ".join(
+        f"{n} {part} [{a}, {b}) -> [{lo}, {hi})"
+        for n, parts in FM_BIAS_SLICES.items()
+        for part, (a, b, lo, hi) in parts.items()
+    )
+    + "; inter "
+    + "; ".join(
+        f"{n} {part} [{a}, {b}) -> [{lo}, {hi})"
+        for n, parts in FM_INTER_BIAS_SLICES.items()
+        for part, (a, b, lo, hi) in parts.items()
+    ),
+}
+
 SSF_RULES = {
     "entropy_bottleneck.quantiles (C, 1, 3)": "m = fill(name, (C,), -0.5, 0.5); [m - 10, m, m + 10]",
     "entropy_bottleneck._matrix*": "fill(name, shape, -2, 0)",
@@ -765,8 +1096,14 @@ SSF_RULES = {
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("mode", nargs="?", default="make", choices=["make", "_worker-dcvc-rt", "_worker-ssf"])
+    ap.add_argument(
+        "mode",
+        nargs="?",
+        default="make",
+        choices=["make", "_worker-dcvc-rt", "_worker-dcvc-fm", "_worker-ssf"],
+    )
     ap.add_argument("--dcvc", help="checkout of github microsoft/DCVC (or its DCVC-family/DCVC-RT folder)")
+    ap.add_argument("--dcvc-fm", help="checkout of github microsoft/DCVC (or its DCVC-family/DCVC-FM folder)")
     ap.add_argument("--dcvc-python", help="interpreter with torch (+ optionally MLCodec_extensions_cpp)")
     ap.add_argument("--compressai-python", help="interpreter with compressai==1.2.8")
     ap.add_argument("--dcvc-commit", help="commit of the checkout when it is not a git work tree")
@@ -778,6 +1115,8 @@ def main(argv=None):
 
     if args.mode == "_worker-dcvc-rt":
         return worker_dcvc_rt(args)
+    if args.mode == "_worker-dcvc-fm":
+        return worker_dcvc_fm(args)
     if args.mode == "_worker-ssf":
         return worker_ssf(args)
 
@@ -788,8 +1127,8 @@ def main(argv=None):
     out = Path(args.out)
     me = str(Path(__file__).resolve())
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    if not args.dcvc and not args.compressai_python:
-        ap.error("nothing to do: give --dcvc (and --dcvc-python) and/or --compressai-python")
+    if not args.dcvc and not args.dcvc_fm and not args.compressai_python:
+        ap.error("nothing to do: give --dcvc and/or --dcvc-fm (and --dcvc-python) and/or --compressai-python")
 
     if args.dcvc:
         d = out / "dcvc_rt"
@@ -843,6 +1182,60 @@ def main(argv=None):
                 },
                 "frames": "I then P; P frame t codes at qp + qp_shift[offset_index[t % 8]]",
                 "use_two_entropy_coders": False,
+            },
+        } | worker_meta
+        (d / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
+
+    if args.dcvc_fm:
+        d = out / "dcvc_fm"
+        d.mkdir(parents=True, exist_ok=True)
+        src = write_inputs(clip, d / "inputs.npz", DCVC_SIZES, FM_FRAMES)
+        subprocess.run(
+            [
+                args.dcvc_python or sys.executable,
+                me,
+                "_worker-dcvc-fm",
+                "--dcvc-fm",
+                args.dcvc_fm,
+                "--inputs",
+                str(d / "inputs.npz"),
+                "--out",
+                str(d),
+            ],
+            check=True,
+            env=env,
+        )
+        worker_meta = json.loads((d / "meta_worker.json").read_text())
+        (d / "meta_worker.json").unlink()
+        meta = {
+            "official": {
+                "repository": "github microsoft/DCVC",
+                "folder": "DCVC-family/DCVC-FM",
+                "commit": args.dcvc_commit or _git_head(Path(args.dcvc_fm)),
+                "classes": {
+                    "intra": "src.models.image_model.DMCI()  (N=256, z_channel=128)",
+                    "inter": "src.models.video_model.DMC()",
+                },
+                "checkpoints": {"intra": "cvpr2024_image.pth.tar", "inter": "cvpr2024_video.pth.tar"},
+            },
+            "input": src
+            | {
+                "format": "uint8 YUV 4:2:0 planes y_HxW (T,H,W), u_HxW and v_HxW (T,H/2,W/2) in inputs.npz",
+                "model_input": "x = cat(y, u repeated 2x2, v repeated 2x2) / 255 as float32 (1,3,H,W), "
+                "replicate-padded on the right/bottom to a multiple of 16",
+            },
+            "fill_rule": RULES_TEXT | DCVC_FM_RULES,
+            "settings": {
+                "dtype": "float32 on the CPU; block_mc by the official grid_sample fallback",
+                "qp": FM_QPS,
+                "qp_p_equals_qp_i": True,
+                "frames": "I then P; P frame t uses feature_adaptor[index_map[t % 8]] and drops the "
+                "reference feature at t % 32 == 1 (test_helper.run_one_point_fast)",
+                "bits": "ideal bits of the symbols official compress() hands to its coder (recorded), "
+                "float64: "
+                "z, mv_z by the official BitEstimator (cdf(z + .5) - cdf(z - .5), coded index), y (intra "
+                "Gaussian) and y, mv_y (inter Laplace) with the scale clamped to the coder's [scale_min, "
+                "scale_max] (0.11 / 0.01 .. 64)",
             },
         } | worker_meta
         (d / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -1,0 +1,85 @@
+"""DCVC-FM: microsoft/DCVC's ``cvpr2024_image.pth.tar`` + ``cvpr2024_video.pth.tar`` -> one checkpoint.
+
+``python -m nvc_train.convert dcvc_fm --image IMAGE.pth.tar --video VIDEO.pth.tar --out OUT.ckpt``
+
+The official code keeps its intra model (``DMCI``) and its P model (``DMC``) in two files; ours is one
+network (:class:`models.dcvc_fm.DCVCFM`, ``configs/model/dcvc_fm.yaml``) with an ``intra`` and an
+``inter`` half whose parameters carry the official names and shapes exactly, so the rename is the
+half's prefix and nothing else (``intra.`` + a DMCI name, ``inter.`` + a DMC name). The expected
+names and shapes are read from our model's own parameters (never from a file), so the check cannot
+drift from the model it loads into. The official models hold no buffers; our coder tables
+(``update()``) are built after loading and written with the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from nvc_train.convert.official import ConversionError, check_state, read_official_state, write_checkpoint
+from nvc_train.networks import build_network
+
+__all__ = ["HALVES", "add_arguments", "convert", "expected_official", "to_ours"]
+
+MODEL_NAME = "dcvc_fm"  # configs/model/dcvc_fm.yaml: the published architecture
+HALVES = {"intra": "DCVC-FM intra DMCI", "inter": "DCVC-FM P DMC"}  # our half -> what the file holds
+
+
+def expected_official(net: torch.nn.Module) -> dict[str, dict[str, tuple[int, ...]]]:
+    """Per half, the official names and shapes of our ``net``'s parameters (in its order)."""
+    return {
+        half: {name: tuple(p.shape) for name, p in getattr(net, half).named_parameters()} for half in HALVES
+    }
+
+
+def to_ours(official: Mapping[str, torch.Tensor], half: str) -> dict[str, torch.Tensor]:
+    """An official state dict of one half (already checked) under our names: ``half.`` prefixed."""
+    if half not in HALVES:
+        raise ConversionError(f"unknown half {half!r}; expected one of {sorted(HALVES)}")
+    return {f"{half}.{name}": tensor for name, tensor in official.items()}
+
+
+def _model_config() -> dict:
+    """``configs/model/dcvc_fm.yaml`` as a plain dict (the architecture numbers of the checkpoint)."""
+    path = Path(__file__).resolve().parents[2] / "configs" / "model" / f"{MODEL_NAME}.yaml"
+    config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    assert isinstance(config, dict)
+    return config
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The subcommand's options."""
+    parser.add_argument(
+        "--image", required=True, type=Path, help="official intra model (cvpr2024_image.pth.tar)"
+    )
+    parser.add_argument("--video", required=True, type=Path, help="official P model (cvpr2024_video.pth.tar)")
+    parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.ckpt)")
+
+
+def convert(args: argparse.Namespace) -> Path:
+    """Read both official files, check every tensor, load them into our model, build its tables, write."""
+    config = _model_config()
+    net = build_network(config, f"configs/model/{MODEL_NAME}.yaml")
+    expected = expected_official(net)
+    state: dict[str, torch.Tensor] = {}
+    for half, path in (("intra", args.image), ("inter", args.video)):
+        official = read_official_state(path)
+        check_state(official, expected[half], f"{path} ({HALVES[half]})")
+        state.update(to_ours(official, half))
+    # Buffers (coder tables, scale tables) are ours: take them from the fresh model.
+    parameters = dict(net.named_parameters())
+    full = {key: state[key] if key in parameters else value for key, value in net.state_dict().items()}
+    net.load_state_dict(full, strict=True)
+    with torch.no_grad():
+        net.update(force=True)
+    return write_checkpoint(
+        args.out,
+        config,
+        MODEL_NAME,
+        net.state_dict(),
+        [str(Path(args.image).resolve()), str(Path(args.video).resolve())],
+    )
