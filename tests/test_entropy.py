@@ -22,7 +22,7 @@ from nvc_train.entropy import (
     GaussianConditional,
     quantize,
 )
-from nvc_train.entropy.coder import _cdf_tables, decode_symbols, encode_symbols
+from nvc_train.entropy.coder import _cdf_tables, check_tables, decode_symbols, encode_symbols
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -558,3 +558,23 @@ def test_shared_stream_format_is_the_word_format_without_padding() -> None:
     empty = AnsEncoder().to_bytes()  # nothing coded: an empty stream, which decodes as empty
     assert empty == b""
     AnsDecoder(empty).finish()
+
+
+def test_check_tables_names_the_first_invalid_row_and_ignores_padding() -> None:
+    """Each rule of a valid CDF row is checked on every row (the check is vectorised over rows)."""
+    total = 1 << PRECISION
+    valid = np.array([[0, 7, total, 0, 0], [0, 1, 2, total, 99], [0, 5, total, 3, 0]], dtype=np.int32)
+    lengths = np.array([2, 3, 2])
+    check_tables(valid, lengths, np.zeros(3), 3)  # entries past a row's length are padding
+    broken = [  # (row, column, value): starts above 0, ends below the total, a flat step, a falling step
+        (1, 0, 1),
+        (1, 3, total - 1),
+        (1, 2, 1),
+        (1, 1, 3),
+        (0, 2, total - 1),
+    ]
+    for row, column, value in broken:
+        table = valid.copy()
+        table[row, column] = value
+        with pytest.raises(EntropyCoderError, match=f"row {row} is not a valid"):
+            check_tables(table, lengths, np.zeros(3), 3)

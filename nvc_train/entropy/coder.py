@@ -157,12 +157,19 @@ def check_tables(cdf: np.ndarray, cdf_length: np.ndarray, offset: np.ndarray, ro
     total = 1 << PRECISION
     if (cdf_length < 2).any() or (cdf_length > cdf.shape[1] - 1).any():
         raise EntropyCoderError("entropy model tables are corrupt (row lengths out of range): call update()")
-    for r in range(rows):
-        row = cdf[r, : int(cdf_length[r]) + 1].astype(np.int64)
-        if row[0] != 0 or row[-1] != total or (np.diff(row) < 1).any():
-            raise EntropyCoderError(
-                f"entropy model table row {r} is not a valid {PRECISION}-bit CDF: call update()"
-            )
+    # Row r is valid when cdf[r, 0] == 0, cdf[r, length] == 2**PRECISION and it rises by at least 1
+    # at every step up to its length: all rows at once (a Python loop over rows cost ~30 ms per
+    # coded frame with DCVC-RT's 9,216 z rows).
+    table = cdf.astype(np.int64)
+    lengths = cdf_length.astype(np.int64)
+    ends = table[np.arange(rows), lengths]
+    inside = np.arange(table.shape[1] - 1)[None, :] < lengths[:, None]
+    falling = ((np.diff(table, axis=1) < 1) & inside).any(axis=1)
+    bad = (table[:, 0] != 0) | (ends != total) | falling
+    if bad.any():
+        raise EntropyCoderError(
+            f"entropy model table row {int(np.argmax(bad))} is not a valid {PRECISION}-bit CDF: call update()"
+        )
 
 
 def _reraise(error: BaseException, what: str) -> NoReturn:
