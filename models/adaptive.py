@@ -57,7 +57,7 @@ GEOMETRY_FIELDS: dict[str, ArchitectureField] = {
 DECODER_BASE_BYTES = 192 << 20
 
 # Latent quantization proxies, in the order a schedule normally visits them.
-LATENT_QUANTIZERS = ("soft", "ste", "hard")
+LATENT_QUANTIZERS = ("soft", "soft_twice", "ste", "hard")
 
 
 @dataclass
@@ -81,8 +81,10 @@ class QuantizerState:
     """How latents are quantized in ``forward`` right now; set by the stage callbacks.
 
     ``mode``: ``soft`` (soft-rounding with ``temperature`` plus uniform noise of width ``noise``,
-    annealed towards rounding), ``ste`` (rounding forward, identity gradient) or ``hard``
-    (rounding, no gradient: what the decoder sees).
+    annealed towards rounding), ``soft_twice`` (C3 / Cool-Chic: soft-rounding, Gaussian noise of
+    standard deviation ``noise``, soft-rounding again, so the synthesis trains on values near
+    integers), ``ste`` (rounding forward, identity gradient) or ``hard`` (rounding, no gradient:
+    what the decoder sees; a phase in this mode trains the network alone).
     """
 
     mode: str = "soft"

@@ -263,6 +263,79 @@ class Synthesis(nn.Module):
         return x[:, 0:1], F.avg_pool2d(x[:, 1:3], 2)
 
 
+def _keys_cubic_half_kernel(size: int) -> Tensor:
+    """The outer half (``size // 2`` taps, far to near) of a 2x Keys-cubic (a = -0.75) upsampling kernel.
+
+    Output pixels of a 2x upsampling sit at distances 1/4, 3/4, 5/4, 7/4 from the input samples;
+    the Keys cubic weighs them 0.8789, 0.2617, -0.1055, -0.0352. Longer kernels get zeros outside.
+    """
+    a = -0.75
+    taps = []
+    for i in range(size // 2):
+        d = 0.25 + 0.5 * i
+        if d <= 1:
+            weight = (a + 2) * d**3 - (a + 3) * d**2 + 1
+        else:
+            weight = a * d**3 - 5 * a * d**2 + 8 * a * d - 4 * a
+        taps.append(weight if d < 2 else 0.0)
+    return torch.tensor(taps[::-1], dtype=torch.float32)
+
+
+def _symmetric(half: Tensor, size: int) -> Tensor:
+    """A symmetric 1-D kernel of ``size`` taps from its first ``ceil(size / 2)``: (a b c) -> a b c (c) b a."""
+    return torch.cat([half, half.flip(0)[size % 2 :]])
+
+
+class LearnedUpsampling(nn.Module):
+    """Cool-Chic's upsampling: latent grids -> one dense tensor by learned 2x filters, coarsest first.
+
+    Going from the coarsest grid to the finest: the dense tensor so far is upsampled 2x by a
+    transposed convolution with a separable, symmetric, even kernel (started as a Keys cubic), then
+    the next finer grid, passed through a separable symmetric odd filter with a residual connection
+    (started as identity), is put in front of it. Every stage has its own two filters; each filter
+    is ``ceil(k / 2)`` numbers, so the module is tiny (60 parameters for 7 levels at k = 8 / 7).
+    """
+
+    def __init__(self, levels: int, kernel: int, preconcat_kernel: int) -> None:
+        super().__init__()
+        if kernel < 4 or kernel % 2 or preconcat_kernel < 1 or preconcat_kernel % 2 == 0:
+            raise ValueError(
+                f"upsampling kernels: need even >= 4 and odd >= 1, got {kernel}, {preconcat_kernel}"
+            )
+        self.kernel, self.preconcat_kernel = kernel, preconcat_kernel
+        stages = levels - 1
+        self.upsample = nn.Parameter(_keys_cubic_half_kernel(kernel).repeat(stages, 1))
+        self.preconcat = nn.Parameter(torch.zeros(stages, (preconcat_kernel + 1) // 2))
+
+    def _upsample2x(self, x: Tensor, stage: int, size: tuple[int, int]) -> Tensor:
+        k = self.kernel
+        taps = _symmetric(self.upsample[stage], k)
+        kernel = torch.outer(taps, taps).view(1, 1, k, k)
+        b, c, h, w = x.shape
+        pad = k // 2
+        padded = F.pad(x.reshape(b * c, 1, h, w), (pad, pad, pad, pad), mode="replicate")
+        out = F.conv_transpose2d(padded, kernel, stride=2)
+        crop = 2 * pad - 1 + k // 2  # centres the 2h x 2w result on the input grid
+        out = out[..., crop : crop + 2 * h, crop : crop + 2 * w]
+        return out[..., : size[0], : size[1]].reshape(b, c, size[0], size[1])
+
+    def _preconcat(self, grid: Tensor, stage: int) -> Tensor:
+        k = self.preconcat_kernel
+        taps = _symmetric(self.preconcat[stage], k)
+        kernel = torch.outer(taps, taps).view(1, 1, k, k)
+        padded = F.pad(grid, (k // 2,) * 4, mode="replicate")
+        return grid + F.conv2d(padded, kernel)
+
+    def forward(self, grids: list[Tensor]) -> Tensor:
+        """(B, levels, H, W) from ``grids[l]`` (B, 1, H / 2**l, W / 2**l), finest first."""
+        dense = grids[-1]
+        for stage, level in enumerate(reversed(range(len(grids) - 1))):
+            size = (grids[level].shape[-2], grids[level].shape[-1])
+            upsampled = self._upsample2x(dense, stage, size)
+            dense = torch.cat([self._preconcat(grids[level], stage), upsampled], dim=1)
+        return dense
+
+
 # ---- the codec network ------------------------------------------------------------------------
 
 
@@ -286,6 +359,11 @@ class C3Net(SceneAdaptiveNet):
             the per-frame grids only carry what changes.
         frame_min_level: per-frame grids exist from this level on (finer ones are zero and not sent);
             with shared latents, fine detail is then learned and paid for once per sequence.
+        latent_gain: the trained parameter is the latent divided by this power of two (Cool-Chic's
+            encoder gain, 16): with one learning rate for weights and latents, the latents then move
+            ``gain`` times faster, which is what a fit of a few thousand iterations needs.
+        upsampling_kernel, preconcat_kernel: 0: the latents are upsampled bilinearly (C3); else
+            Cool-Chic's learned upsampling with these kernel sizes (even, odd; Cool-Chic: 8, 7).
     """
 
     pad_multiple = 4
@@ -309,6 +387,9 @@ class C3Net(SceneAdaptiveNet):
         "latent_init_std": ArchitectureField("float", 0.0, 10.0),
         "shared_latents": ArchitectureField("bool"),
         "frame_min_level": ArchitectureField("int", 0, 11),
+        "latent_gain": ArchitectureField("int", 1, 256),
+        "upsampling_kernel": ArchitectureField("int", 0, 16),
+        "preconcat_kernel": ArchitectureField("int", 1, 15),
     }
 
     def __init__(
@@ -336,6 +417,9 @@ class C3Net(SceneAdaptiveNet):
         latent_init_std: float,
         shared_latents: bool,
         frame_min_level: int,
+        latent_gain: int,
+        upsampling_kernel: int,
+        preconcat_kernel: int,
     ) -> None:
         # The numbers have no defaults: configs/model/c3*.yaml (or a bitstream's architecture) give
         # every one, so no second copy of a variant lives here.
@@ -357,7 +441,13 @@ class C3Net(SceneAdaptiveNet):
                 refs[frame.poc, 0] = frame.refs[0]
                 refs[frame.poc, 1] = frame.refs[-1]
         self.register_buffer("refs", refs, persistent=False)
+        # All intra (or temporal_context off): no reference context, so no ARM weights for it (they
+        # would get no gradient and still be coded).
+        self.uses_references = bool((refs[:, 0] >= 0).any())
         self.levels = int(levels)
+        if int(latent_gain) < 1 or int(latent_gain) & (int(latent_gain) - 1):
+            raise ValueError(f"latent_gain must be a power of two (exact division), got {latent_gain}")
+        self.latent_gain = int(latent_gain)
         self.fraction_bits = int(fraction_bits)
         self.weight_bits = int(weight_bits)
         stride = int(synthesis_stride)
@@ -370,12 +460,16 @@ class C3Net(SceneAdaptiveNet):
             nn.Parameter(torch.randn(num_frames + int(self.shared), 1, gh, gw) * latent_init_std)
             for gh, gw in self.grid_sizes
         )
-        self.context_features = 9 + 9 + 9 + 4 + 2
+        self.context_features = 9 + (18 if self.uses_references else 0) + 4 + 2
         self.arm = ARM(self.context_features, int(arm_hidden), int(arm_layers))
         self.synthesis = Synthesis(
             self.levels, architecture["synthesis_hidden"], int(synthesis_residual), stride
         )
         self.entropy = PhasedGaussian(log_scale_min, log_scale_step, num_scales, phases)
+        self.upsampling = (
+            LearnedUpsampling(self.levels, int(upsampling_kernel), int(preconcat_kernel))
+            if upsampling_kernel and self.levels > 1 else None
+        )  # fmt: skip
 
     # ---- SceneAdaptiveNet ------------------------------------------------------------------------
 
@@ -392,6 +486,8 @@ class C3Net(SceneAdaptiveNet):
         soft = soft_round(latent, q.temperature)
         if for_context or q.noise <= 0:
             return soft
+        if q.mode == "soft_twice":
+            return soft_round(soft + torch.randn_like(soft) * q.noise, q.temperature)
         return soft + (torch.rand_like(soft) - 0.5) * q.noise
 
     def _context(self, level: int, grid: Tensor, coarse: Tensor | None, ref0: Tensor, ref1: Tensor,
@@ -404,16 +500,18 @@ class C3Net(SceneAdaptiveNet):
         else:
             coarse_ctx = _neighbourhood(coarse, 3).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
             coarse_ctx = coarse_ctx[..., :h, :w]
-        temporal = torch.cat([_neighbourhood(ref0, 3), _neighbourhood(ref1, 3)], dim=1)
-        temporal = temporal * has_ref.view(b, 1, 1, 1).to(grid.dtype)
         spatial = _cross(grid) * second
         flags = torch.cat([second, has_ref.view(b, 1, 1, 1).to(grid.dtype).expand(b, 1, h, w)], dim=1)
+        if not self.uses_references:
+            return torch.cat([coarse_ctx, spatial, flags], dim=1)
+        temporal = torch.cat([_neighbourhood(ref0, 3), _neighbourhood(ref1, 3)], dim=1)
+        temporal = temporal * has_ref.view(b, 1, 1, 1).to(grid.dtype)
         return torch.cat([coarse_ctx, temporal, spatial, flags], dim=1)
 
     def _ref_grids(self, level: int, frame_indices: Tensor, quantize: bool) -> tuple[Tensor, Tensor, Tensor]:
         refs = self.refs[frame_indices]
         has_ref = refs[:, 0] >= 0
-        grids = self.latents[level]
+        grids = self.latents[level] * self.latent_gain
         ref0 = grids[refs[:, 0].clamp_min(0)]
         ref1 = grids[refs[:, 1].clamp_min(0)]
         if quantize:
@@ -434,7 +532,7 @@ class C3Net(SceneAdaptiveNet):
         """Quantized grids (every level) of latent rows ``indices`` and their estimated bits."""
         first = 0 if sequence_level else self.frame_min_level  # finer per-frame levels are not sent
         quantized = [
-            self._quantized(self.latents[level][indices]) if level >= first
+            self._quantized(self.latents[level][indices] * self.latent_gain) if level >= first
             else self.latents[level].new_zeros(len(indices), *self.latents[level].shape[1:])
             for level in range(self.levels)
         ]  # fmt: skip
@@ -447,6 +545,8 @@ class C3Net(SceneAdaptiveNet):
         return quantized, bits
 
     def _synthesize(self, grids: list[Tensor]) -> tuple[Tensor, Tensor]:
+        if self.upsampling is not None:
+            return self.synthesis(self.upsampling(grids))
         size = self.grid_sizes[0]
         upsampled = [grids[0]] + [
             F.interpolate(g, size=size, mode="bilinear", align_corners=False) for g in grids[1:]
@@ -496,7 +596,9 @@ class C3Net(SceneAdaptiveNet):
         with torch.no_grad():
             grids: list[list[Tensor | None]] = [
                 [
-                    torch.round(self.latents[level][t : t + 1].detach().cpu().to(torch.float64))
+                    torch.round(
+                        self.latents[level][t : t + 1].detach().cpu().to(torch.float64) * self.latent_gain
+                    )
                     for level in range(self.levels)
                 ]
                 for t in range(self.latents[0].shape[0])
@@ -510,7 +612,7 @@ class C3Net(SceneAdaptiveNet):
                 payloads[frame.poc] = encoder.to_bytes()
             for level in range(self.levels):  # the encoder continues with exactly what it sent
                 self.latents[level].data.copy_(
-                    torch.cat([g[level] for g in grids]).to(self.latents[level].dtype)
+                    (torch.cat([g[level] for g in grids]) / self.latent_gain).to(self.latents[level].dtype)
                 )
         return payloads
 
@@ -526,7 +628,7 @@ class C3Net(SceneAdaptiveNet):
         with torch.no_grad():
             for level in range(self.levels):
                 self.latents[level].data.copy_(
-                    torch.cat([g[level] for g in grids]).to(self.latents[level].dtype)
+                    (torch.cat([g[level] for g in grids]) / self.latent_gain).to(self.latents[level].dtype)
                 )
 
     def frame_activation_bytes(self) -> int:

@@ -32,7 +32,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 log = logging.getLogger(__name__)
 
-QUANTIZERS = ("soft", "ste")
+QUANTIZERS = ("soft", "soft_twice", "ste", "hard")  # models.adaptive.QuantizerState.mode
 PARAMETER_MODES = (None, "noise", "ste")
 
 
@@ -159,6 +159,7 @@ class OverfitStages(Callback):
         self.best_loss = math.inf
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []  # keep-best evaluations: step, phase, bpp, psnr, loss
+        self.search: list[dict[str, Any]] = []  # candidates of the weights' step search (preset's)
 
     # ---- phase switching ------------------------------------------------------------------------
 
@@ -240,4 +241,7 @@ class OverfitStages(Callback):
 
     def summary(self) -> dict[str, Any]:
         """What the fit did, for the codec's result extras: the evaluations and the last best loss."""
-        return {"evaluations": copy.deepcopy(self.history), "total_steps": self.schedule.total_steps}
+        summary = {"evaluations": copy.deepcopy(self.history), "total_steps": self.schedule.total_steps}
+        if self.search:
+            summary["step_search_candidates"] = len(self.search)
+        return summary

@@ -182,6 +182,8 @@ class AdaptiveCodec(Codec):
         # points.csv's codec_description; total_steps enters the hash only when set, so points
         # stored before the key existed stay current.
         phases = "+".join(f"{p['name']}{p['steps']}" for p in self.preset.scaled_phases())
+        if self.preset.parameter_search is not None:
+            phases += "+step_search"
         overfit = {k: v for k, v in self.overfit.items() if not (k == "total_steps" and v is None)}
         hashed = [self.target, self.model, overfit, self.init_weights]
         if self.fit_settings.non_default():

@@ -36,6 +36,7 @@ from torch import Tensor, nn
 from nvc_train.callbacks.overfit_stages import OverfitStages, Schedule
 from nvc_train.training.losses import combine_planes, plane_mses, psnr_from_mse
 from nvc_train.training.presets import FitSettings, OverfitConfigError, OverfitPreset
+from nvc_train.training.step_search import search_parameter_steps
 
 log = logging.getLogger(__name__)
 
@@ -221,4 +222,8 @@ def fit_sequence(
     trainer.fit(module, datamodule=data)
     fit_s = time.perf_counter() - started
     module.to(device="cpu", dtype=torch.float32)  # e.g. 64-true leaves float64 weights behind
+    if preset.parameter_search is not None:
+        searched = time.perf_counter()
+        stages.search = search_parameter_steps(module, y, uv, preset.parameter_search)
+        fit_s += time.perf_counter() - searched
     return SequenceFit(module, trainer, stages, schedule, fit_s)

@@ -39,8 +39,7 @@ FIT_OWNED_TRAINER_KEYS = frozenset(
     }
 )  # fmt: skip
 
-#: Keys a preset must give (``name``, ``steps_scale`` and ``total_steps`` are optional).
-#: Keys a preset must give (``name``, ``steps_scale`` and ``total_steps`` are optional).
+#: Keys a preset must give (``name``, ``steps_scale``, ``total_steps`` and ``parameter_search`` are optional).
 PRESET_KEYS = ("lambdas", "phases", "frames_per_step", "eval_every", "keep_best", "parameter_lr_ratio")
 
 
@@ -60,6 +59,33 @@ def _plain(value: Any) -> Any:
     if isinstance(value, (DictConfig, ListConfig)):
         return OmegaConf.to_container(value, resolve=True)
     return value
+
+
+@dataclass(frozen=True)
+class StepSearch:
+    """The preset's ``parameter_search``: inclusive log2 ranges of the steps tried, and the rounds."""
+
+    weight_log2: tuple[int, int]
+    bias_log2: tuple[int, int]
+    passes: int = 1
+
+    def __post_init__(self) -> None:
+        for name, (low, high) in (("weight_log2", self.weight_log2), ("bias_log2", self.bias_log2)):
+            if low > high or low < -40 or high > 16:
+                raise ValueError(f"parameter_search.{name} must be [low, high] within [-40, 16], got "
+                                 f"{[low, high]}")  # fmt: skip
+        if self.passes < 1:
+            raise ValueError(f"parameter_search.passes must be >= 1, got {self.passes}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> StepSearch:
+        unknown = set(config) - {"weight_log2", "bias_log2", "passes"}
+        missing = {"weight_log2", "bias_log2"} - set(config)
+        if unknown or missing:
+            raise ValueError(f"parameter_search: unknown keys {sorted(unknown)}, missing {sorted(missing)}")
+        low_w, high_w = (int(v) for v in config["weight_log2"])
+        low_b, high_b = (int(v) for v in config["bias_log2"])
+        return cls((low_w, high_w), (low_b, high_b), int(config.get("passes", 1)))
 
 
 @dataclass(frozen=True)
@@ -83,6 +109,8 @@ class OverfitPreset:
             the same N. Phases keep their proportions (largest remainder, each at least one step);
             ``eval_every`` scales with them. Optional (None: ``steps_scale`` decides); setting both
             it and a ``steps_scale`` other than 1 is refused, since they would disagree.
+        parameter_search: after the phases, choose the weights' quantization steps by measured RD
+            cost (:mod:`nvc_train.training.step_search`); None: the phases' steps are coded.
     """
 
     name: str | None
@@ -94,6 +122,7 @@ class OverfitPreset:
     parameter_lr_ratio: float
     steps_scale: float = 1.0
     total_steps: int | None = None
+    parameter_search: StepSearch | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
@@ -118,6 +147,9 @@ class OverfitPreset:
                 parameter_lr_ratio=float(config["parameter_lr_ratio"]),
                 steps_scale=float(config.get("steps_scale", 1.0)),
                 total_steps=None if config.get("total_steps") is None else int(config["total_steps"]),
+                parameter_search=None
+                if config.get("parameter_search") is None
+                else StepSearch.from_config(config["parameter_search"]),
             )
         except OverfitConfigError:
             raise

@@ -1,0 +1,135 @@
+"""Cool-Chic's image-core pieces on our latent-grid network: learned upsampling, the latent gain, the
+C3 / Cool-Chic soft-rounding quantizer, and the weights' step search by measured RD cost."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import yaml
+
+from models.c3 import C3Net, LearnedUpsampling
+from nvc_train.training.overfit import fit_sequence
+from nvc_train.training.presets import OverfitConfigError, OverfitPreset, StepSearch
+from nvc_train.training.step_search import parameter_groups
+from tests.conftest import REPO_ROOT
+from tests.test_overfit import TINY_H, TINY_W, tiny_net
+
+# The coolchic model's own features (latent gain, learned upsampling) on the tiny network's sizes.
+COOLCHIC_FEATURES = {"latent_gain": 16, "upsampling_kernel": 8, "preconcat_kernel": 7}
+
+
+def _tiny_coolchic(structure: str = "ai", frames: int = 1) -> C3Net:
+    return tiny_net(frames=frames, structure=structure, shared_latents=False, **COOLCHIC_FEATURES)
+
+
+def test_learned_upsampling_starts_as_an_interpolator() -> None:
+    """Constant grids stay constant (the 2x kernel's phases each sum to one), sizes follow the grids."""
+    up = LearnedUpsampling(levels=4, kernel=8, preconcat_kernel=7)
+    sizes = [(17, 23), (9, 12), (5, 6), (3, 3)]
+    grids = [torch.full((2, 1, h, w), float(level + 1)) for level, (h, w) in enumerate(sizes)]
+    dense = up(grids)
+    assert dense.shape == (2, 4, 17, 23)
+    for channel in range(4):
+        assert torch.allclose(dense[:, channel], torch.full_like(dense[:, channel], channel + 1.0), atol=1e-5)
+    assert sum(p.numel() for p in up.parameters()) == 3 * 4 + 3 * 4  # ceil(k / 2) numbers per filter
+
+
+def test_learned_upsampling_refuses_kernels_it_cannot_use() -> None:
+    with pytest.raises(ValueError, match="kernels"):
+        LearnedUpsampling(levels=3, kernel=7, preconcat_kernel=7)
+    with pytest.raises(ValueError, match="kernels"):
+        LearnedUpsampling(levels=3, kernel=8, preconcat_kernel=6)
+
+
+def test_latent_gain_must_be_a_power_of_two() -> None:
+    with pytest.raises(ValueError, match="power of two"):
+        tiny_net(frames=1, structure="ai", shared_latents=False, latent_gain=12)
+
+
+@pytest.mark.parametrize("structure", ["ai", "ld"])
+def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str) -> None:
+    torch.manual_seed(3)
+    net = _tiny_coolchic(structure, frames=2)
+    with torch.no_grad():
+        for latent in net.latents:
+            latent.copy_(torch.randn_like(latent) * 2.5 / net.latent_gain)
+        for p in net.upsampling.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    net.quantize_parameters("ste", init_bits=8)
+    payload = net.compress()
+    y_enc, uv_enc = net.reconstruct()
+    decoded = C3Net.decompress(net.architecture, payload)
+    y_dec, uv_dec = decoded.reconstruct()
+    assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
+    sent = torch.cat([g.flatten() for g in net.latents]) * net.latent_gain
+    assert torch.equal(sent, torch.round(sent)) and sent.abs().max() > 1  # integers, not all zero
+
+
+def test_all_intra_arm_has_no_reference_inputs() -> None:
+    """Reference context exists only when some frame has references: its weights would get no gradient."""
+    intra, low_delay = tiny_net(frames=2, structure="ai"), tiny_net(frames=2, structure="ld")
+    assert intra.context_features + 18 == low_delay.context_features
+    assert intra.arm.hidden[0].in_features == intra.context_features
+
+
+def test_soft_twice_keeps_values_near_integers() -> None:
+    """C3 / Cool-Chic's quantizer: noise between two soft-roundings, so values sit near integers."""
+    net = _tiny_coolchic()
+    net.quantizer.mode, net.quantizer.temperature, net.quantizer.noise = "soft_twice", 0.1, 0.2
+    torch.manual_seed(0)
+    latent = torch.randn(4096) * 3
+    once = net._quantized(latent)
+    distance = (once - torch.round(once)).abs()
+    assert float(distance.mean()) < 0.1  # soft-round + uniform noise would spread them over +-0.5
+    net.quantizer.mode = "soft"
+    spread = net._quantized(latent)
+    assert float((spread - torch.round(spread)).abs().mean()) > float(distance.mean())
+
+
+def test_parameter_groups_are_module_and_kind() -> None:
+    names = ["arm.hidden.0.weight", "arm.hidden.0.bias", "synthesis.head.weight", "upsampling.upsample"]
+    assert parameter_groups(names) == {
+        "arm.weight": [0], "arm.bias": [1], "synthesis.weight": [2], "upsampling.weight": [3],
+    }  # fmt: skip
+
+
+def test_a_bad_parameter_search_is_refused() -> None:
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    assert OverfitPreset.from_config(preset).parameter_search == StepSearch((-12, 0), (-24, 0), 1)
+    for bad in ({"weight_log2": [0, -12], "bias_log2": [-24, 0]}, {"weight_log2": [-12, 0]},
+                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "passes": 0},
+                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "step": 1}):  # fmt: skip
+        with pytest.raises(OverfitConfigError, match="parameter_search"):
+            OverfitPreset.from_config({**preset, "parameter_search": bad})
+
+
+@pytest.mark.slow
+def test_step_search_picks_measured_steps_that_the_file_codes() -> None:
+    """After a short fit, the search lowers the measured RD loss, every group lands on a tried power of
+    two, and the coded file decodes to exactly the network that was measured."""
+    torch.manual_seed(0)
+    frames = 1
+    y = torch.rand(frames, 1, TINY_H, TINY_W) * 0.2 + torch.linspace(0.2, 0.8, TINY_W)
+    uv = torch.full((frames, 2, TINY_H // 2, TINY_W // 2), 0.5)
+    net = _tiny_coolchic()
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    preset["total_steps"] = 60
+    preset["parameter_search"] = {"weight_log2": [-10, -2], "bias_log2": [-14, -2], "passes": 1}
+    fit = fit_sequence(net, y, uv, 200.0, preset)
+    tried = fit.stages.search
+    groups = parameter_groups(net.parameter_coder().names)
+    assert {row["group"] for row in tried} == set(groups)
+    best_tried = min(row["loss"] for row in tried)
+    final = float(fit.module.sequence_terms(y, uv).loss)
+    assert final == pytest.approx(best_tried, rel=1e-6) or final < best_tried
+    assert math.isfinite(final)
+    coder = net.parameter_coder()
+    for indexes in groups.values():
+        steps = {float(v) for i in indexes for v in coder.log2_step[i].detach()}
+        assert len(steps) == 1 and steps.pop().is_integer()
+    payload = net.compress()
+    y_enc, uv_enc = net.reconstruct()
+    y_dec, uv_dec = C3Net.decompress(net.architecture, payload).reconstruct()
+    assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
