@@ -249,18 +249,23 @@ class SceneAdaptiveNet(nn.Module):
 
     # ---- training forward ----------------------------------------------------------------------
 
-    def forward(self, frame_indices: Tensor, _weights_swapped: bool = False) -> AdaptiveOutput:
+    def forward(
+        self, frame_indices: Tensor, _weights_swapped: bool = False, **options: Any
+    ) -> AdaptiveOutput:
         """Planes and estimated bits of ``frame_indices``; with quantized weights when that is on.
 
-        ``_weights_swapped`` is internal: the quantized weights are swapped in by
-        ``torch.func.functional_call``, which calls this same ``forward`` again.
+        ``options`` go to :meth:`frames_forward` (e.g. HiNeRV's ``crop``: train on patches), for the
+        networks whose ``frames_forward`` takes them. ``_weights_swapped`` is internal: the quantized
+        weights are swapped in by ``torch.func.functional_call``, which calls this same ``forward`` again.
         """
         if self._param_mode is None or _weights_swapped:
-            y, uv, bits = self.frames_forward(frame_indices)
+            y, uv, bits = self.frames_forward(frame_indices, **options)
             return AdaptiveOutput(y, uv, bits, bits.new_zeros(()))
         coder = self.parameter_coder()
         quantized, parameter_bits = coder(self.network_parameters(), mode=self._param_mode)
-        out = torch.func.functional_call(self, quantized, (frame_indices,), {"_weights_swapped": True})
+        out = torch.func.functional_call(
+            self, quantized, (frame_indices,), {"_weights_swapped": True, **options}
+        )
         out.parameter_bits = parameter_bits
         return out
 

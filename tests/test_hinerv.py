@@ -1,4 +1,6 @@
-"""models/hinerv.py: the HiNeRV-style INR as a scene-adaptive codec (shapes, learning, exact coding)."""
+"""models/hinerv.py: HiNeRV as a scene-adaptive codec (shapes, learning, exact coding).
+
+The official network's sizes, counts and layer settings: tests/test_hinerv_official.py."""
 
 from __future__ import annotations
 
@@ -37,7 +39,7 @@ def _tiny(height: int = 64, width: int = 96, frames: int = 3, seed: int = 0) -> 
     return build_model("hinerv_tiny", height=height, width=width, num_frames=frames)
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE))
+@pytest.mark.parametrize("name", ["hinerv", "hinerv_tiny"])
 def test_config_files_hold_the_registered_numbers(name: str, repo_root: Path) -> None:
     config = yaml.safe_load((repo_root / "configs" / "model" / f"{name}.yaml").read_text())
     assert config.pop("_target_") == "models.hinerv.HiNeRV"
@@ -47,18 +49,13 @@ def test_config_files_hold_the_registered_numbers(name: str, repo_root: Path) ->
     assert schedule["name"] == name and schedule["lambdas"] == sorted(schedule["lambdas"])
 
 
-@pytest.mark.parametrize("name", sorted(REFERENCE))
-def test_parameters_and_kmac_match_the_reference(name: str) -> None:
-    """Pinned counts (a change is deliberate); HiNeRV-M within 10% of the published ~170 kMAC/px."""
-    ref = REFERENCE[name]
-    net = build_model(name, height=ref["height"], width=ref["width"], num_frames=ref["num_frames"])
+def test_tiny_counts_are_pinned() -> None:
+    """hinerv_tiny's counts at CIF, 8 frames (a change is deliberate; the published sizes are
+    pinned to the official code's counts in tests/test_hinerv_official.py)."""
+    ref = REFERENCE["hinerv_tiny"]
+    net = build_model("hinerv_tiny", height=ref["height"], width=ref["width"], num_frames=ref["num_frames"])
     assert sum(p.numel() for p in net.parameters()) == ref["params"]
-    complexity = net.complexity()
-    assert complexity["kmac_per_px"] == pytest.approx(ref["kmac_per_px"], rel=0.01)
-    if "published_kmac_per_px" in ref:
-        assert complexity["kmac_per_px"] == pytest.approx(ref["published_kmac_per_px"], rel=0.10)
-    if name == "hinerv":  # HiNeRV's 18x32 base grid at 1080p (scales 5 x 3 x 2 x 2 = 60)
-        assert (net.base_height, net.base_width) == (18, 32)
+    assert net.complexity()["kmac_per_px"] == pytest.approx(ref["kmac_per_px"], rel=0.01)
 
 
 def test_forward_shapes_odd_sizes_and_gradients() -> None:
@@ -74,14 +71,16 @@ def test_forward_shapes_odd_sizes_and_gradients() -> None:
 
 def test_bad_architectures_raise() -> None:
     geometry = {"height": 64, "width": 96, "num_frames": 2}
-    with pytest.raises(ValueError, match="last scale must be 2"):
-        build_model("hinerv_tiny", **geometry, scales=[4, 2, 4])
+    with pytest.raises(ValueError, match="kernels must be odd"):
+        build_model("hinerv_tiny", **geometry, kernels=[3, 4, 3])
+    with pytest.raises(ValueError, match="unknown colour_matrix"):
+        build_model("hinerv_tiny", **geometry, colour_matrix="srgb")
     with pytest.raises(ValueError, match="one entry per stage"):
         build_model("hinerv_tiny", **geometry, depths=[1, 1])
     with pytest.raises(TypeError, match="unknown hinerv_tiny arguments"):
         build_model("hinerv_tiny", **geometry, no_such_number=3)
-    with pytest.raises(UnknownModelError, match="unknown model 'hinerv_xl'"):
-        build_model("hinerv_xl", **geometry)
+    with pytest.raises(UnknownModelError, match="unknown model 'hinerv_xxxl'"):
+        build_model("hinerv_xxxl", **geometry)
     with pytest.raises(ValueError, match="multiples of 2"):
         build_model("hinerv_tiny", **{**geometry, "height": 63})
 
