@@ -567,7 +567,8 @@ def worker_dcvc_rt(args):
 # --------------------------------------------------------------------------------------------
 
 FM_QPS = [0, 31, 63]
-FM_FRAMES = 6  # I, then P frames 1..5: feature adaptors (t % 8 -> [0, 1, 0, 2, 0, 2, 0, 2]) 0, 2, 0, 1 used
+FM_FRAMES = 10  # frames in inputs.npz; runs code 6 (I, P 1..5: picture-built feature, adaptors 0, 2, 0, 2)
+FM_LONG_RUN = (31, 10)  # q and frames of the one 64x96 run long enough to reach adaptor 1 (frame 9)
 FM_ADAPTOR_INDEX = [0, 1, 0, 2, 0, 2, 0, 2]  # official index_map of test_helper.py (data)
 FM_RESET_INTERVAL = 32  # official default: the reference feature is dropped at t % 32 == 1
 
@@ -758,11 +759,12 @@ def worker_dcvc_fm(args):
                 p.data = originals[n]
         return -torch.log2(prob)
 
-    runs = [(64, 96, q) for q in FM_QPS] + [(72, 104, FM_QPS[-1])]
+    runs = [(64, 96, q, FM_LONG_RUN[1] if q == FM_LONG_RUN[0] else 6) for q in FM_QPS]
+    runs.append((72, 104, FM_QPS[-1], 6))
     results = {}
     stats = {}
     with torch.no_grad():
-        for h, w, q in runs:
+        for h, w, q, frame_count in runs:
             key = f"{h}x{w}"
             ys = inputs[f"y_{key}"].astype(np.float32)
             us = inputs[f"u_{key}"].astype(np.float32)
@@ -775,7 +777,7 @@ def worker_dcvc_fm(args):
                 "abs_symbol_max": 0,
                 "clamped_fraction": 0.0,
             }
-            for t in range(FM_FRAMES):
+            for t in range(frame_count):
                 x = np.stack([ys[t], us[t].repeat(2, 0).repeat(2, 1), vs[t].repeat(2, 0).repeat(2, 1)])
                 x = torch.from_numpy(x)[None] / 255.0
                 x_pad = F.pad(x, (0, pad_r, 0, pad_b), mode="replicate")
