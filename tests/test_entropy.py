@@ -578,3 +578,14 @@ def test_check_tables_names_the_first_invalid_row_and_ignores_padding() -> None:
         table[row, column] = value
         with pytest.raises(EntropyCoderError, match=f"row {row} is not a valid"):
             check_tables(table, lengths, np.zeros(3), 3)
+
+
+def test_tables_are_checked_again_after_an_in_place_change() -> None:
+    """The per-state cache of the table check must not hide a table broken after the first use."""
+    model = EntropyBottleneck(2)
+    model.update(force=True)
+    model.compress(torch.zeros(1, 2, 2, 2))  # checked and cached
+    with torch.no_grad():
+        model._cdf[0, 1] = 0  # a flat first step: no longer a valid CDF (bumps the version)
+    with pytest.raises(EntropyCoderError, match="row 0 is not a valid"):
+        model.compress(torch.zeros(1, 2, 2, 2))

@@ -61,7 +61,19 @@ class TableEntropyModel(nn.Module):
         cdf = self._cdf.detach().cpu().numpy()
         cdf_length = self._cdf_length.detach().cpu().numpy()
         offset = self._offset.detach().cpu().numpy()
-        check_tables(cdf, cdf_length, offset, rows)
+        # Checked once per table state, not per coding call: the buffers themselves (identity) and
+        # their in-place version counters (load_state_dict copies into them) make the key.
+        buffers = (self._cdf, self._cdf_length, self._offset)
+        state = (rows, buffers, tuple(t._version for t in buffers))
+        checked = self.__dict__.get("_checked_tables")
+        if (
+            checked is None
+            or checked[0] != rows
+            or checked[2] != state[2]
+            or any(a is not b for a, b in zip(checked[1], buffers, strict=True))
+        ):
+            check_tables(cdf, cdf_length, offset, rows)
+            self.__dict__["_checked_tables"] = state
         return cdf, cdf_length, offset
 
     @staticmethod
