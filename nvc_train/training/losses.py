@@ -13,6 +13,10 @@ Conventions (stated once, used by the RD module, its logs and the overhead bench
   reaches out-of-gamut values. The YUV term keeps the rate points comparable with the YUV tables;
   the RGB term weighs chroma by what it does to the displayed picture. DCVC-RT states the mix, not
   the weight: ``w = 0.5`` is ours.
+- ``l1_msssim_rgb`` is HiNeRV's loss (github hmkx/HiNeRV, ``--loss 0.7 l1 0.3 ms-ssim_5x5``):
+  ``D = 0.7 L1_RGB + 0.3 (1 - MS-SSIM_RGB)`` with a 5x5 window (pytorch_msssim, five scales, as the
+  official code calls it), on both pictures converted to RGB as for ``mse_yuv_rgb``. HiNeRV trains
+  on RGB; here its 4:2:0 output is what is compared, so the loss sees what the decoder shows.
 - Rate ``R`` is estimated bits over *luma* pixels (bpp), as every NVC paper and our tables report.
 - ``loss = R + lambda * D`` with ``lambda`` in the [0, 1]-pixel convention: the familiar
   [0, 255]^2 values (CompressAI's 0.0018 ... 0.0932, i.e. ``R + l * 255^2 * MSE_[0,1]``) multiply by
@@ -38,8 +42,11 @@ from nvc_train.metrics.aggregate import YUV_WEIGHTS
 from nvc_train.metrics.psnr import PSNR_CAP_DB
 from nvc_train.video.colour import ycbcr_to_rgb, yuv420_to_444
 
-DISTORTIONS = ("mse", "msssim", "mse_yuv_rgb")
+DISTORTIONS = ("mse", "msssim", "mse_yuv_rgb", "l1_msssim_rgb")
 RGB_WEIGHT = 0.5  # share of the RGB MSE in ``mse_yuv_rgb``
+# HiNeRV's loss: the L1 share (the rest is 1 - MS-SSIM) and MS-SSIM's window (official train config).
+HINERV_L1_WEIGHT = 0.7
+HINERV_MSSSIM_WINDOW = 5
 
 # Standard MS-SSIM (Wang et al. 2003): 11-tap Gaussian window, sigma 1.5, five scales with these weights.
 _MSSSIM_WIN = 11
@@ -86,11 +93,37 @@ def plane_mses(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
 def rgb_mse(y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor) -> Tensor:
     """Per-item MSE over R, G and B of the two 4:2:0 pictures (see ``mse_yuv_rgb`` above), (B,)."""
 
-    def to_rgb(luma: Tensor, chroma: Tensor) -> Tensor:
-        ycbcr = yuv420_to_444(luma, chroma[:, :1], chroma[:, 1:2], mode="nearest")
-        return ycbcr_to_rgb(ycbcr, matrix="bt709", full_range=False, clamp=False)
+    return _per_item_mean((_to_rgb(y_hat, uv_hat) - _to_rgb(y, uv)).square())
 
-    return _per_item_mean((to_rgb(y_hat, uv_hat) - to_rgb(y, uv)).square())
+
+def _to_rgb(luma: Tensor, chroma: Tensor) -> Tensor:
+    """4:2:0 planes -> R'G'B' (B, 3, H, W): nearest chroma upsampling, BT.709 limited range, unclamped."""
+    ycbcr = yuv420_to_444(luma, chroma[:, :1], chroma[:, 1:2], mode="nearest")
+    return ycbcr_to_rgb(ycbcr, matrix="bt709", full_range=False, clamp=False)
+
+
+def l1_msssim_rgb(
+    y_hat: Tensor, uv_hat: Tensor, y: Tensor, uv: Tensor, l1_weight: float = HINERV_L1_WEIGHT,
+    window: int = HINERV_MSSSIM_WINDOW,
+) -> Tensor:  # fmt: skip
+    """HiNeRV's distortion per item, (B,): ``l1_weight * L1 + (1 - l1_weight) * (1 - MS-SSIM)`` in RGB.
+
+    MS-SSIM is pytorch_msssim's (five scales, Gaussian ``window`` x ``window``, data range 1), the
+    function the official code calls; it needs pictures wider and taller than ``(window - 1) * 16``
+    (64 for the 5x5 window: HiNeRV's 120 x 120 patches pass).
+    """
+    from pytorch_msssim import ms_ssim
+
+    smallest = (window - 1) * 16
+    if min(y.shape[-2:]) <= smallest:
+        raise ValueError(
+            f"l1_msssim_rgb needs pictures larger than {smallest} pixels a side for a {window}x{window} "
+            f"window over five scales, got {tuple(y.shape[-2:])}"
+        )
+    rgb_hat, rgb = _to_rgb(y_hat, uv_hat), _to_rgb(y, uv)
+    l1 = _per_item_mean((rgb_hat - rgb).abs())
+    similarity = ms_ssim(rgb_hat, rgb, data_range=1.0, win_size=window, size_average=False)
+    return l1_weight * l1 + (1.0 - l1_weight) * (1.0 - similarity)
 
 
 def combine_planes(values: Tensor) -> Tensor:
@@ -194,6 +227,8 @@ def frame_terms(
             dist = mse
         elif distortion == "mse_yuv_rgb":
             dist = (1.0 - RGB_WEIGHT) * mse + RGB_WEIGHT * rgb_mse(y_hat, uv_hat, y, uv)
+        elif distortion == "l1_msssim_rgb":
+            dist = l1_msssim_rgb(y_hat, uv_hat, y, uv)
         else:
             dist = 1.0 - combine_planes(plane_msssims(y_hat, uv_hat, y, uv))
         bpp = bits / float(y.shape[-2] * y.shape[-1])
