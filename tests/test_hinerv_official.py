@@ -273,3 +273,17 @@ def test_patch_fit_with_the_official_loss_learns(clips_dir: Path) -> None:
             loss.backward()
             optimizer.step()
     assert frame_loss() < 0.8 * before
+
+
+def test_same_weights_give_the_official_output(repo_root: Path) -> None:
+    """The official code's output for random weights (tools/make_hinerv_fixture.py ran it) is ours,
+    once its parameters are loaded by our names: the network computes what HiNeRV computes."""
+    fixture = torch.load(repo_root / "tests/fixtures/official/hinerv/fixture.pt", weights_only=True)
+    net = HiNeRV(**fixture["architecture"])
+    net.load_state_dict(fixture["state"])  # strict: the same tensors, no more, no fewer
+    with torch.no_grad():
+        rgb = net.rgb_forward(fixture["frames"])
+        patch = net.rgb_forward(fixture["frames"][:1], torch.tensor([[40, 60, 80, 120]]))
+    assert fixture["rgb"].std() > 0.01  # a picture, not a constant
+    torch.testing.assert_close(rgb, fixture["rgb"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(patch[0], fixture["rgb"][0, :, 40:120, 60:180], atol=1e-5, rtol=0)
