@@ -8,13 +8,21 @@ device synchronisation, median of ``--repeats``), checks that the decoder reprod
 pictures, and counts parameters and kMAC/px with :func:`nvc_train.complexity.codec_complexity`.
 
     .venv/bin/python bench/codec_speed.py ssf --height 256 --width 448 --frames 4
-    .venv/bin/python bench/codec_speed.py dcvc_rt --device cuda --height 1080 --width 1920 --fp16
+    .venv/bin/python bench/codec_speed.py dcvc_rt --device cuda --height 1080 --width 1920 \\
+        --fp16 --cuda-graphs
+    .venv/bin/python bench/codec_speed.py dcvc_rt_tiny --precision bf16 --compile  # CPU: same options
 
-Precision and CUDA graphs (GPU only; on the CPU both options are refused with a message):
-``--fp16`` runs the network in half precision (the entropy-parameter path stays as the model
-defines it: float64 on the CPU for codecs that use :func:`nvc_train.entropy.coding_parameters`);
-``--cuda-graphs`` compiles each sub-network with ``torch.compile(mode="reduce-overhead")``, which
-replays CUDA graphs of the convolution stacks (the coder itself runs on the CPU between them).
+Precision, compilation and CUDA graphs: ``--precision fp16|bf16`` runs the coding path under
+``torch.autocast`` (the transforms' convolutions and GEMMs in half precision, the parameters stay
+float32; ``--fp16`` is ``--precision fp16``, for a CUDA device only, bf16 runs on the CPU too). The
+entropy parameters stay float32 (the model casts them before the coder sees them; the likelihoods
+are float32 under autocast), and the coder gets integers, so the decoder reproduces the encoder's
+pictures whenever both run the same kernels; a stream encoded on one GPU is not promised to decode
+on another machine: the transforms' float results, and so the scales that pick the tables, depend
+on the kernels. ``--compile`` runs ``torch.compile`` on the transforms (a model's
+``compile_transforms`` if it has one, else each sub-network), on any device; ``--cuda-graphs`` does
+the same with ``mode="reduce-overhead"``, which replays CUDA graphs of them at the fixed frame size
+(the context loop and the coder stay eager between them).
 Untrained weights (the default) give different symbol statistics from trained ones, so the coder's
 share of the time is indicative; ``--ckpt`` times a train.py checkpoint instead.
 """
@@ -22,6 +30,7 @@ share of the time is indicative; ``--ckpt`` times a train.py checkpoint instead.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
@@ -75,8 +84,28 @@ def build(args: argparse.Namespace) -> Any:
     return net.eval()
 
 
+PRECISIONS = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}  # None: no autocast
+
+
+def compile_transforms(net: Any, options: dict[str, Any]) -> list[str]:
+    """``torch.compile`` the network's transforms: its own ``compile_transforms`` where it has one
+    (it knows which parts the coding path calls), else each direct sub-network's forward."""
+    if hasattr(net, "compile_transforms"):
+        return net.compile_transforms(**options)
+    names = []
+    for name, child in net.named_children():
+        child.compile(**options)
+        names.append(name)
+    return names
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
+    dtype = PRECISIONS[args.precision]
+    if dtype is torch.float16 and device.type != "cuda":
+        raise SystemExit("--precision fp16 is for a CUDA device (on the CPU use --precision bf16)")
+    if args.cuda_graphs and device.type != "cuda":
+        raise SystemExit("--cuda-graphs needs a CUDA device (--compile compiles without them)")
     net = build(args).to(device)
     net.update(force=True)  # tables follow the weights (and the device)
     # Counted first, on the plain float32 network: MACs do not depend on precision or compilation.
@@ -85,30 +114,27 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     cx = {t: codec_complexity(net, kmac_h, kmac_w, t, device=device) for t in ("I", "P")}
     count_s = time.perf_counter() - started
     notes = []
-    if args.fp16:
-        if device.type != "cuda":
-            raise SystemExit(
-                "--fp16 is for a CUDA device (CPU half-precision convolutions are not a speed-up)"
-            )
-        net = net.half()
-    if args.cuda_graphs:
-        if device.type != "cuda":
-            raise SystemExit("--cuda-graphs needs a CUDA device")
-        for _, child in net.named_children():
-            child.compile(mode="reduce-overhead")
-        notes.append("torch.compile(reduce-overhead)")
+    if args.compile or args.cuda_graphs:
+        options = {"mode": "reduce-overhead"} if args.cuda_graphs else {}
+        compiled = compile_transforms(net, options)
+        notes.append(
+            f"torch.compile({', '.join(f'{k}={v!r}' for k, v in options.items())}) of {len(compiled)} parts"
+        )
     height, width = padded_size(args.height, args.width, net.pad_multiple)
-    dtype = torch.float16 if args.fp16 else torch.float32
-    frames = [
-        (y.to(device, dtype), uv.to(device, dtype)) for y, uv in load_frames(args.frames, height, width)
-    ]
+    frames = [(y.to(device), uv.to(device)) for y, uv in load_frames(args.frames, height, width)]
+
+    def precision() -> contextlib.AbstractContextManager:
+        return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
     q = net.num_q // 2 if args.q is None else args.q
 
     def encode(chain: list[tuple[torch.Tensor, torch.Tensor]]) -> list[tuple[bytes, Any]]:
-        return encode_chain(net, chain, q)
+        with precision():
+            return encode_chain(net, chain, q)
 
     def decode(coded: list[tuple[bytes, Any]]) -> list[torch.Tensor]:
-        return decode_chain(net, [data for data, _ in coded], q, height, width)
+        with precision():
+            return decode_chain(net, [data for data, _ in coded], q, height, width)
 
     timing = measure_fps(encode, decode, frames, warmup=args.warmup, repeats=args.repeats, device=device)
     coded = encode(frames)
@@ -120,7 +146,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "device": torch.cuda.get_device_name(device)
         if device.type == "cuda"
         else f"cpu x{torch.get_num_threads()}",
-        "precision": "fp16" if args.fp16 else "fp32",
+        "precision": args.precision,
         "notes": ", ".join(notes) or "-",
         "size": f"{args.width}x{args.height}"
         + ("" if (height, width) == (args.height, args.width) else f" (run {width}x{height})"),
@@ -165,8 +191,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--q", type=int, default=None, help="q_index (default: the middle one)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
-    parser.add_argument("--fp16", action="store_true")
-    parser.add_argument("--cuda-graphs", action="store_true")
+    parser.add_argument("--precision", choices=sorted(PRECISIONS), default="fp32", help="autocast dtype")
+    parser.add_argument("--fp16", action="store_true", help="--precision fp16")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the transforms")
+    parser.add_argument(
+        "--cuda-graphs", action="store_true", help="torch.compile(mode='reduce-overhead'): CUDA graphs"
+    )
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument(
@@ -174,6 +204,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--kmac-width", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.fp16:
+        args.precision = "fp16"
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.frames < 1:

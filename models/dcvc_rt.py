@@ -651,6 +651,9 @@ class SpatialContextCoder(nn.Module):
         for step, mask in enumerate(masks):
             if step:
                 scales, means = self._capped(next_params(step, y_hat))
+            # float32 from here on whatever precision the transforms ran in (fp16 / bf16 autocast):
+            # the coder's table choice, the symbols and y_hat are decided in one precision
+            scales, means = scales.float(), means.float()
             coded = self._coded(scales)
             where = mask if coded is None else mask & coded
             symbols = torch.zeros_like(means)
@@ -670,6 +673,7 @@ class SpatialContextCoder(nn.Module):
         masks: Sequence[Tensor],
     ) -> tuple[Tensor, Tensor]:
         """Code y (batch 1) step by step; returns ``(y_hat, estimated bits)`` of the coded symbols."""
+        y = y.float()
         bits = y.new_zeros(1)
 
         def take(where: Tensor, scales: Tensor, means: Tensor) -> Tensor:
@@ -1086,6 +1090,34 @@ class DCVCRT(NeuralVideoCodec):
     def complexity(self) -> dict[str, float]:
         return self.split_parameters(intra=[self.intra], inter=[self.inter])
 
+    def compile_transforms(self, **options: Any) -> list[str]:
+        """``torch.compile(**options)`` every transform the coding path calls; returns their names.
+
+        The sub-networks (not ``compress`` / ``decompress`` themselves) are compiled: the context
+        loop, the coder and the picture conversions stay eager Python between them, and each
+        compiled piece sees one fixed shape per frame size (what CUDA graphs, ``mode=
+        "reduce-overhead"``, need). The entropy models (z density, context coder) stay eager: their
+        float32 arithmetic decides the symbols. Names are the official parts' (see the converter).
+        """
+        compiled: list[str] = []
+        parts_to_compile: list[tuple[str, nn.Module]] = []
+        for half_name, half in (("intra", self.intra), ("inter", self.inter)):
+            for name, child in half.named_children():
+                if isinstance(child, LevelledDensity | SpatialContextCoder):
+                    continue
+                parts = list(child.named_children()) if isinstance(child, nn.ModuleList) else [("", child)]
+                for index, part in parts:
+                    parts_to_compile.append((f"{half_name}.{name}" + (f".{index}" if index else ""), part))
+        # Every compiled module enters dynamo through the same wrapper code, so each is a
+        # "recompilation" of it: allow one per part (and its grad-mode variant), or dynamo would
+        # fall back to eager after its default of 8.
+        dynamo_config = torch._dynamo.config
+        dynamo_config.recompile_limit = max(dynamo_config.recompile_limit, 4 * len(parts_to_compile))
+        for name, part in parts_to_compile:
+            part.compile(**options)
+            compiled.append(name)
+        return compiled
+
     # Helpers
 
     @staticmethod
@@ -1097,6 +1129,7 @@ class DCVCRT(NeuralVideoCodec):
     def _output(
         x_hat: Tensor, feature: Tensor | None, position: int, bits: Tensor, clamp: bool
     ) -> FrameOutput:
+        x_hat = x_hat.float()  # float32 pictures whatever precision the synthesis ran in (autocast)
         frame = x_hat.clamp(0.0, 1.0)
         y_hat, u_hat, v_hat = yuv444_to_420(frame if clamp else x_hat, mode="avgpool")
         return FrameOutput(

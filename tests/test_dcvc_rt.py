@@ -30,6 +30,7 @@ from models.dcvc_rt import (
     OFFICIAL_PARAMS,
     PUBLISHED,
     REFERENCE,
+    DepthConvBlock,
     LevelledDensity,
     Reference,
     context_masks,
@@ -187,6 +188,82 @@ def test_rate_stays_float32_under_mixed_precision():
     for out in (intra, inter):
         assert out.bits.dtype == torch.float32 and torch.isfinite(out.bits).all()
     (intra.bits + inter.bits).sum().backward()
+
+
+# ---------------------------------------------------------------------------------------------------
+# Inference speed paths: the block without autograd, half precision, compiled transforms
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize(("in_ch", "out_ch", "shortcut"), [(8, 8, False), (6, 8, False), (8, 8, True)])
+def test_block_inference_path_equals_the_training_path(batch: int, in_ch: int, out_ch: int, shortcut: bool):
+    """Without autograd a DepthConvBlock folds x*sigmoid(4x) into one silu (the 4 and 1/4 scale
+    neighbouring layers: exact powers of two) and runs 1x1 layers as GEMMs (batch 1) or convolutions
+    with scaled weights (other batches); only the activation's rounding may differ."""
+    torch.manual_seed(0)
+    block = DepthConvBlock(in_ch, out_ch, shortcut=shortcut)
+    with torch.no_grad():
+        for parameter in block.parameters():  # non-trivial values everywhere (biases included)
+            parameter.uniform_(-0.5, 0.5)
+    x = torch.randn(batch, in_ch, 5, 7)
+    reference = block(x)  # autograd on: the training path
+    with torch.no_grad():
+        fast = block(x)
+    assert reference.requires_grad and not fast.requires_grad
+    assert torch.allclose(fast, reference, rtol=1e-5, atol=1e-5), float((fast - reference).abs().max())
+    assert not torch.equal(fast, torch.zeros_like(fast))
+
+
+def test_coding_under_bf16_autocast_keeps_the_entropy_parameters_float32(monkeypatch: pytest.MonkeyPatch):
+    """Half-precision transforms (bench/codec_speed.py --precision bf16, the GPU path's fp16 the
+    same way): the coder is given float32 scales and float32 symbols, the decoder reproduces the
+    encoder's pictures, and pictures and rates stay close to the float32 ones."""
+    model = tiny()
+    clip = frames(64, 64, 3)
+    seen: list[torch.dtype] = []
+    for half in (model.intra.context, model.inter.coder):
+        original = half.gaussian.encode_into
+
+        def recording(encoder, y, scales, means=None, original=original):
+            seen.extend([y.dtype, scales.dtype])
+            return original(encoder, y, scales, means)
+
+        monkeypatch.setattr(half.gaussian, "encode_into", recording)
+    float32, float32_outputs = _encode_sequence(model, clip, [5, 5, 5])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        payloads, outputs = _encode_sequence(model, clip, [5, 5, 5])
+        ref = None
+        for data, out in zip(payloads, outputs, strict=True):
+            y_hat, uv_hat, ref = model.decompress_frame(data, 5, ref, 64, 64)
+            assert torch.equal(y_hat, out.y_hat) and torch.equal(uv_hat, out.uv_hat)
+    assert seen and set(seen) == {torch.float32}
+    assert payloads != float32  # the transforms did run in bf16
+    # Measured (untrained tiny model, 64x64): mean |bf16 - fp32| 0.3e-3 to 1.6e-3, bits within 1.4%.
+    for out, reference in zip(outputs, float32_outputs, strict=True):
+        assert out.y_hat.dtype == torch.float32
+        assert float((out.y_hat - reference.y_hat).abs().mean()) < 0.01
+        assert float(out.bits) == pytest.approx(float(reference.bits), rel=0.05)
+
+
+@pytest.mark.slow
+def test_compiled_transforms_code_the_same_bytes():
+    """``compile_transforms`` (bench/codec_speed.py --compile / --cuda-graphs) compiles every
+    sub-network the coding path calls and none of the entropy models; with a backend that keeps the
+    arithmetic (``eager``: dynamo's tracing and guards only) the stream and pictures are unchanged."""
+    model = copy.deepcopy(tiny())  # compiling changes the module: not the shared one
+    clip = frames(64, 64, 3)
+    eager_payloads, eager_outputs = _encode_sequence(model, clip, [5, 5, 5])
+    names = model.compile_transforms(backend="eager")
+    assert "intra.enc" in names and "inter.recon" in names and "intra.context_adaptors.2" in names
+    assert "inter.context" in names  # the P model's context transform; the intra "context" is its coder
+    assert not {"intra.z_prior", "intra.context", "inter.z_prior", "inter.coder"} & set(names)
+    payloads, outputs = _encode_sequence(model, clip, [5, 5, 5])
+    assert payloads == eager_payloads
+    ref = None
+    for data, out, eager in zip(payloads, outputs, eager_outputs, strict=True):
+        assert torch.equal(out.y_hat, eager.y_hat)
+        y_hat, _, ref = model.decompress_frame(data, 5, ref, 64, 64)
+        assert torch.equal(y_hat, out.y_hat)
 
 
 # ---------------------------------------------------------------------------------------------------
