@@ -181,9 +181,10 @@ def test_complexity_counts_the_official_kmac_per_pixel():
 
 
 def _write_official(folder: Path, states: dict[str, dict[str, torch.Tensor]]) -> tuple[Path, Path]:
-    """Both halves as official-layout files (one plain, one nested with ``module.`` as trainers save)."""
+    """Both halves as official-layout files: ``['state_dict']['net']`` and ``['state_dict']`` with
+    ``module.`` (the nestings microsoft/DCVC's ``get_state_dict`` unwraps)."""
     image, video = folder / "cvpr2024_image.pth.tar", folder / "cvpr2024_video.pth.tar"
-    torch.save(dict(states["intra"]), image)
+    torch.save({"state_dict": {"net": dict(states["intra"])}}, image)  # the official loader's deepest nesting
     torch.save({"state_dict": {f"module.{k}": v for k, v in states["inter"].items()}}, video)
     return image, video
 

@@ -37,17 +37,22 @@ class ConversionError(CheckpointError):
 
 
 def read_official_state(path: str | Path) -> dict[str, torch.Tensor]:
-    """The tensors of an official checkpoint, loaded weights-only, unnested, ``module.`` removed."""
+    """The tensors of an official checkpoint, loaded weights-only, unnested (``state_dict``, ``net``,
+    ``model``, as deep as they go), ``module.`` removed."""
     path = Path(path)
     if not path.is_file():
         raise ConversionError(f"official checkpoint not found: {path}")
     loaded = weights_only_load(
         path, "official checkpoint", "is it the published file?", error=ConversionError
     )
-    for key in NESTING_KEYS:
-        if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
-            loaded = loaded[key]
-            break
+    # Unnest level by level, as microsoft/DCVC's loader does (``['state_dict']``, then ``['net']``).
+    nested = True
+    while nested:
+        nested = False
+        for key in NESTING_KEYS:
+            if isinstance(loaded, Mapping) and isinstance(loaded.get(key), Mapping):
+                loaded, nested = loaded[key], True
+                break
     if not isinstance(loaded, Mapping) or not loaded:
         raise ConversionError(f"{path} holds no state dict of tensors")
     state: dict[str, torch.Tensor] = {}
