@@ -114,24 +114,21 @@ class _AxisWindow:
 
     ``positions`` (B, L): the global index of every sample of the upsampled window (the blocks'
     input; may lie outside the frame). ``inside`` (B, L): which of them are in the frame.
-    ``source_low``, ``source_high`` (B, L): the upsampling's two source samples, as indices into the
-    stage's input window; ``weight_low``, ``weight_high``: their bilinear weights, zero outside the
-    frame. ``halo``: samples the blocks consume on each side (cropped after them).
+    ``interpolation`` (B, L, L_in): the bilinear upsampling from the stage's input window, one row per
+    output sample (zero rows outside the frame). ``halo``: samples the blocks consume on each side
+    (cropped after them).
     """
 
     positions: Tensor
     inside: Tensor
-    source_low: Tensor
-    source_high: Tensor
-    weight_low: Tensor
-    weight_high: Tensor
+    interpolation: Tensor
     halo: int
 
 
 def _plan_axis(
     origins: Tensor, length: int, sizes: Sequence[int], scales: Sequence[int], halos: Sequence[int],
     stem_reach: int,
-) -> tuple[list[_AxisWindow], Tensor, int]:  # fmt: skip
+) -> tuple[list[_AxisWindow], Tensor]:  # fmt: skip
     """Windows along one axis so that the last stage outputs ``[origin, origin + length)`` exactly.
 
     Walks from the output back to the base grid: stage s's blocks need ``halos[s]`` more samples on
@@ -139,9 +136,8 @@ def _plan_axis(
     frame edge as ``F.interpolate`` does) needs the input samples between the first and last
     in-frame output's sources. Every item gets the same window length (the largest), so a batch of
     patches at different offsets runs as one tensor. ``sizes[s]`` is the frame's extent at stage
-    s's output resolution. Returns the windows (first stage first), the base grid positions the stem
-    reads (B, L_base), and nothing else: the stem's valid convolution then lands exactly on stage 0's
-    input window.
+    s's output resolution. Returns the windows (first stage first) and the base grid positions the
+    stem reads (B, L_base): its unpadded convolution lands exactly on stage 0's input window.
     """
     windows: list[_AxisWindow] = []
     origin = origins.to(torch.long)
@@ -155,25 +151,23 @@ def _plan_axis(
         high = (low + 1).clamp(max=source_size - 1)
         fraction = (source - low.to(torch.float64)).clamp(0.0, 1.0)
         # The input window: from the first to the last source an in-frame output reads.
-        big = torch.iinfo(torch.long).max
-        first = torch.where(inside, low, torch.full_like(low, big)).min(dim=1).values
+        first = torch.where(inside, low, torch.full_like(low, size)).min(dim=1).values
         last = torch.where(inside, high, torch.full_like(high, -1)).max(dim=1).values
         source_length = int((last - first).max()) + 1
+        # One row of bilinear weights per output sample (a matrix product, as the official code
+        # upsamples patches: cheaper to differentiate than gathers).
         zero = torch.zeros((), dtype=torch.float64)
-        windows.append(
-            _AxisWindow(
-                positions=positions,
-                inside=inside,
-                source_low=(low - first[:, None]).clamp(0, source_length - 1),
-                source_high=(high - first[:, None]).clamp(0, source_length - 1),
-                weight_low=torch.where(inside, 1.0 - fraction, zero).to(torch.float32),
-                weight_high=torch.where(inside, fraction, zero).to(torch.float32),
-                halo=halo,
-            )
+        interpolation = torch.zeros(*positions.shape, source_length, dtype=torch.float64)
+        local_low = (low - first[:, None]).clamp(0, source_length - 1)
+        local_high = (high - first[:, None]).clamp(0, source_length - 1)
+        interpolation.scatter_add_(
+            2, local_low[..., None], torch.where(inside, 1.0 - fraction, zero)[..., None]
         )
+        interpolation.scatter_add_(2, local_high[..., None], torch.where(inside, fraction, zero)[..., None])
+        windows.append(_AxisWindow(positions, inside, interpolation.to(torch.float32), halo))
         origin, length = first, source_length
     base = origin[:, None] - stem_reach + torch.arange(length + 2 * stem_reach)[None, :]
-    return windows[::-1], base, length
+    return windows[::-1], base
 
 
 def _gather_axis(x: Tensor, axis: int, index: Tensor) -> Tensor:
@@ -186,14 +180,10 @@ def _gather_axis(x: Tensor, axis: int, index: Tensor) -> Tensor:
 
 def _upsample_window(x: Tensor, rows: _AxisWindow, cols: _AxisWindow) -> Tensor:
     """Separable bilinear upsampling of a window (B, h, w, C) onto the next stage's window."""
-    x = (
-        _gather_axis(x, 1, rows.source_low) * rows.weight_low[:, :, None, None]
-        + _gather_axis(x, 1, rows.source_high) * rows.weight_high[:, :, None, None]
-    )
-    return (
-        _gather_axis(x, 2, cols.source_low) * cols.weight_low[:, None, :, None]
-        + _gather_axis(x, 2, cols.source_high) * cols.weight_high[:, None, :, None]
-    )
+    batch, height, width, channels = x.shape
+    x = torch.matmul(rows.interpolation, x.reshape(batch, height, width * channels))
+    x = x.view(batch, -1, width, channels)
+    return torch.matmul(cols.interpolation[:, None], x)  # (B, 1, L_w, w) @ (B, L_h, w, C)
 
 
 # ---- blocks -------------------------------------------------------------------------------------
@@ -477,10 +467,10 @@ class HiNeRV(SceneAdaptiveNet):
         sizes = self.stage_sizes()
         halos = [stage.halo for stage in self.stages]
         reach = self.stem_kernel // 2
-        row_windows, base_rows, _ = _plan_axis(
+        row_windows, base_rows = _plan_axis(
             top, patch_height, [s[0] for s in sizes], self.scales, halos, reach
         )
-        col_windows, base_cols, _ = _plan_axis(
+        col_windows, base_cols = _plan_axis(
             left, patch_width, [s[1] for s in sizes], self.scales, halos, reach
         )
         device = base.device
