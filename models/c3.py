@@ -443,7 +443,7 @@ class C3Net(SceneAdaptiveNet):
         self.register_buffer("refs", refs, persistent=False)
         # All intra (or temporal_context off): no reference context, so no ARM weights for it (they
         # would get no gradient and still be coded).
-        self.uses_references = bool((refs[:, 0] >= 0).any())
+        self.uses_references = bool(temporal_context) and any(frame.refs for frame in self.coding_order)
         self.levels = int(levels)
         if int(latent_gain) < 1 or int(latent_gain) & (int(latent_gain) - 1):
             raise ValueError(f"latent_gain must be a power of two (exact division), got {latent_gain}")

@@ -11,7 +11,7 @@ import yaml
 
 from models.c3 import C3Net, LearnedUpsampling
 from nvc_train.training.overfit import fit_sequence
-from nvc_train.training.presets import OverfitConfigError, OverfitPreset, StepSearch
+from nvc_train.training.presets import FitSettings, OverfitConfigError, OverfitPreset, StepSearch
 from nvc_train.training.step_search import parameter_groups
 from tests.conftest import REPO_ROOT
 from tests.test_overfit import TINY_H, TINY_W, tiny_net
@@ -103,6 +103,11 @@ def test_a_bad_parameter_search_is_refused() -> None:
                 {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "step": 1}):  # fmt: skip
         with pytest.raises(OverfitConfigError, match="parameter_search"):
             OverfitPreset.from_config({**preset, "parameter_search": bad})
+    searching = {**preset, "parameter_search": None}
+    searching["phases"] = [*preset["phases"], {"name": "q", "steps": 10, "lr": 1e-4, "quantizer": "ste",
+                                               "parameters": "ste", "step_search": True}]  # fmt: skip
+    with pytest.raises(OverfitConfigError, match="no parameter_search"):
+        OverfitPreset.from_config(searching)
 
 
 @pytest.mark.slow
@@ -133,3 +138,66 @@ def test_step_search_picks_measured_steps_that_the_file_codes() -> None:
     y_enc, uv_enc = net.reconstruct()
     y_dec, uv_dec = C3Net.decompress(net.architecture, payload).reconstruct()
     assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
+
+
+@pytest.mark.slow
+def test_a_step_search_phase_searches_then_trains_the_quantized_network() -> None:
+    """``step_search: true`` on a phase: the steps are chosen on entering it, then the phase trains
+    with those quantized weights, and the file codes what the phase left."""
+    torch.manual_seed(0)
+    y = torch.rand(1, 1, TINY_H, TINY_W) * 0.2 + torch.linspace(0.2, 0.8, TINY_W)
+    uv = torch.full((1, 2, TINY_H // 2, TINY_W // 2), 0.5)
+    net = _tiny_coolchic()
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    preset["parameter_search"] = {"weight_log2": [-8, -3], "bias_log2": [-10, -4], "passes": 1}
+    preset["phases"] = [
+        {"name": "soft", "steps": 30, "lr": 0.01, "quantizer": "soft", "temperature": [0.5, 0.1]},
+        {"name": "quantized", "steps": 10, "lr": 1e-4, "quantizer": "ste", "parameters": "ste",
+         "step_search": True},
+    ]  # fmt: skip
+    fit = fit_sequence(net, y, uv, 200.0, preset)
+    assert fit.stages.search and net.parameter_mode == "ste"
+    assert fit.schedule.total_steps == 40 and fit.trainer.global_step == 40
+    payload = net.compress()
+    y_enc, uv_enc = net.reconstruct()
+    y_dec, uv_dec = C3Net.decompress(net.architecture, payload).reconstruct()
+    assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
+
+
+WARMUP = {"candidates": [5, 2], "steps": 50, "phase": {"lr": 0.01, "quantizer": "soft_twice",
+                                                       "temperature": 0.35, "noise": 0.165}}  # fmt: skip
+
+
+def test_warmup_iterations_count_in_the_effort() -> None:
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    parsed = OverfitPreset.from_config({**preset, "warmup": WARMUP, "total_steps": 2000})
+    assert parsed.warmup_steps == 5 * 50 + 2 * 50
+    assert sum(p["steps"] for p in parsed.scaled_phases()) == 2000 - 350 and parsed.fit_steps == 2000
+    for bad in ({**WARMUP, "candidates": [2, 5]}, {**WARMUP, "steps": 0}, {"candidates": [2], "steps": 5},
+                {**WARMUP, "phase": {**WARMUP["phase"], "steps": 3}}):  # fmt: skip
+        with pytest.raises(OverfitConfigError, match="warmup"):
+            OverfitPreset.from_config({**preset, "warmup": bad})
+    with pytest.raises(OverfitConfigError, match="warm-up"):
+        OverfitPreset.from_config({**preset, "warmup": WARMUP, "total_steps": 351})
+
+
+@pytest.mark.slow
+def test_warmup_keeps_the_best_candidate_in_the_given_network() -> None:
+    from nvc_train.training.overfit import OverfitModule, warm_up
+
+    torch.manual_seed(0)
+    y = torch.rand(1, 1, TINY_H, TINY_W) * 0.2 + torch.linspace(0.2, 0.8, TINY_W)
+    uv = torch.full((1, 2, TINY_H // 2, TINY_W // 2), 0.5)
+    net = _tiny_coolchic()
+    first_weight = net.synthesis.head.weight.detach().clone()
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    warmup = {**WARMUP, "candidates": [3, 2], "steps": 4}
+    parsed = OverfitPreset.from_config({**preset, "warmup": warmup})
+    trials = warm_up(net, y, uv, 200.0, parsed, FitSettings(), seed=0)
+    assert [(t["stage"], t["candidate"]) for t in trials] == [(0, 0), (0, 1), (0, 2), (1, 0), (1, 1)]
+    best_of_last = min(t["loss"] for t in trials if t["stage"] == 1)
+    measured = float(OverfitModule(net, 200.0, lr=0.01, parameter_lr_ratio=1).sequence_terms(y, uv).loss)
+    assert measured == pytest.approx(best_of_last, rel=1e-5)
+    assert not torch.equal(
+        net.synthesis.head.weight, first_weight
+    )  # trained (or replaced), not left as built

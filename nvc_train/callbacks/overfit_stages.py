@@ -12,6 +12,9 @@ learning rate; then a stage with quantized network weights whose learnable steps
 
 ``temperature`` and ``noise`` anneal geometrically / linearly from the first to the second value
 across the phase; ``lr_decay: cosine`` decays the phase's learning rate to ``lr * lr_floor``.
+A phase with ``step_search: true`` first chooses the weights' quantization steps by measured RD
+cost (:mod:`nvc_train.training.step_search`, the preset's ``parameter_search``), then trains on with
+them: the latents and the network adapt to the quantized weights within the same effort.
 Keep-best-RD: every ``eval_every`` steps and at the end of each phase the WHOLE sequence is coded
 with hard-rounded latents (and the quantized weights, when on) and its ``bpp + lambda * MSE`` is
 compared with the phase's best; at the end of a phase the best state is restored, so a phase never
@@ -29,6 +32,9 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
+
+from nvc_train.training.presets import StepSearch
+from nvc_train.training.step_search import search_parameter_steps
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,7 @@ class Phase:
     lr_floor: float = 0.0
     parameters: str | None = None  # None: float weights; noise / ste: quantized weights
     parameter_bits: int = 8  # initial steps of the weights' quantizer (first phase that quantizes)
+    step_search: bool = False  # on entering: the weights' steps by measured RD cost (preset's search)
 
     def __post_init__(self) -> None:
         if self.steps < 1 or self.lr <= 0:
@@ -62,6 +69,8 @@ class Phase:
             raise ValueError(f"phase {self.name!r}: parameters must be one of {PARAMETER_MODES}")
         if self.lr_decay not in ("none", "cosine"):
             raise ValueError(f"phase {self.name!r}: lr_decay must be none or cosine")
+        if self.step_search and self.parameters is None:
+            raise ValueError(f"phase {self.name!r}: step_search needs quantized weights (parameters: ste)")
 
     @classmethod
     def from_config(cls, entry: Mapping[str, Any]) -> Phase:
@@ -151,9 +160,15 @@ class OverfitStages(Callback):
     taken from the data module.
     """
 
-    def __init__(self, schedule: Schedule, y: torch.Tensor | None = None, uv: torch.Tensor | None = None):
+    def __init__(
+        self, schedule: Schedule, y: torch.Tensor | None = None, uv: torch.Tensor | None = None,
+        step_search: StepSearch | None = None,
+    ) -> None:  # fmt: skip
         super().__init__()
+        if step_search is None and any(phase.step_search for phase in schedule.phases):
+            raise ValueError("a phase has step_search: true but the preset has no parameter_search")
         self.schedule = schedule
+        self.step_search = step_search
         self.y, self.uv = y, uv
         self.current = -1
         self.best_loss = math.inf
@@ -188,7 +203,11 @@ class OverfitStages(Callback):
     def _enter_phase(self, index: int, pl_module: LightningModule) -> None:
         phase = self.schedule.phases[index]
         net = pl_module.net
-        if phase.parameters is not None and net.parameter_mode is None:
+        if phase.step_search:
+            assert self.step_search is not None and self.y is not None and self.uv is not None
+            self.search = search_parameter_steps(pl_module, self.y, self.uv, self.step_search)
+            net.quantize_parameters(phase.parameters)  # train on with the chosen steps
+        elif phase.parameters is not None and net.parameter_mode is None:
             net.quantize_parameters(phase.parameters, init_bits=phase.parameter_bits)
         elif phase.parameters != net.parameter_mode:
             net.quantize_parameters(phase.parameters)

@@ -23,6 +23,7 @@ bits (the weights are sent once for the whole sequence), per luma pixel; D is th
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -204,7 +205,8 @@ def fit_sequence(
     :class:`~nvc_train.training.presets.OverfitPreset`), ``settings`` the Trainer and data module
     (``codec.trainer`` / ``codec.data``; None: one CPU process in float32 over
     ``datamodules.sequence.SequenceDataModule``). ``seed`` fixes the order in which frames are
-    visited. The network is initialised by the caller (``init_from_frames``, pretrained weights).
+    visited. The network is initialised by the caller (``init_from_frames``, pretrained weights);
+    with a preset ``warmup``, it is the first of the candidates and ends up holding the winner.
 
     The module is back on the CPU in float32 when this returns, whatever the accelerator and
     precision: the bitstream is coded as the decoder runs (a float32 network built on the CPU), so
@@ -212,18 +214,66 @@ def fit_sequence(
     """
     preset = overfit if isinstance(overfit, OverfitPreset) else OverfitPreset.from_config(overfit)
     settings = settings or FitSettings()
+    started = time.perf_counter()
+    if preset.warmup is not None:
+        warm_up(net, y, uv, lmbda, preset, settings, seed)
     # The preset scales its own phases (steps_scale, or total_steps: exactly N optimiser steps).
     schedule = Schedule.from_config(preset.scaled_phases(), preset.scaled_eval_every, preset.keep_best)
+    module, trainer, stages = _run_schedule(net, y, uv, lmbda, schedule, preset, settings, seed)
+    if preset.parameter_search is not None and not any(phase.step_search for phase in schedule.phases):
+        stages.search = search_parameter_steps(module, y, uv, preset.parameter_search)
+    return SequenceFit(module, trainer, stages, schedule, time.perf_counter() - started)
+
+
+def _run_schedule(
+    net: nn.Module, y: Tensor, uv: Tensor, lmbda: float, schedule: Schedule, preset: OverfitPreset,
+    settings: FitSettings, seed: int,
+) -> tuple[OverfitModule, pl.Trainer, OverfitStages]:  # fmt: skip
+    """One Lightning fit of ``net`` along ``schedule``; the module comes back on the CPU in float32."""
     module = OverfitModule(net, lmbda, lr=schedule.phases[0].lr, parameter_lr_ratio=preset.parameter_lr_ratio)
     data = build_sequence_data(settings, y, uv, preset.frames_per_step, seed)
-    stages = OverfitStages(schedule, y, uv)
+    stages = OverfitStages(schedule, y, uv, preset.parameter_search)
     trainer = build_fit_trainer(settings, schedule.total_steps, [stages])
-    started = time.perf_counter()
     trainer.fit(module, datamodule=data)
-    fit_s = time.perf_counter() - started
     module.to(device="cpu", dtype=torch.float32)  # e.g. 64-true leaves float64 weights behind
-    if preset.parameter_search is not None:
-        searched = time.perf_counter()
-        stages.search = search_parameter_steps(module, y, uv, preset.parameter_search)
-        fit_s += time.perf_counter() - searched
-    return SequenceFit(module, trainer, stages, schedule, fit_s)
+    return module, trainer, stages
+
+
+def warm_up(
+    net: nn.Module, y: Tensor, uv: Tensor, lmbda: float, preset: OverfitPreset, settings: FitSettings,
+    seed: int,
+) -> list[dict[str, float]]:  # fmt: skip
+    """Cool-Chic's warm-up: train several initial networks briefly, keep the best, load it into ``net``.
+
+    Why: a network of a few thousand parameters fitted for a few thousand iterations lands in very
+    different places from different random starts; a few short trials pick a good start for far
+    less than a longer fit costs. Candidates of the first stage: ``net`` itself (it may carry the
+    caller's initialisation) and fresh builds of its architecture under seeds ``seed + k``; each stage
+    keeps the best of the stage before by the RD loss with hard-rounded latents. Returns the
+    trials (stage, candidate, loss) for the record.
+    """
+    warmup = preset.warmup
+    assert warmup is not None
+    phase = {"name": "warmup", "steps": warmup.steps, **warmup.phase}
+    schedule = Schedule.from_config([phase], eval_every=warmup.steps, keep_best=False)
+    candidates: list[nn.Module] = [net]
+    for k in range(1, warmup.candidates[0]):
+        torch.manual_seed(seed + k)
+        fresh = type(net)(**net.architecture)
+        fresh.init_from_frames(y, uv)
+        candidates.append(fresh)
+    trials: list[dict[str, float]] = []
+    for stage, count in enumerate(warmup.candidates):
+        scored = []
+        for index, candidate in enumerate(candidates[:count]):
+            module, _, _ = _run_schedule(candidate, y, uv, lmbda, schedule, preset, settings, seed)
+            loss = float(module.sequence_terms(y, uv).loss)
+            trials.append({"stage": stage, "candidate": index, "loss": loss})
+            scored.append((loss if math.isfinite(loss) else math.inf, index, candidate))
+        scored.sort(key=lambda row: (row[0], row[1]))
+        candidates = [candidate for _, _, candidate in scored]
+        log.info("warm-up stage %d: losses %s", stage, ", ".join(f"{row[0]:.5f}" for row in scored))
+    best = candidates[0]
+    if best is not net:
+        net.load_state_dict(best.state_dict())
+    return trials

@@ -39,7 +39,8 @@ FIT_OWNED_TRAINER_KEYS = frozenset(
     }
 )  # fmt: skip
 
-#: Keys a preset must give (``name``, ``steps_scale``, ``total_steps`` and ``parameter_search`` are optional).
+#: Keys a preset must give (``name``, ``steps_scale``, ``total_steps``, ``parameter_search`` and ``warmup``
+#: are optional).
 PRESET_KEYS = ("lambdas", "phases", "frames_per_step", "eval_every", "keep_best", "parameter_lr_ratio")
 
 
@@ -89,6 +90,43 @@ class StepSearch:
 
 
 @dataclass(frozen=True)
+class Warmup:
+    """The preset's ``warmup``: several initial networks, the best kept, before the phases (Cool-Chic).
+
+    Stage ``i`` trains ``candidates[i]`` networks for ``steps`` iterations each with ``phase`` (a
+    schedule row without name and steps) and keeps the best by the measured RD loss for the next
+    stage; the first stage's candidates are the given network and fresh builds of it under other
+    seeds. Its iterations count in ``total_steps`` (``sum(candidates) * steps``).
+    """
+
+    candidates: tuple[int, ...]
+    steps: int
+    phase: Mapping[str, Any] = field(repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.candidates or any(n < 1 for n in self.candidates) or self.steps < 1:
+            raise ValueError(f"warmup: candidates and steps must be >= 1, got {list(self.candidates)}, "
+                             f"{self.steps}")  # fmt: skip
+        if list(self.candidates) != sorted(self.candidates, reverse=True):
+            raise ValueError(f"warmup: candidates must not grow stage to stage, got {list(self.candidates)}")
+        if {"name", "steps"} & set(self.phase):
+            raise ValueError("warmup.phase takes no name or steps (warmup.steps gives them)")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Warmup:
+        unknown = set(config) - {"candidates", "steps", "phase"}
+        missing = {"candidates", "steps", "phase"} - set(config)
+        if unknown or missing:
+            raise ValueError(f"warmup: unknown keys {sorted(unknown)}, missing {sorted(missing)}")
+        return cls(tuple(int(n) for n in config["candidates"]), int(config["steps"]), dict(config["phase"]))
+
+    @property
+    def total_steps(self) -> int:
+        """Iterations of the whole warm-up (every candidate of every stage)."""
+        return sum(self.candidates) * self.steps
+
+
+@dataclass(frozen=True)
 class OverfitPreset:
     """One ``configs/overfit/<name>.yaml``: the schedule and the loop's numbers of a per-sequence fit.
 
@@ -109,8 +147,11 @@ class OverfitPreset:
             the same N. Phases keep their proportions (largest remainder, each at least one step);
             ``eval_every`` scales with them. Optional (None: ``steps_scale`` decides); setting both
             it and a ``steps_scale`` other than 1 is refused, since they would disagree.
-        parameter_search: after the phases, choose the weights' quantization steps by measured RD
-            cost (:mod:`nvc_train.training.step_search`); None: the phases' steps are coded.
+        parameter_search: choose the weights' quantization steps by measured RD cost
+            (:mod:`nvc_train.training.step_search`) on entering the phase marked ``step_search``, or
+            after the last phase; None: the phases' steps are coded.
+        warmup: several initial networks trained briefly, the best kept (:class:`Warmup`); its
+            iterations are part of ``total_steps``.
     """
 
     name: str | None
@@ -123,6 +164,7 @@ class OverfitPreset:
     steps_scale: float = 1.0
     total_steps: int | None = None
     parameter_search: StepSearch | None = None
+    warmup: Warmup | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
@@ -147,9 +189,8 @@ class OverfitPreset:
                 parameter_lr_ratio=float(config["parameter_lr_ratio"]),
                 steps_scale=float(config.get("steps_scale", 1.0)),
                 total_steps=None if config.get("total_steps") is None else int(config["total_steps"]),
-                parameter_search=None
-                if config.get("parameter_search") is None
-                else StepSearch.from_config(config["parameter_search"]),
+                parameter_search=_optional(config, "parameter_search", StepSearch.from_config),
+                warmup=_optional(config, "warmup", Warmup.from_config),
             )
         except OverfitConfigError:
             raise
@@ -165,11 +206,14 @@ class OverfitPreset:
                     f"{where} sets both total_steps={preset.total_steps} and steps_scale="
                     f"{preset.steps_scale:g}: give one (total_steps is the effort in iterations)"
                 )
-            if preset.total_steps < len(preset.phases):
+            if preset.total_steps - preset.warmup_steps < len(preset.phases):
                 raise OverfitConfigError(
-                    f"{where}: total_steps={preset.total_steps} is fewer than its {len(preset.phases)} "
-                    "phases (every phase runs at least one step)"
+                    f"{where}: total_steps={preset.total_steps} leaves fewer steps than its "
+                    f"{len(preset.phases)} phases after the warm-up's {preset.warmup_steps} "
+                    "(every phase runs at least one step)"
                 )
+        if preset.parameter_search is None and any(phase.get("step_search") for phase in preset.phases):
+            raise OverfitConfigError(f"{where}: a phase has step_search: true but no parameter_search")
         if any(lmbda <= 0 for lmbda in preset.lambdas):
             raise OverfitConfigError(f"{where}: lambdas must be positive, got {list(preset.lambdas)}")
         return preset
@@ -179,7 +223,12 @@ class OverfitPreset:
         """The factor applied to every phase: ``total_steps`` over the written total, or ``steps_scale``."""
         if self.total_steps is None:
             return self.steps_scale
-        return self.total_steps / sum(int(phase["steps"]) for phase in self.phases)
+        return (self.total_steps - self.warmup_steps) / sum(int(phase["steps"]) for phase in self.phases)
+
+    @property
+    def warmup_steps(self) -> int:
+        """Iterations of the warm-up (0 without one); part of ``total_steps``, never scaled."""
+        return 0 if self.warmup is None else self.warmup.total_steps
 
     def scaled_phases(self) -> list[dict[str, Any]]:
         """The phases with the steps the fit will run (what the Schedule and the description use).
@@ -193,7 +242,7 @@ class OverfitPreset:
         if self.total_steps is None:
             steps = [max(1, round(n * self.steps_scale)) for n in written]
         else:
-            steps = _apportion(written, self.total_steps)
+            steps = _apportion(written, self.total_steps - self.warmup_steps)
         return [{**phase, "steps": n} for phase, n in zip(self.phases, steps, strict=True)]
 
     @property
@@ -203,8 +252,8 @@ class OverfitPreset:
 
     @property
     def fit_steps(self) -> int:
-        """Optimiser steps of one fit (one sequence at one rate point)."""
-        return sum(int(phase["steps"]) for phase in self.scaled_phases())
+        """Optimiser steps of one fit (one sequence at one rate point), the warm-up included."""
+        return self.warmup_steps + sum(int(phase["steps"]) for phase in self.scaled_phases())
 
 
 def _apportion(weights: list[int], total: int) -> list[int]:
@@ -226,6 +275,11 @@ def _apportion(weights: list[int], total: int) -> list[int]:
             shares[shares.index(max(shares))] -= 1
             shares[i] = 1
     return shares
+
+
+def _optional(config: Mapping[str, Any], key: str, parse: Any) -> Any:
+    """``parse(config[key])``, or None when the key is absent or null."""
+    return None if config.get(key) is None else parse(config[key])
 
 
 def _flag(value: Any, where: str) -> bool:
