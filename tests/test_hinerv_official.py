@@ -6,6 +6,7 @@ models.hinerv.REFERENCE and tools/hinerv_official_counts.py); counting runs on t
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -287,3 +288,25 @@ def test_same_weights_give_the_official_output(repo_root: Path) -> None:
     assert fixture["rgb"].std() > 0.01  # a picture, not a constant
     torch.testing.assert_close(rgb, fixture["rgb"], atol=1e-5, rtol=0)
     torch.testing.assert_close(patch[0], fixture["rgb"][0, :, 40:120, 60:180], atol=1e-5, rtol=0)
+
+
+def test_the_sequence_fit_trains_on_patches_through_codec_data() -> None:
+    """``codec.data._target_=datamodules.patches.PatchDataModule``: the fit passes each batch's crop to
+    the network, so a step computes only the patches (issue 17's patch sampling in the real fit)."""
+    from nvc_train.training.overfit import fit_sequence
+    from nvc_train.training.presets import FitSettings
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "configs/model/hinerv_tiny.yaml").read_text())
+    config.pop("_target_")
+    torch.manual_seed(0)
+    net = HiNeRV(height=64, width=96, num_frames=2, structure="ra", gop_size=2, intra_period=-1, **config)
+    y, uv = torch.rand(2, 1, 64, 96), torch.rand(2, 2, 32, 48)
+    preset = yaml.safe_load((root / "configs/overfit/hinerv_tiny.yaml").read_text())
+    preset["steps_scale"], preset["total_steps"] = 1.0, 6
+    settings = FitSettings.from_config(
+        data={"_target_": "datamodules.patches.PatchDataModule", "patch_size": 32}
+    )
+    fit = fit_sequence(net, y, uv, 100.0, preset, settings)
+    assert fit.trainer.global_step == 6
+    assert math.isfinite(float(fit.module.sequence_terms(y, uv).loss))

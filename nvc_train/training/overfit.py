@@ -54,7 +54,9 @@ class RDTerms:
 
 def rd_terms(net: nn.Module, batch: dict[str, Tensor], lmbda: float) -> RDTerms:
     """Forward ``batch`` through ``net`` and combine rate and 6:1:1 MSE into the RD loss."""
-    out = net(batch["index"])
+    # A patch data module (datamodules/patches.py) adds the crop its planes were cut at; the network
+    # then computes only that patch (HiNeRV trains on patches).
+    out = net(batch["index"], **({"crop": batch["crop"]} if "crop" in batch else {}))
     y, uv = batch["y"], batch["uv"]
     frames = y.shape[0]
     mses = plane_mses(out.y.float(), out.uv.float(), y.float(), uv.float())  # (B, 3)
