@@ -337,13 +337,19 @@ class ResBlock(nn.Module):
 
 class UNet(nn.Module):
     """Three-scale U-Net of blocks; ``pooled``: max-pool down (inter recon, kind-4 blocks) instead of
-    2x2 stride-2 convs (intra refine, kind-2 blocks)."""
+    2x2 stride-2 convs (intra refine, kind-2 blocks). ``kind`` overrides the block kind (DCVC-DC)."""
 
     def __init__(
-        self, in_ch: int, out_ch: int, widths: tuple[int, int, int], refine: int, pooled: bool
+        self,
+        in_ch: int,
+        out_ch: int,
+        widths: tuple[int, int, int],
+        refine: int,
+        pooled: bool,
+        kind: int | None = None,
     ) -> None:
         super().__init__()
-        kind = 4 if pooled else 2
+        kind = kind if kind is not None else (4 if pooled else 2)
         c1, c2, c3 = widths
         self.pooled = pooled
         self.conv1 = Block(in_ch, c1, kind)
@@ -367,17 +373,20 @@ class UNet(nn.Module):
         return self.up_conv2(torch.cat([x1, self.up2(d3)], dim=1))
 
 
-def hyper_encoder(latent_ch: int, hyper_ch: int) -> nn.Sequential:
+def hyper_encoder(latent_ch: int, hyper_ch: int, kind: int = 4) -> nn.Sequential:
     """y (padded to a multiple of 4) -> z at 1/4 of it: a block, then two 3x3 stride-2 convs."""
     return nn.Sequential(
-        Block(latent_ch, hyper_ch, 4), conv(hyper_ch, hyper_ch, 3, 2), lrelu(), conv(hyper_ch, hyper_ch, 3, 2)
+        Block(latent_ch, hyper_ch, kind),
+        conv(hyper_ch, hyper_ch, 3, 2),
+        lrelu(),
+        conv(hyper_ch, hyper_ch, 3, 2),
     )
 
 
-def hyper_decoder(hyper_ch: int, out_ch: int) -> nn.Sequential:
+def hyper_decoder(hyper_ch: int, out_ch: int, kind: int = 4) -> nn.Sequential:
     """z_hat -> hyperprior features at y's resolution (before the crop): two doublings, a block."""
     return nn.Sequential(
-        UpResidual(hyper_ch, hyper_ch), UpResidual(hyper_ch, hyper_ch), Block(hyper_ch, out_ch, 4)
+        UpResidual(hyper_ch, hyper_ch), UpResidual(hyper_ch, hyper_ch), Block(hyper_ch, out_ch, kind)
     )
 
 
@@ -528,18 +537,20 @@ class IntraEncoder(nn.Module):
 
 
 class IntraDecoder(nn.Module):
-    def __init__(self, n: int, widths: tuple[int, int], out_ch: int) -> None:
+    """y_hat -> full-resolution features: blocks and sub-pixel doublings; ``kind`` 3 (FM), 2 (DC)."""
+
+    def __init__(self, n: int, widths: tuple[int, int], out_ch: int, kind: int = 3) -> None:
         super().__init__()
         c1, c2 = widths
         self.dec_1 = nn.Sequential(
-            Block(n, n, 3),
+            Block(n, n, kind),
             UpResidual(n, n),
-            Block(n, n, 3),
+            Block(n, n, kind),
             UpResidual(n, c2),
-            Block(c2, c2, 3),
+            Block(c2, c2, kind),
             UpResidual(c2, c1),
         )
-        self.dec_2 = nn.Sequential(Block(c1, c1, 3), UpResidual(c1, out_ch))
+        self.dec_2 = nn.Sequential(Block(c1, c1, kind), UpResidual(c1, out_ch))
 
     def forward(self, y_hat: Tensor, q_scale: Tensor) -> Tensor:
         return self.dec_2(self.dec_1(y_hat) * q_scale)
@@ -708,14 +719,14 @@ class FlowNet(nn.Module):
 class MotionEncoder(nn.Module):
     """Flow -> motion latent (1/16), conditioned on the previous frame's motion feature (1/4) if any."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, kind: int = 4) -> None:
         super().__init__()
         c = channels
-        self.enc_1 = nn.Sequential(StridedResidual(2, c), Block(c, c, 4))
+        self.enc_1 = nn.Sequential(StridedResidual(2, c), Block(c, c, kind))
         self.enc_2 = StridedResidual(c, c)
-        self.adaptor_0 = Block(c, c, 4)
-        self.adaptor_1 = Block(2 * c, c, 4)
-        self.enc_3 = nn.Sequential(StridedResidual(c, c), Block(c, c, 4), conv(c, c, 3, 2))
+        self.adaptor_0 = Block(c, c, kind)
+        self.adaptor_1 = Block(2 * c, c, kind)
+        self.enc_3 = nn.Sequential(StridedResidual(c, c), Block(c, c, kind), conv(c, c, 3, 2))
 
     def forward(self, flow: Tensor, context: Tensor | None, q_scale: Tensor) -> Tensor:
         out = self.enc_2(self.enc_1(flow) * q_scale)
@@ -726,14 +737,14 @@ class MotionEncoder(nn.Module):
 class MotionDecoder(nn.Module):
     """Motion latent -> (flow, motion feature at 1/4 for the next frame)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, kind: int = 4) -> None:
         super().__init__()
         c = channels
         self.dec_1 = nn.Sequential(
-            Block(c, c, 4), UpResidual(c, c), Block(c, c, 4), UpResidual(c, c), Block(c, c, 4)
+            Block(c, c, kind), UpResidual(c, c), Block(c, c, kind), UpResidual(c, c), Block(c, c, kind)
         )
         self.dec_2 = UpResidual(c, c)
-        self.dec_3 = nn.Sequential(Block(c, c, 4), subpel(c, 2, 1))
+        self.dec_3 = nn.Sequential(Block(c, c, kind), subpel(c, 2, 1))
 
     def forward(self, y_hat: Tensor, q_scale: Tensor) -> tuple[Tensor, Tensor]:
         feature = self.dec_1(y_hat)
@@ -814,14 +825,25 @@ class ContextFusion(nn.Module):
         return c1 + out1, c2 + out2, c3 + out3
 
 
+def kind4_block(channels: int) -> nn.Module:
+    """The contextual coders' residual unit in DCVC-FM: a kind-4 block."""
+    return Block(channels, channels, 4)
+
+
 class ContextualEncoder(nn.Module):
-    def __init__(self, widths: tuple[int, int, int], mid: int, latent: int) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, int, int],
+        mid: int,
+        latent: int,
+        residual: Callable[[int], nn.Module] = kind4_block,
+    ) -> None:
         super().__init__()
         c1, c2, c3 = widths
         self.conv1 = conv(c1 + 3, c2, 3, 2)
-        self.res1 = Block(2 * c2, 2 * c2, 4)
+        self.res1 = residual(2 * c2)
         self.conv2 = conv(2 * c2, c3, 3, 2)
-        self.res2 = Block(2 * c3, 2 * c3, 4)
+        self.res2 = residual(2 * c3)
         self.conv3 = conv(2 * c3, mid, 3, 2)
         self.conv4 = conv(mid, latent, 3, 2)
 
@@ -832,14 +854,21 @@ class ContextualEncoder(nn.Module):
 
 
 class ContextualDecoder(nn.Module):
-    def __init__(self, widths: tuple[int, int, int], mid: int, latent: int, out_ch: int) -> None:
+    def __init__(
+        self,
+        widths: tuple[int, int, int],
+        mid: int,
+        latent: int,
+        out_ch: int,
+        residual: Callable[[int], nn.Module] = kind4_block,
+    ) -> None:
         super().__init__()
         _, c2, c3 = widths
         self.up1 = subpel(latent, mid, 3)
         self.up2 = subpel(mid, c3, 3)
-        self.res1 = Block(2 * c3, 2 * c3, 4)
+        self.res1 = residual(2 * c3)
         self.up3 = subpel(2 * c3, c2, 3)
-        self.res2 = Block(2 * c2, 2 * c2, 4)
+        self.res2 = residual(2 * c2)
         self.up4 = subpel(2 * c2, out_ch, 3)
 
     def forward(self, y_hat: Tensor, c2: Tensor, c3: Tensor, q_scale: Tensor) -> Tensor:
@@ -851,11 +880,13 @@ class ContextualDecoder(nn.Module):
 class ReconGeneration(nn.Module):
     """[decoded feature, context] -> two U-Nets -> (feature for the next frame, picture)."""
 
-    def __init__(self, context: int, decoded: int, widths: tuple[int, int, int], refine: int) -> None:
+    def __init__(
+        self, context: int, decoded: int, widths: tuple[int, int, int], refine: int, kind: int = 4
+    ) -> None:
         super().__init__()
         self.first_conv = conv(decoded + context, context)
-        self.unet_1 = UNet(context, context, widths, refine, pooled=True)
-        self.unet_2 = UNet(context, context, widths, refine, pooled=True)
+        self.unet_1 = UNet(context, context, widths, refine, pooled=True, kind=kind)
+        self.unet_2 = UNet(context, context, widths, refine, pooled=True, kind=kind)
         self.recon_conv = conv(context, 3)
 
     def forward(self, decoded: Tensor, context: Tensor) -> tuple[Tensor, Tensor]:
@@ -1044,7 +1075,12 @@ class InterModel(nn.Module):
         return x_hat.clamp(0.0, 1.0), feature
 
     def masks(self, channels: int, size: tuple[int, int]) -> list[Tensor]:
-        return masks_for(channels, size, self.y_q_enc.device)
+        return masks_for(channels, size, self.feature_adaptor_I.weight.device)
+
+    @staticmethod
+    def to_step_units(y: Tensor, step: Tensor) -> Tensor:
+        """``y`` in units of the predicted step, as the official FM code computes it (``y * (1 / step)``)."""
+        return y * (1.0 / step)
 
     # -- training / evaluation, and real coding: one body, ``coding`` selects the latent path
 
@@ -1103,13 +1139,15 @@ class InterModel(nn.Module):
         if encoder is None:
             z_hat, z_likelihoods = density.forward_level(z, level, "noise" if self.training else "dequantize")
             step, first, next_params = prior(z_hat)
-            y_s_hat, y_bits = self.coder(y * (1.0 / step), first, next_params, self.masks(channels, size))
+            y_s_hat, y_bits = self.coder(
+                self.to_step_units(y, step), first, next_params, self.masks(channels, size)
+            )
         else:
             z_hat = density.encode_level_into(encoder, z, 0)
             _, z_likelihoods = density.forward_level(z, level, "dequantize")
             step, first, next_params = prior(z_hat)
             y_s_hat, y_bits = self.coder.encode_into(
-                encoder, y * (1.0 / step), first, next_params, self.masks(channels, size)
+                encoder, self.to_step_units(y, step), first, next_params, self.masks(channels, size)
             )
         return y_s_hat * step, likelihood_bits(z_likelihoods) + y_bits
 

@@ -5,12 +5,13 @@ The official code never enters this project: this script is run from the project
 an official checkout (microsoft/DCVC) and to Python interpreters of separate virtual environments
 where the official code runs (see tests/fixtures/official/README.md for how to set them up). It
 re-invokes itself under those interpreters (``_worker-dcvc-rt``, ``_worker-dcvc-fm``,
-``_worker-ssf``); the workers import the official modules, fill them with the deterministic rule
-below, run them on small crops of a real clip and write DATA only: tensor names and shapes,
-inputs, outputs, counts.
+``_worker-dcvc-dc``, ``_worker-ssf``); the workers import the official modules, fill them with
+the deterministic rule below, run them on small crops of a real clip and write DATA only: tensor
+names and shapes, inputs, outputs, counts.
 
     python tools/make_official_fixtures.py \
-        --dcvc /path/to/DCVC --dcvc-fm /path/to/DCVC --dcvc-python /path/to/dcvc-venv/bin/python \
+        --dcvc /path/to/DCVC --dcvc-fm /path/to/DCVC --dcvc-dc /path/to/DCVC \
+        --dcvc-python /path/to/dcvc-venv/bin/python \
         --compressai-python /path/to/compressai-venv/bin/python \
         --out tests/fixtures/official
 
@@ -692,6 +693,47 @@ def _fm_root(path: Path) -> Path:
     raise SystemExit(f"no DCVC-FM source under {path} (expected DCVC-family/DCVC-FM/src)")
 
 
+DC_ADAPTOR_INDEX = [0, 1, 0, 2]  # DMC.multi_scale_feature_extractor's index_map (frame_idx % 4)
+DC_EXTRA_SMALL = ("contextual_hyper_prior_decoder.8.", "mv_hyper_prior_decoder.8.")
+DC_INTRA_BIAS_SLICES = {
+    # intra IntraNoAR (N = 256): fused params [step | scales | means]; spatial output [scales | means]
+    "y_prior_fusion.1.block.0.adaptor.bias": {"step": (0, 256, 0.5, 1.5), "scales": (256, 512, 1.5, 4.0)},
+    "y_spatial_prior.1.block.0.adaptor.bias": {"scales": (0, 256, 1.5, 4.0)},
+}
+
+
+def dcvc_dc_fill(name: str, shape: tuple[int, ...], half: str) -> np.ndarray:
+    """The fill of one DCVC-DC tensor: the DCVC-FM rules, DC's rate tensors, hyper decoders and heads."""
+    if "." not in name and ("q_basic" in name or "q_scale" in name):
+        return fill_tensor(name, shape, 0.5, 1.5)  # rate vectors and anchors: positive
+    if len(shape) >= 2 and name.startswith(DC_EXTRA_SMALL):
+        return fill_tensor(name, shape, *_he_range(shape, FM_SMALL_GAIN))
+    bottleneck_end = name.startswith(("contextual_encoder.res", "contextual_decoder.res")) and name.endswith(
+        ".conv2.weight"
+    )
+    if bottleneck_end:  # the bottleneck residual's last conv
+        return fill_tensor(name, shape, *_he_range(shape, FM_RESIDUAL_END_GAIN))
+    if half == "intra" and name in DC_INTRA_BIAS_SLICES:
+        arr = fill_tensor(name, shape, -BIAS_HALF_RANGE, BIAS_HALF_RANGE)
+        for part, (a, b, lo, hi) in DC_INTRA_BIAS_SLICES[name].items():
+            arr[a:b] = fill_tensor(f"{name}#{part}", (b - a,), lo, hi)
+        return arr
+    if half == "intra" and name in FM_BIAS_SLICES:
+        return fill_tensor(name, shape, -BIAS_HALF_RANGE, BIAS_HALF_RANGE)  # FM's intra slices do not apply
+    return dcvc_fm_fill(name, shape, half)
+
+
+def _dc_root(path: Path) -> Path:
+    for cand in (path / "DCVC-family" / "DCVC-DC", path):
+        if (cand / "src" / "models" / "image_model.py").is_file() and (
+            cand / "src" / "models" / "video_net.py"
+        ).is_file():
+            if (cand / "src" / "models" / "block_mc.py").is_file():
+                continue  # that is DCVC-FM
+            return cand
+    raise SystemExit(f"no DCVC-DC source under {path} (expected DCVC-family/DCVC-DC/src)")
+
+
 class _RecordingCoder:
     """Stands in for the official rANS coder: keeps nothing; the encode calls are recorded above it."""
 
@@ -709,25 +751,46 @@ class _RecordingCoder:
 
 
 def worker_dcvc_fm(args):
+    return _worker_dcvc_family(args, "fm")
+
+
+def worker_dcvc_dc(args):
+    return _worker_dcvc_family(args, "dc")
+
+
+def _worker_dcvc_family(args, variant):
+    """DCVC-FM (``variant`` "fm") or DCVC-DC ("dc"): the same recording run, their own calls."""
     torch = _torch_setup()
     os.environ.setdefault("SUPPRESS_CUSTOM_KERNEL_WARNING", "1")
-    root = _fm_root(Path(args.dcvc_fm))
+    root = _fm_root(Path(args.dcvc_fm)) if variant == "fm" else _dc_root(Path(args.dcvc_dc))
     sys.path.insert(0, str(root))
     stubbed = _stub_cuda(torch)
     import torch.nn.functional as F  # noqa: E402
-    from src.models import block_mc  # noqa: E402
-    from src.models.image_model import DMCI  # noqa: E402
     from src.models.video_model import DMC  # noqa: E402
+
+    if variant == "fm":
+        from src.models import block_mc  # noqa: E402
+        from src.models.image_model import DMCI as Intra  # noqa: E402, N814
+
+        fill_fn, adaptor_index, reset_interval = dcvc_fm_fill, FM_ADAPTOR_INDEX, FM_RESET_INTERVAL
+        cuda_kernel = bool(block_mc.CUSTOMIZED_CUDA)
+    else:
+        from src.models.image_model import IntraNoAR as Intra  # noqa: E402, N814
+
+        fill_fn, adaptor_index, reset_interval = dcvc_dc_fill, DC_ADAPTOR_INDEX, 0
+        cuda_kernel = False
 
     out = Path(args.out)
     inputs = np.load(args.inputs)
-    i_net, p_net = DMCI(), DMC()
+    i_net, p_net = Intra(), DMC()
     names, digests, counts = {}, {}, {}
     for key, net in (("intra", i_net), ("inter", p_net)):
-        names[key], digests[key] = _fill_module(net, lambda n, s, k=key: dcvc_fm_fill(n, s, k))
+        names[key], digests[key] = _fill_module(net, lambda n, s, k=key: fill_fn(n, s, k))
         counts[key] = sum(p.numel() for p in net.parameters())
         counts[key + "_by_module"] = module_counts(net)
         net.eval()
+        if variant == "dc":  # the official load_state_dict builds the 64-level *_fine rate tables
+            net.load_state_dict(net.state_dict())
 
     records: list = []
     coder = _RecordingCoder()
@@ -740,9 +803,12 @@ def worker_dcvc_fm(args):
             module.entropy_coder = coder
             original = module.encode
 
-            def recorded(x, extra, _part=part, _original=original):
-                records.append((_part, x.clone(), extra.clone() if torch.is_tensor(extra) else int(extra)))
-                return _original(x, extra)
+            def recorded(x, *extra, _part=part, _original=original):
+                kept = (
+                    extra[0].clone() if extra and torch.is_tensor(extra[0]) else int(extra[0] if extra else 0)
+                )
+                records.append((_part, x.clone(), kept))
+                return _original(x, *extra)
 
             module.encode = recorded
 
@@ -753,13 +819,17 @@ def worker_dcvc_fm(args):
             for _, p in estimator.named_parameters():
                 p.data = p.data.double()
             zf = z.double()
-            prob = estimator.get_cdf(zf + 0.5, index) - estimator.get_cdf(zf - 0.5, index)
+            if variant == "fm":
+                prob = estimator.get_cdf(zf + 0.5, index) - estimator.get_cdf(zf - 0.5, index)
+            else:  # one density per channel, no level
+                prob = estimator.get_cdf(zf + 0.5) - estimator.get_cdf(zf - 0.5)
         finally:
             for n, p in estimator.named_parameters():
                 p.data = originals[n]
         return -torch.log2(prob)
 
-    runs = [(64, 96, q, FM_LONG_RUN[1] if q == FM_LONG_RUN[0] else 6) for q in FM_QPS]
+    long_run = FM_LONG_RUN if variant == "fm" else (-1, 6)
+    runs = [(64, 96, q, long_run[1] if q == long_run[0] else 6) for q in FM_QPS]
     runs.append((72, 104, FM_QPS[-1], 6))
     results = {}
     stats = {}
@@ -783,7 +853,7 @@ def worker_dcvc_fm(args):
                 x_pad = F.pad(x, (0, pad_r, 0, pad_b), mode="replicate")
                 records.clear()
                 if t == 0:
-                    enc = i_net.compress(x_pad, q)
+                    enc = i_net.compress(x_pad, q) if variant == "fm" else i_net.compress(x_pad, False, q)
                     x_hat = enc["x_hat"]
                     dpb = {
                         "ref_frame": x_hat,
@@ -796,11 +866,14 @@ def worker_dcvc_fm(args):
                     y_dist = "gaussian"
                     net = i_net
                 else:
-                    refresh = FM_RESET_INTERVAL > 0 and t % FM_RESET_INTERVAL == 1
+                    refresh = reset_interval > 0 and t % reset_interval == 1
                     if refresh:
                         dpb["ref_feature"] = None
-                    fa_idx = FM_ADAPTOR_INDEX[t % len(FM_ADAPTOR_INDEX)]
-                    enc = p_net.compress(x_pad, dpb, q, fa_idx)
+                    fa_idx = adaptor_index[t % len(adaptor_index)]
+                    if variant == "fm":
+                        enc = p_net.compress(x_pad, dpb, q, fa_idx)
+                    else:  # DC maps frame_idx % 4 to the adaptor itself
+                        enc = p_net.compress(x_pad, dpb, False, q, t % 4)
                     dpb = enc["dpb"]
                     x_hat = dpb["ref_frame"]
                     y_dist = "laplace"
@@ -854,12 +927,12 @@ def worker_dcvc_fm(args):
     (out / "fill_digests.json").write_text(json.dumps(digests, indent=1, sort_keys=True) + "\n")
     meta = {
         "parameter_counts": counts,
-        "levels": {"intra": int(i_net.q_scale_enc.shape[0]), "inter": int(p_net.get_qp_num())},
-        "feature_adaptor_index_by_frame_mod_8": FM_ADAPTOR_INDEX,
-        "reset_interval": FM_RESET_INTERVAL,
+        "levels": 64,
+        "feature_adaptor_index_by_frame": adaptor_index,
+        "reset_interval": reset_interval,
         "runs": sorted(results),
         "fill_statistics": stats,
-        "block_mc_cuda_kernel": bool(block_mc.CUSTOMIZED_CUDA),
+        "block_mc_cuda_kernel": cuda_kernel,
         "cuda_stubbed": stubbed,
         "torch": torch.__version__,
         "numpy": np.__version__,
@@ -1055,6 +1128,46 @@ DCVC_RT_RULES = {
     ),
 }
 
+FAMILY_CLASSES = {
+    "fm": {
+        "intra": "src.models.image_model.DMCI()  (N=256, z_channel=128)",
+        "inter": "src.models.video_model.DMC()",
+    },
+    "dc": {
+        "intra": "src.models.image_model.IntraNoAR()  (N=256, anchor_num=4)",
+        "inter": "src.models.video_model.DMC()  (anchor_num=4)",
+    },
+}
+FAMILY_CHECKPOINTS = {
+    "fm": {"intra": "cvpr2024_image.pth.tar", "inter": "cvpr2024_video.pth.tar"},
+    "dc": {
+        "intra": "cvpr2023_image_{psnr,ssim,yuv420_psnr}.pth.tar",
+        "inter": "cvpr2023_video_{psnr,ssim,yuv420_psnr}.pth.tar",
+    },
+}
+FAMILY_FRAMES = {
+    "fm": "I then P; P frame t uses feature_adaptor[index_map[t % 8]] and drops the reference feature at "
+    "t % 32 == 1 (test_helper.run_one_point_fast)",
+    "dc": "I then P; P frame t is coded with frame_idx = t % 4 (test_video.py), i.e. feature_adaptor"
+    "[[0, 1, 0, 2][t % 4]]; q_in_ckpt False: the 64-level *_fine rate tables the official load_state_dict "
+    "builds, the P frames at the intra q_index; no refresh",
+}
+DCVC_DC_RULES = {
+    "DC: q_basic_*, q_scale_* (intra), mv_y_q_basic_*, mv_y_q_scale_*, y_q_basic_*, y_q_scale_* (inter)": (
+        "fill(name, shape, 0.5, 1.5)"
+    ),
+    "DC: weights": "the DCVC-FM rules, and gain 0.01 for names starting "
+    + ", ".join(DC_EXTRA_SMALL)
+    + "; gain 0.1 for contextual_encoder.res*.conv2.weight and contextual_decoder.res*.conv2.weight",
+    "DC: intra biases": "the bias rule (DCVC-FM's intra slices do not apply), then "
+    + "; ".join(
+        f"{n} {part} [{a}, {b}) -> [{lo}, {hi})"
+        for n, parts in DC_INTRA_BIAS_SLICES.items()
+        for part, (a, b, lo, hi) in parts.items()
+    )
+    + "; inter biases as DCVC-FM's",
+}
+
 DCVC_FM_RULES = {
     "q_scale_enc, q_scale_dec (intra), mv_y_q_enc, mv_y_q_dec, y_q_enc, y_q_dec (inter)": (
         "fill(name, shape, 0.5, 1.5)"
@@ -1102,10 +1215,11 @@ def main(argv=None):
         "mode",
         nargs="?",
         default="make",
-        choices=["make", "_worker-dcvc-rt", "_worker-dcvc-fm", "_worker-ssf"],
+        choices=["make", "_worker-dcvc-rt", "_worker-dcvc-fm", "_worker-dcvc-dc", "_worker-ssf"],
     )
     ap.add_argument("--dcvc", help="checkout of github microsoft/DCVC (or its DCVC-family/DCVC-RT folder)")
     ap.add_argument("--dcvc-fm", help="checkout of github microsoft/DCVC (or its DCVC-family/DCVC-FM folder)")
+    ap.add_argument("--dcvc-dc", help="checkout of github microsoft/DCVC (or its DCVC-family/DCVC-DC folder)")
     ap.add_argument("--dcvc-python", help="interpreter with torch (+ optionally MLCodec_extensions_cpp)")
     ap.add_argument("--compressai-python", help="interpreter with compressai==1.2.8")
     ap.add_argument("--dcvc-commit", help="commit of the checkout when it is not a git work tree")
@@ -1119,6 +1233,8 @@ def main(argv=None):
         return worker_dcvc_rt(args)
     if args.mode == "_worker-dcvc-fm":
         return worker_dcvc_fm(args)
+    if args.mode == "_worker-dcvc-dc":
+        return worker_dcvc_dc(args)
     if args.mode == "_worker-ssf":
         return worker_ssf(args)
 
@@ -1129,7 +1245,7 @@ def main(argv=None):
     out = Path(args.out)
     me = str(Path(__file__).resolve())
     env = dict(os.environ, PYTHONHASHSEED="0", OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="")
-    if not args.dcvc and not args.dcvc_fm and not args.compressai_python:
+    if not args.dcvc and not args.dcvc_fm and not args.dcvc_dc and not args.compressai_python:
         ap.error("nothing to do: give --dcvc and/or --dcvc-fm (and --dcvc-python) and/or --compressai-python")
 
     if args.dcvc:
@@ -1188,17 +1304,18 @@ def main(argv=None):
         } | worker_meta
         (d / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")
 
-    if args.dcvc_fm:
-        d = out / "dcvc_fm"
+    family = [("fm", args.dcvc_fm), ("dc", args.dcvc_dc)]
+    for variant, checkout in [(v, c) for v, c in family if c]:
+        d = out / f"dcvc_{variant}"
         d.mkdir(parents=True, exist_ok=True)
         src = write_inputs(clip, d / "inputs.npz", DCVC_SIZES, FM_FRAMES)
         subprocess.run(
             [
                 args.dcvc_python or sys.executable,
                 me,
-                "_worker-dcvc-fm",
-                "--dcvc-fm",
-                args.dcvc_fm,
+                f"_worker-dcvc-{variant}",
+                f"--dcvc-{variant}",
+                checkout,
                 "--inputs",
                 str(d / "inputs.npz"),
                 "--out",
@@ -1212,13 +1329,10 @@ def main(argv=None):
         meta = {
             "official": {
                 "repository": "github microsoft/DCVC",
-                "folder": "DCVC-family/DCVC-FM",
-                "commit": args.dcvc_commit or _git_head(Path(args.dcvc_fm)),
-                "classes": {
-                    "intra": "src.models.image_model.DMCI()  (N=256, z_channel=128)",
-                    "inter": "src.models.video_model.DMC()",
-                },
-                "checkpoints": {"intra": "cvpr2024_image.pth.tar", "inter": "cvpr2024_video.pth.tar"},
+                "folder": f"DCVC-family/DCVC-{variant.upper()}",
+                "commit": args.dcvc_commit or _git_head(Path(checkout)),
+                "classes": FAMILY_CLASSES[variant],
+                "checkpoints": FAMILY_CHECKPOINTS[variant],
             },
             "input": src
             | {
@@ -1226,13 +1340,12 @@ def main(argv=None):
                 "model_input": "x = cat(y, u repeated 2x2, v repeated 2x2) / 255 as float32 (1,3,H,W), "
                 "replicate-padded on the right/bottom to a multiple of 16",
             },
-            "fill_rule": RULES_TEXT | DCVC_FM_RULES,
+            "fill_rule": RULES_TEXT | DCVC_FM_RULES | (DCVC_DC_RULES if variant == "dc" else {}),
             "settings": {
-                "dtype": "float32 on the CPU; block_mc by the official grid_sample fallback",
+                "dtype": "float32 on the CPU; warps by grid_sample (FM: block_mc's own fallback)",
                 "qp": FM_QPS,
                 "qp_p_equals_qp_i": True,
-                "frames": "I then P; P frame t uses feature_adaptor[index_map[t % 8]] and drops the "
-                "reference feature at t % 32 == 1 (test_helper.run_one_point_fast)",
+                "frames": FAMILY_FRAMES[variant],
                 "bits": "ideal bits of the symbols official compress() hands to its coder (recorded), "
                 "float64: "
                 "z, mv_z by the official BitEstimator (cdf(z + .5) - cdf(z - .5), coded index), y (intra "

@@ -11,6 +11,7 @@ each codec's table and arguments are in its own module, listed in :data:`CONVERT
 from __future__ import annotations
 
 CONVERTERS: dict[str, str] = {
+    "dcvc_dc": "nvc_train.convert.dcvc_dc",  # microsoft/DCVC DCVC-DC: cvpr2023_image_* / _video_*.pth.tar
     "dcvc_fm": "nvc_train.convert.dcvc_fm",  # microsoft/DCVC DCVC-FM: cvpr2024_image / _video.pth.tar
     "dcvc_rt": "nvc_train.convert.dcvc_rt",  # microsoft/DCVC DCVC-RT: cvpr2025_image / _video.pth.tar
     "ssf": "nvc_train.convert.ssf",  # CompressAI ssf2020 (ScaleSpaceFlow), one file per quality

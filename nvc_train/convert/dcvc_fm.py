@@ -43,32 +43,36 @@ def to_ours(official: Mapping[str, torch.Tensor], half: str) -> dict[str, torch.
     return {f"{half}.{name}": tensor for name, tensor in official.items()}
 
 
-def _model_config() -> dict:
-    """``configs/model/dcvc_fm.yaml`` as a plain dict (the architecture numbers of the checkpoint)."""
-    path = Path(__file__).resolve().parents[2] / "configs" / "model" / f"{MODEL_NAME}.yaml"
+def _model_config(model_name: str = MODEL_NAME) -> dict:
+    """``configs/model/<model_name>.yaml`` as a plain dict (the architecture numbers of the checkpoint)."""
+    path = Path(__file__).resolve().parents[2] / "configs" / "model" / f"{model_name}.yaml"
     config = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     assert isinstance(config, dict)
     return config
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    image: str = "cvpr2024_image.pth.tar",
+    video: str = "cvpr2024_video.pth.tar",
+) -> None:
     """The subcommand's options."""
-    parser.add_argument(
-        "--image", required=True, type=Path, help="official intra model (cvpr2024_image.pth.tar)"
-    )
-    parser.add_argument("--video", required=True, type=Path, help="official P model (cvpr2024_video.pth.tar)")
+    parser.add_argument("--image", required=True, type=Path, help=f"official intra model ({image})")
+    parser.add_argument("--video", required=True, type=Path, help=f"official P model ({video})")
     parser.add_argument("--out", required=True, type=Path, help="checkpoint to write (.ckpt)")
 
 
-def convert(args: argparse.Namespace) -> Path:
+def convert(
+    args: argparse.Namespace, model_name: str = MODEL_NAME, halves: Mapping[str, str] = HALVES
+) -> Path:
     """Read both official files, check every tensor, load them into our model, build its tables, write."""
-    config = _model_config()
-    net = build_network(config, f"configs/model/{MODEL_NAME}.yaml")
+    config = _model_config(model_name)
+    net = build_network(config, f"configs/model/{model_name}.yaml")
     expected = expected_official(net)
     state: dict[str, torch.Tensor] = {}
     for half, path in (("intra", args.image), ("inter", args.video)):
         official = read_official_state(path)
-        check_state(official, expected[half], f"{path} ({HALVES[half]})")
+        check_state(official, expected[half], f"{path} ({halves[half]})")
         state.update(to_ours(official, half))
     # Buffers (coder tables, scale tables) are ours: take them from the fresh model.
     parameters = dict(net.named_parameters())
@@ -79,7 +83,7 @@ def convert(args: argparse.Namespace) -> Path:
     return write_checkpoint(
         args.out,
         config,
-        MODEL_NAME,
+        model_name,
         net.state_dict(),
         [str(Path(args.image).resolve()), str(Path(args.video).resolve())],
     )
