@@ -164,7 +164,13 @@ def read_y4m(path: str) -> tuple[np.ndarray, int, int, int]:
 
 
 def hm_encoder(argv: list[str]) -> None:
-    """VTM / HM / ECM EncoderApp-style: -c cfg -i in -wdt -hgt -fr -fs -f -q -ip --*BitDepth -b -o."""
+    """VTM / HM / ECM EncoderApp-style: -c cfg -i in -wdt -hgt -fr -fs -f -q -ip --*BitDepth -b -o.
+
+    Like the real EncoderApp, the banner comes first, also for ``--help`` (which then stops).
+    """
+    print("Fake VTM Encoder Version 9.9.1 [Linux][64 bit]")
+    if argv == ["--help"]:
+        return
     values = {"-c", "-i", "-wdt", "-hgt", "-fr", "-fs", "-f", "-q", "-ip", "-b", "-o"}
     values |= {"--InputBitDepth", "--OutputBitDepth", "--InternalBitDepth"}
     options, positional = parse(argv, values)
@@ -190,7 +196,6 @@ def hm_encoder(argv: list[str]) -> None:
     if "-b" not in options:
         fail("missing required option -b")
     source = read_raw(options["-i"], width, height, depth, skip, frames)
-    print("Fake VTM Encoder Version 9.9.1 [Linux][64 bit]")
     write_bitstream(options["-b"], source, width, height, depth, qp // 8)
     if options.get("-o") and options["-o"] != os.devnull:
         write_output(options["-o"], read_bitstream(options["-b"])[0], depth, depth)

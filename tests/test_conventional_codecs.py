@@ -438,7 +438,9 @@ def fake_log(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def calls(log: Path) -> list[list[str]]:
-    return [json.loads(line)["argv"] for line in log.read_text().splitlines()]
+    """The fake binaries' coding calls (the version probe ``ENCODER --help`` left out)."""
+    return [argv for argv in (json.loads(line)["argv"] for line in log.read_text().splitlines())
+            if argv[1:] != ["--help"]]  # fmt: skip
 
 
 @needs_ffmpeg
@@ -600,3 +602,19 @@ def test_ctc_random_access_gop16(name: str, tmp_path: Path) -> None:
         assert av1_hidden_frames(bitstream)[0] >= 4  # a 4-level alt-ref pyramid in the first GOP
     else:
         assert types[16] == "P" and set(types[1:16]) == {"B"}
+
+
+@needs_ffmpeg
+def test_reference_description_is_the_same_before_and_after_encoding(
+    tiny_raw: CTCSequence, tmp_path: Path
+) -> None:
+    """A point's description is its identity in the point store: read from the banner before the first
+    encode (``--help``), it names the version for the first point as for the later ones and the next run."""
+    codec = reference_codec("vtm", tmp_path / "root")
+    before = codec.description()
+    assert before.startswith(f"{codec.display_name} 9.9.1 (")
+    codec.encode(tiny_raw, codec.rate_points[0], STRUCTURES["ra"], tmp_path / "a.bin")
+    assert codec.description() == before == reference_codec("vtm", tmp_path / "root").description()
+    missing = reference_codec("vtm", tmp_path / "root")
+    missing.encoder_bin = str(tmp_path / "nowhere" / "EncoderApp")
+    assert "version unknown" in missing.description()

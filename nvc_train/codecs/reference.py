@@ -30,6 +30,7 @@ import os
 import re
 import shlex
 import shutil
+import subprocess
 import tempfile
 from collections.abc import Iterable, Mapping
 from fractions import Fraction
@@ -120,6 +121,7 @@ class ReferenceCodec(Codec):
         for rate_point in self.rate_points:
             self._check_rate_point(rate_point)
         self._banner_version: str | None = None
+        self._banner_probed = False
 
     def __repr__(self) -> str:
         return f"ReferenceCodec(name={self.name!r}, encoder_bin={self.encoder_bin!r})"
@@ -192,9 +194,30 @@ class ReferenceCodec(Codec):
     # ---- description ----------------------------------------------------------------------------
 
     def description(self) -> str:
-        """E.g. 'VTM 23.0 (/opt/vtm/bin/EncoderAppStatic)'; the version comes from config or the banner."""
+        """E.g. 'VTM 23.0 (/opt/vtm/bin/EncoderAppStatic)'; the version comes from config or the banner.
+
+        The banner is read by running the encoder with ``--help`` the first time a description is
+        asked for, before any encode: a point's description is its identity in the point store, so
+        it must be the same for the first point of a run as for the last, and in the next run.
+        """
+        self._probe_banner()
         version = self.version or self._banner_version or "(version unknown: set codec.version)"
         return f"{self.display_name} {version} ({self.encoder_bin})"
+
+    def _probe_banner(self) -> None:
+        """Read the version from ``encoder_bin --help`` once (reference encoders print a banner first)."""
+        if self.version or self._banner_probed or not self.version_pattern:
+            return
+        self._banner_probed = True
+        try:
+            proc = subprocess.run(
+                [self.encoder_bin, "--help"], capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.SubprocessError):
+            return  # absent or broken binary: the preflight names it; the description says unknown
+        match = re.search(self.version_pattern, proc.stdout + proc.stderr)
+        if match:
+            self._banner_version = match.group(1)
 
     # ---- templates ------------------------------------------------------------------------------
 
