@@ -79,6 +79,16 @@ def _seed_streams(folder: Path) -> list[Path]:
     return paths
 
 
+def _parameter_set_record(payload: bytes) -> dict:
+    """A packed parameter set as the JSON-style record ``{"target", "architecture"}``."""
+    from nvc_train.bitstream.architecture import packed_target, unpack_parameter_set
+    from nvc_train.codecs.adaptive import network_class
+
+    target = packed_target(payload, "fuzz")
+    fields = network_class(target).ARCHITECTURE_FIELDS
+    return {"target": target, "architecture": unpack_parameter_set(payload, fields, "fuzz")}
+
+
 def _resigned(path: Path, header: StreamHeader, units: list[Unit]) -> None:
     """Write a crafted stream: the weights hash of what it carries, every CRC right."""
     hashed = weights_hash([("parameter_set", units[0].payload), ("weights", units[1].payload)])
@@ -88,8 +98,22 @@ def _resigned(path: Path, header: StreamHeader, units: list[Unit]) -> None:
 def _mutate(
     rng: random.Random, header: StreamHeader, units: list[Unit]
 ) -> tuple[StreamHeader, list[Unit], str]:
-    """One crafted change, described; most change one architecture field."""
-    parameter_set = json.loads(units[0].payload)
+    """One crafted change, described; most change one architecture field (written back as the JSON
+    parameter set older files carry, which the reader still takes, so any value can be written), some
+    damage the bytes of the packed parameter set itself."""
+    if rng.random() < 0.15:
+        packed = bytearray(units[0].payload)
+        kind = rng.choice(["flip", "cut", "append"])
+        if kind == "flip":
+            for _ in range(rng.randint(1, 3)):
+                packed[rng.randrange(len(packed))] ^= 1 << rng.randrange(8)
+        elif kind == "cut":
+            del packed[rng.randrange(1, len(packed)) :]
+        else:
+            packed += bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
+        units = [Unit(units[0].kind, units[0].rate_point, bytes(packed)), *units[1:]]
+        return header, units, f"packed parameter set: {kind}"
+    parameter_set = _parameter_set_record(units[0].payload)
     architecture = parameter_set["architecture"]
     choice = rng.random()
     if choice < 0.70:
@@ -247,7 +271,7 @@ def test_a_small_stream_decodes_under_ulimit_v_6000000(tmp_path: Path) -> None:
 def test_cli_refuses_a_crafted_stream_with_one_line(tmp_path: Path) -> None:
     stream = _seed_streams(tmp_path)[2]
     header, units = read_stream(stream)
-    parameter_set = json.loads(units[0].payload)
+    parameter_set = _parameter_set_record(units[0].payload)
     parameter_set["architecture"]["channels"] = 10**9
     crafted = tmp_path / "crafted.nvc"
     _resigned(crafted, header, [Unit(units[0].kind, 0, json.dumps(parameter_set).encode()), *units[1:]])

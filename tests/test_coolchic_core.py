@@ -122,6 +122,7 @@ def test_step_search_picks_measured_steps_that_the_file_codes() -> None:
     preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
     preset["total_steps"] = 60
     preset["parameter_search"] = {"weight_log2": [-10, -2], "bias_log2": [-14, -2], "passes": 1}
+    preset["phases"] = [p for p in preset["phases"] if not p.get("step_search")]  # search after the fit
     fit = fit_sequence(net, y, uv, 200.0, preset)
     tried = fit.stages.search
     groups = parameter_groups(net.parameter_coder().names)

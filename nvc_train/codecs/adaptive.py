@@ -45,6 +45,12 @@ from nvc_train.bitstream import (
     weights_hash,
     write_stream,
 )
+from nvc_train.bitstream.architecture import (
+    PACKED_MAGIC,
+    pack_parameter_set,
+    packed_target,
+    unpack_parameter_set,
+)
 from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
 from nvc_train.ctc import CTCSequence
 from nvc_train.structure import CodingStructure
@@ -323,9 +329,8 @@ def write_adaptive_stream(
 
     ``header`` gives everything but the weights hash, which is set here from what the file carries.
     """
-    parameter_set = json.dumps(
-        {"target": target, "architecture": dict(architecture)}, sort_keys=True, separators=(",", ":")
-    ).encode()
+    fields = network_class(target, "write_adaptive_stream").ARCHITECTURE_FIELDS
+    parameter_set = pack_parameter_set(target, architecture, fields)
     units = [
         Unit(KIND_PARAMETER_SET, header.rate_point, parameter_set),
         Unit(KIND_WEIGHTS, header.rate_point, payload.parameters),
@@ -404,15 +409,19 @@ def _parameter_set(payload: bytes, header: StreamHeader, where: str) -> tuple[ty
         raise BitstreamError(
             f"{where}: {len(payload)} bytes is more than the {MAX_ARCHITECTURE_BYTES} allowed"
         )
-    try:
-        parameter_set = json.loads(payload.decode("utf-8"))
-        target, architecture = parameter_set["target"], parameter_set["architecture"]
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as error:
-        raise BitstreamError(
-            f"{where}: not a valid parameter set ({type(error).__name__}: {error})"
-        ) from None
-    net_class = network_class(target, where)
-    architecture = net_class.checked_architecture(architecture, where)
+    if payload[:1] == PACKED_MAGIC:
+        net_class = network_class(packed_target(payload, where), where)
+        architecture = unpack_parameter_set(payload, net_class.ARCHITECTURE_FIELDS, where)
+    else:  # the JSON parameter set of files written before the packed one
+        try:
+            parameter_set = json.loads(payload.decode("utf-8"))
+            target, architecture = parameter_set["target"], parameter_set["architecture"]
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError, RecursionError) as error:
+            raise BitstreamError(
+                f"{where}: not a valid parameter set ({type(error).__name__}: {error})"
+            ) from None
+        net_class = network_class(target, where)
+        architecture = net_class.checked_architecture(architecture, where)
     pad = net_class.pad_multiple
     expected = {
         "height": -(-header.height // pad) * pad,
