@@ -27,7 +27,7 @@ from models.dcvc_dc import DCVCDC, OFFICIAL_KMAC_PER_PX, OFFICIAL_PARAMS, REFERE
 from nvc_train.complexity import codec_complexity
 from nvc_train.networks import build_network, load_checkpoint, network_state
 from tests.conftest import decode_in_fresh_process, evaluate_fixture_clip
-from tests.test_official_dcvc_fm import _digest, _slices, fill
+from tests.test_official_dcvc_fm import _digest, _slices, fill, train_then_evaluate
 from tests.test_official_dcvc_fm import dcvc_fm_fill as fm_fill
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official" / "dcvc_dc"
@@ -229,3 +229,8 @@ def test_complexity_counts_the_official_kmac_per_pixel():
     for frame_type, official in OFFICIAL_KMAC_PER_PX.items():
         counted = codec_complexity(net, 1080, 1920, frame_type, device="meta")["kmac_per_px"]
         assert counted == pytest.approx(official, rel=0.02), (frame_type, counted)
+
+
+@pytest.mark.slow
+def test_train_py_then_evaluate_py_with_real_bits(tmp_path: Path):
+    train_then_evaluate("dcvc_dc_tiny", tmp_path)

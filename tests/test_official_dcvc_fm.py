@@ -433,10 +433,16 @@ def test_evaluate_py_codes_the_converted_checkpoint(converted: Path, tmp_path: P
 
 @pytest.mark.slow
 def test_train_py_then_evaluate_py_with_real_bits(tmp_path: Path):
+    train_then_evaluate("dcvc_fm_tiny", tmp_path)
+
+
+def train_then_evaluate(name: str, tmp_path: Path) -> None:
+    """Two ``train.py`` steps of the tiny variant ``name`` on the embedded clips, then ``evaluate.py``
+    on its checkpoint at four rate points: bits from the file, within the estimate plus the container."""
     run_dir, eval_dir = tmp_path / "run", tmp_path / "eval"
     train = subprocess.run(
         [
-            sys.executable, str(ROOT / "train.py"), "model=dcvc_fm_tiny", "logger=csv", "data.crop=64",
+            sys.executable, str(ROOT / "train.py"), f"model={name}", "logger=csv", "data.crop=64",
             "data.batch_size=2", "data.frames=2", "data.samples_per_epoch=4", "data.val_frames=2",
             "data.val_crop=[64,64]", "data.val_max_clips=1", "trainer.max_steps=2",
             "trainer.val_check_interval=2", "trainer.enable_progress_bar=false",
@@ -448,7 +454,7 @@ def test_train_py_then_evaluate_py_with_real_bits(tmp_path: Path):
     assert train.returncode == 0, train.stderr[-4000:]
     checkpoint = run_dir / "checkpoints" / "last.ckpt"
     loaded = torch.load(checkpoint, weights_only=True)
-    assert loaded["nvc_config"]["model_name"] == "dcvc_fm_tiny" and loaded["global_step"] == 2
+    assert loaded["nvc_config"]["model_name"] == name and loaded["global_step"] == 2
     evaluate = subprocess.run(
         [
             sys.executable, str(ROOT / "evaluate.py"), f"ckpt={checkpoint}", "~anchor", "frames=3",
@@ -459,12 +465,12 @@ def test_train_py_then_evaluate_py_with_real_bits(tmp_path: Path):
     assert evaluate.returncode == 0, evaluate.stderr[-4000:]
     with (eval_dir / "points.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert rows and {r["codec"] for r in rows} == {"dcvc_fm_tiny"}
+    assert rows and {r["codec"] for r in rows} == {name}
     assert {int(r["rate_point"]) for r in rows} == {0, 2, 5, 7}  # 4 q_index values spread over 8
     # The file adds the container (a 59-byte header + the codec id, 7-13 bytes per unit) and per frame
     # a tag byte and the ANS flush to the estimate: about 900 bits on three frames, which at the lowest
     # rate point of a two-step model (~3,300 estimated bits) is a quarter of the total.
-    overhead_bits = 8 * (59 + len("dcvc_fm_tiny") + 3 * (13 + 1 + 8))
+    overhead_bits = 8 * (59 + len(name) + 3 * (13 + 1 + 8))
     for row in rows:
         bits, estimated = float(row["bits"]), float(row["est_bits"])
         assert bits > 0 and math.isfinite(float(row["psnr_yuv"]))
