@@ -54,11 +54,12 @@ fixtures):
   The per-level vectors and the rate scalars start log-spaced (encoder multipliers from
   ``1 / gain_max`` at q_index 0 to ``1 / gain_min`` at the top, decoder ones the inverse; the
   official ones start at one), and every convolution bias starts at zero: the untrained paths are
-  then positively homogeneous up to their gates, so a rate multiplier scales the latents and a
-  higher q_index costs more from the first step. With PyTorch's default biases the latents are
-  bias-dominated and barely follow the rate point (measured, dcvc_fm_tiny, seed 0, a 128x128 crop
-  of astronaut_pan: mean ``|y|`` 0.17 at q_index 0 and 0.27 at 7 for a 16x multiplier range, and
-  intra bits 2353 / 2236 / 4509 at q_index 0 / 4 / 7; with zero biases 132 / 1955 / 10859).
+  then positively homogeneous up to their gates, so the latents scale with the rate multiplier
+  instead of being bias-dominated. Measured (dcvc_fm_tiny, seed 0, a 128x128 crop of astronaut_pan,
+  intra bits at q_index 0 / 4 / 7): 132 / 1955 / 10859 with zero biases, 2197 / 5539 / 12079 with
+  PyTorch's default biases (both rise with q_index at these gains, 1 .. 1/16); with default biases
+  and the gains first tried (4 .. 1/4) 2353 / 2236 / 4509, not monotone: mean ``|y|`` 0.17 at
+  q_index 0 and 0.27 at 7 for a 16x multiplier range.
 
 The file reads top to bottom: the typed architecture numbers (:class:`DCVCFMConfig`, values in
 ``configs/model/dcvc_fm.yaml`` and ``dcvc_fm_tiny.yaml``), blocks, the Laplace coder, the intra
