@@ -26,8 +26,9 @@ Deliberate differences from the official code (symbol clamp to int8, scale-table
 stream per frame, positions since the intra frame, training start): as :mod:`models.dcvc_fm`. The
 training start has one more piece here: with zero biases an untrained prior predicts scale 0, the
 coder's floor, where every non-zero symbol escapes the tables and the file outgrows the rate term
-(measured, dcvc_dc_tiny, 320x256 intra frame at q_index 4: 2 % over the estimate), so the scale
-channels of every prior head start at ``initial_scale`` (then 0.3 % over at q_index 0..7, I + 2 P).
+(measured, dcvc_dc_tiny with anchors 1/0.25 .. 1/0.03125, 320x256 intra frame at q_index 4: 2 %
+over the estimate), so the scale channels of every prior head start at ``initial_scale`` (then
+0.3 % over at q_index 0..7, I + 2 P, with those anchors and with the configured 1/0.25 .. 1/0.0625).
 """
 
 from __future__ import annotations
@@ -311,7 +312,8 @@ class IntraModel(nn.Module):
         # With zero biases an untrained prior predicts scale 0 (z_hat = 0 at the start), the coder's
         # floor 0.11, where every non-zero symbol escapes the tables and costs more than the rate
         # term says; the scale channels of the two heads start at ``initial_scale`` instead (measured,
-        # dcvc_dc_tiny, 320x256 intra frame at q_index 4: file 0.4 % over the estimate, 2 % from 0).
+        # dcvc_dc_tiny, anchors 1/0.25 .. 1/0.03125, 320x256 intra frame at q_index 4: file 0.4 % over
+        # the estimate, 2 % from scale 0).
         with torch.no_grad():
             self.y_prior_fusion[-1].block[0].adaptor.bias[n : 2 * n] = config.initial_scale
             self.y_spatial_prior[1].block[0].adaptor.bias[:n] = config.initial_scale
