@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from adaptive_vs_x265 import prepare_clip  # noqa: E402 - the sibling bench script, by path
 
-COOLCHIC = "coolchic"
+COOLCHIC = "coolchic"  # its folder under --out
+COOLCHIC_LABEL = "Cool-Chic"  # in the table: ours may be model=coolchic (its hop sizes on our network)
 
 
 def crop_clip(cif: Path, width: int, height: int, folder: Path, name: str, frames: int) -> Path:
@@ -238,7 +239,7 @@ def main() -> None:
               f"{args.iterations} iterations a frame, {args.threads} thread(s) each{mode}; "
               f"wall {wall / 60:.1f} min")  # fmt: skip
         print("codec       rp  lambda     kbit     bpp      PSNR-Y  PSNR-YUV  enc s   it/s")
-        for label, group in ((COOLCHIC, cc_rows), (args.model, ours), ("x265", x265)):
+        for label, group in ((COOLCHIC_LABEL, cc_rows), (f"ours:{args.model}", ours), ("x265", x265)):
             for row in group:
                 speed = per_frame * args.frames / row["enc_s"] if label != "x265" else float("nan")
                 lmbda = row.get("lambda", "")
