@@ -46,12 +46,25 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from nvc_train.convert import dcvc_dc as convert_dc  # noqa: E402
+from nvc_train.convert import dcvc_fm as convert_fm  # noqa: E402
 from nvc_train.convert.dcvc_rt import convert  # noqa: E402
 from nvc_train.networks import build_network, load_checkpoint, network_state  # noqa: E402
-from tools.make_official_fixtures import _rt_root, _stub_cuda, dcvc_rt_fill  # noqa: E402
+from tools.make_official_fixtures import (  # noqa: E402
+    _dc_root,
+    _fill_module,
+    _fm_root,
+    _RecordingCoder,
+    _rt_root,
+    _stub_cuda,
+    dcvc_dc_fill,
+    dcvc_fm_fill,
+    dcvc_rt_fill,
+)
 
 CLIPS = Path("/work/shared/data/clips")
 OFFICIAL_FILES = {"intra": "cvpr2025_image.pth.tar", "inter": "cvpr2025_video.pth.tar"}
+LABELS = {"dcvc_rt": "DCVC-RT", "dcvc_fm": "DCVC-FM", "dcvc_dc": "DCVC-DC"}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -190,6 +203,178 @@ def build_ours(states: dict[str, dict[str, torch.Tensor]], force_zero_thres: flo
     return net.eval()
 
 
+class FamilyOfficial:
+    """The official DCVC-FM or DCVC-DC (intra model + DMC), filled by the fixtures' rule.
+
+    Its C++ rANS coder is a prebuilt module of the checkout (``MLCodec_rans``); where it does not
+    import, ``compress`` runs with a coder that keeps nothing (the fixtures' ``_RecordingCoder``):
+    every module call and the per-symbol index building of its ``compress``, no entropy coding, which
+    is its tensor path. Its ``decompress`` needs the real coder, so the coding rows then time the
+    tensor path again and say why.
+    """
+
+    def __init__(self, model: str, source: Path) -> None:
+        spec = FAMILY[model]
+        root = spec["root"](source)
+        os.environ.setdefault("SUPPRESS_CUSTOM_KERNEL_WARNING", "1")
+        sys.path.insert(0, str(root))
+        _stub_cuda(torch)
+        from src.models import image_model
+        from src.models.video_model import DMC
+
+        self.spec = spec
+        self.intra, self.inter = getattr(image_model, spec["intra_class"])().eval(), DMC().eval()
+        self.states = {}
+        for half, net in (("intra", self.intra), ("inter", self.inter)):
+            _fill_module(net, lambda name, shape, h=half: spec["fill"](name, shape, h))
+            if spec["rebuild_rate_tables"]:  # DC's load_state_dict builds its 64-level *_fine tables
+                net.load_state_dict(net.state_dict())
+            self.states[half] = {k: v.detach().clone() for k, v in net.state_dict().items()}
+        try:
+            from src.models import MLCodec_rans  # noqa: F401
+
+            self.coder_reason = "its C++ rANS coder imports, but this bench times FM/DC's tensor path only"
+        except ImportError as error:
+            self.coder_reason = f"its C++ rANS coder does not import here ({error})"
+        coder = _RecordingCoder()
+        for net in (self.intra, self.inter):
+            net.entropy_coder = coder
+            for part in ("bit_estimator_z", "bit_estimator_z_mv", "gaussian_encoder"):
+                module = getattr(net, part, None)
+                if module is not None:
+                    module.entropy_coder = coder
+
+    def intra_tensor(self, x: torch.Tensor, qp: int) -> torch.Tensor:
+        return self.spec["intra_compress"](self.intra, x, qp)["x_hat"]
+
+    def inter_tensor(self, x: torch.Tensor, dpb: dict, qp: int, position: int, adaptor: int) -> dict:
+        """The new decoded picture buffer (``ref_frame``: the picture) of P frame ``position``."""
+        return self.spec["inter_compress"](self.inter, x, dict(dpb), qp, position, adaptor)["dpb"]
+
+
+FAMILY: dict[str, dict[str, Any]] = {
+    "dcvc_fm": {
+        "root": _fm_root,
+        "intra_class": "DMCI",
+        "fill": dcvc_fm_fill,
+        "rebuild_rate_tables": False,
+        "convert": convert_fm.convert,
+        "intra_compress": lambda net, x, q: net.compress(x, q),
+        "inter_compress": lambda net, x, dpb, q, position, adaptor: net.compress(x, dpb, q, adaptor),
+    },
+    "dcvc_dc": {
+        "root": _dc_root,
+        "intra_class": "IntraNoAR",
+        "fill": dcvc_dc_fill,
+        "rebuild_rate_tables": True,
+        "convert": convert_dc.convert,
+        "intra_compress": lambda net, x, q: net.compress(x, False, q),
+        # DC maps the frame index (mod 4, as its test loop passes it) to the adaptor itself
+        "inter_compress": lambda net, x, dpb, q, position, adaptor: net.compress(
+            x, dpb, False, q, position % 4
+        ),
+    },
+}
+
+
+def build_ours_family(model: str, states: dict[str, dict[str, torch.Tensor]]) -> Any:
+    """Our DCVC-FM / DCVC-DC from the official states, through its real converter."""
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {half: Path(folder) / f"{half}.pth.tar" for half in ("intra", "inter")}
+        for half, path in paths.items():
+            torch.save(states[half], path)
+        out = Path(folder) / f"{model}.ckpt"
+        FAMILY[model]["convert"](argparse.Namespace(image=paths["intra"], video=paths["inter"], out=out))
+        loaded = load_checkpoint(str(out))
+        net = build_network(loaded["nvc_config"]["model"], str(out), network_state(loaded, str(out)))
+    return net.eval()
+
+
+def run_family(args: argparse.Namespace) -> dict[str, Any]:
+    """``run`` for DCVC-FM / DCVC-DC: every frame at ``q`` (their P frames have no level offset)."""
+    torch.manual_seed(0)
+    official = FamilyOfficial(args.model, args.official_src)
+    ours = build_ours_family(args.model, official.states)
+    height, width, q, last = args.height, args.width, args.q, args.frames - 1
+    frames, source = load_frames(args.frames, height, width, args.clips)
+    x = [ours._to_444(y, uv) for y, uv in frames]
+
+    def official_p(dpb: dict, ref: Any, index: int) -> dict:
+        """The official P frame ``index`` against ``dpb``, with ours' adaptor and refresh rules."""
+        adaptor, refresh = ours.position_rules(ref)
+        if refresh:
+            dpb = {**dpb, "ref_feature": None}
+        return official.inter_tensor(x[index], dpb, q, index, adaptor)
+
+    with torch.no_grad():
+        ref, dpb = None, None
+        for index in range(last):
+            out = ours.forward_frame(*frames[index], q, ref)
+            if ref is None:
+                x_hat = official.intra_tensor(x[index], q)
+                diff_i = float((out.ref.frame - x_hat).abs().max())
+                dpb = {"ref_frame": x_hat, "ref_feature": None, "ref_mv_feature": None}
+                dpb.update(ref_y=None, ref_mv_y=None)
+            else:
+                dpb = official_p(dpb, ref, index)
+            ref = out.ref
+        ref_p, dpb_p = ref, dpb
+        ours_p = ours.forward_frame(*frames[last], q, ref_p).ref.frame
+        official_x_p = official_p(dpb_p, ref_p, last)["ref_frame"]
+        diff = {"I": diff_i, "P": float((ours_p - official_x_p).abs().max())}
+
+    data_i, out = ours.compress_frame(*frames[0], q, None)
+    ref_enc = out.ref
+    for index in range(1, last):
+        ref_enc = ours.compress_frame(*frames[index], q, ref_enc)[1].ref
+    data_p = ours.compress_frame(*frames[last], q, ref_enc)[0]
+
+    def official_i() -> None:
+        official.intra_tensor(x[0], q)
+
+    def official_p_tensor() -> None:
+        official_p(dpb_p, ref_p, last)
+
+    with torch.no_grad():
+        jobs: dict[str, dict[str, Callable[[], Any]]] = {
+            "I tensor": {"ours": lambda: ours.forward_frame(*frames[0], q, None), "official": official_i},
+            "P tensor": {
+                "ours": lambda: ours.forward_frame(*frames[last], q, ref_p),
+                "official": official_p_tensor,
+            },
+        }
+        if not args.tensor_only:
+            jobs.update(
+                {
+                    "I encode": {
+                        "ours": lambda: ours.compress_frame(*frames[0], q, None),
+                        "official": official_i,
+                    },
+                    "I decode": {
+                        "ours": lambda: ours.decompress_frame(data_i, q, None, height, width),
+                        "official": official_i,
+                    },
+                    "P encode": {
+                        "ours": lambda: ours.compress_frame(*frames[last], q, ref_enc),
+                        "official": official_p_tensor,
+                    },
+                    "P decode": {
+                        "ours": lambda: ours.decompress_frame(data_p, q, ref_enc, height, width),
+                        "official": official_p_tensor,
+                    },
+                }
+            )
+        medians = interleaved(jobs, args.repeats, args.warmup)
+    return {
+        "medians": medians,
+        "diff": diff,
+        "sizes": {"I": (len(data_i), None), "P": (len(data_p), None)},
+        "source": source,
+        "official_coder": f"{official.coder_reason}; its rows time its tensor path",
+        "levels": {"I": q, "P": q},
+    }
+
+
 # ---------------------------------------------------------------------------------------------------
 # Timing
 
@@ -214,6 +399,8 @@ def interleaved(
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    if args.model in FAMILY:
+        return run_family(args)
     torch.manual_seed(0)
     official = Official(args.official_src, args.force_zero_thres)
     ours = build_ours(official.states, args.force_zero_thres)
@@ -326,7 +513,7 @@ def main(argv: list[str] | None = None) -> None:
         default=None,
         help="folder appended to sys.path for MLCodec_extensions_cpp",
     )
-    parser.add_argument("--model", default="dcvc_rt", choices=["dcvc_rt"], help="the codec to compare")
+    parser.add_argument("--model", default="dcvc_rt", choices=sorted(LABELS), help="the codec to compare")
     parser.add_argument("--height", type=int, default=256)
     parser.add_argument("--width", type=int, default=448)
     parser.add_argument(
@@ -354,8 +541,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"torch {torch.__version__}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads")
     result = run(args)
     print(
-        f"DCVC-RT {args.width}x{args.height}, frames: {result['source']}, levels I {result['levels']['I']} "
-        f"P {result['levels']['P']}, {args.repeats} interleaved repeats (median)"
+        f"{LABELS[args.model]} {args.width}x{args.height}, frames: {result['source']}, "
+        f"levels I {result['levels']['I']} P {result['levels']['P']}, "
+        f"{args.repeats} interleaved repeats (median)"
     )
     print(f"official coding path: {result['official_coder']}")
     print(
