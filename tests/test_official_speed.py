@@ -61,3 +61,40 @@ def test_a_folder_without_the_official_code_is_named(tmp_path):
     bench = _bench()
     with pytest.raises(SystemExit, match="no DCVC-RT source under"):
         bench.main(["--official-src", str(tmp_path), "--tensor-only"])
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [("dcvc_fm", "no DCVC-FM source under"), ("dcvc_dc", "no DCVC-DC source under")],
+)
+def test_each_model_looks_for_its_own_official_folder(model, message, tmp_path):
+    bench = _bench()
+    with pytest.raises(SystemExit, match=message):
+        bench.main(["--official-src", str(tmp_path), "--model", model, "--tensor-only"])
+
+
+def test_an_unknown_model_is_refused(tmp_path, capsys):
+    bench = _bench()
+    with pytest.raises(SystemExit):
+        bench.main(["--official-src", str(tmp_path), "--model", "dcvc_hem"])
+    assert "invalid choice: 'dcvc_hem'" in capsys.readouterr().err
+
+
+def test_fm_and_dc_adapters_call_their_official_signatures():
+    """FM: intra compress(x, q), P compress(x, dpb, q, adaptor); DC: intra compress(x, False, q), P
+    compress(x, dpb, False, q, frame index mod 4); DC rebuilds its rate tables after the fill."""
+    bench = _bench()
+
+    class Recorder:
+        def compress(self, *arguments):
+            return arguments
+
+    net = Recorder()
+    fm, dc = bench.FAMILY["dcvc_fm"], bench.FAMILY["dcvc_dc"]
+    assert fm["intra_compress"](net, "x", 7) == ("x", 7)
+    assert fm["inter_compress"](net, "x", "dpb", 7, 5, 2) == ("x", "dpb", 7, 2)
+    assert dc["intra_compress"](net, "x", 7) == ("x", False, 7)
+    assert dc["inter_compress"](net, "x", "dpb", 7, 5, 2) == ("x", "dpb", False, 7, 1)
+    assert (fm["intra_class"], dc["intra_class"]) == ("DMCI", "IntraNoAR")
+    assert (fm["rebuild_rate_tables"], dc["rebuild_rate_tables"]) == (False, True)
+    assert set(bench.LABELS) == {"dcvc_rt", *bench.FAMILY}
