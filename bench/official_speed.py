@@ -21,6 +21,12 @@ steady state):
   imports (``--official-ext DIR`` appends the folder holding the built module to ``sys.path``), else
   its tensor path again, with the reason printed.
 
+``--model dcvc_fm`` / ``dcvc_dc`` (``DCVC-family/DCVC-FM`` / ``DCVC-DC``, see :class:`FamilyOfficial`):
+the same, with their fill rules (``dcvc_fm_fill`` / ``dcvc_dc_fill``) and converters
+(:mod:`nvc_train.convert.dcvc_fm` / ``dcvc_dc``); every frame at ``--q``; the official tensor path is
+its own ``compress`` with a coder that keeps nothing (its rANS module ``MLCodec_rans`` is a prebuilt
+binary of the checkout), so its coding rows time that tensor path, with the reason printed.
+
 Repeats are interleaved (ours, official, ours, ...) and medians taken, so a shared machine's load hits
 both sides alike. The last line is ``ours/official time ratio: I <x.xx> P <y.yy>`` (tensor path).
 
