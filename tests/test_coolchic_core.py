@@ -120,7 +120,7 @@ def test_step_search_picks_measured_steps_that_the_file_codes() -> None:
     uv = torch.full((frames, 2, TINY_H // 2, TINY_W // 2), 0.5)
     net = _tiny_coolchic()
     preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
-    preset["total_steps"] = 60
+    preset["total_steps"], preset["warmup"] = 60, None
     preset["parameter_search"] = {"weight_log2": [-10, -2], "bias_log2": [-14, -2], "passes": 1}
     preset["phases"] = [p for p in preset["phases"] if not p.get("step_search")]  # search after the fit
     fit = fit_sequence(net, y, uv, 200.0, preset)
@@ -151,6 +151,7 @@ def test_a_step_search_phase_searches_then_trains_the_quantized_network() -> Non
     net = _tiny_coolchic()
     preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
     preset["parameter_search"] = {"weight_log2": [-8, -3], "bias_log2": [-10, -4], "passes": 1}
+    preset["warmup"] = None
     preset["phases"] = [
         {"name": "soft", "steps": 30, "lr": 0.01, "quantizer": "soft", "temperature": [0.5, 0.1]},
         {"name": "quantized", "steps": 10, "lr": 1e-4, "quantizer": "ste", "parameters": "ste",
