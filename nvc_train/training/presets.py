@@ -208,9 +208,8 @@ class OverfitPreset:
                 )
             if preset.total_steps - preset.warmup_steps < len(preset.phases):
                 raise OverfitConfigError(
-                    f"{where}: total_steps={preset.total_steps} leaves fewer steps than its "
-                    f"{len(preset.phases)} phases after the warm-up's {preset.warmup_steps} "
-                    "(every phase runs at least one step)"
+                    f"{where}: total_steps={preset.total_steps} minus the warm-up's {preset.warmup_steps} "
+                    f"is fewer than its {len(preset.phases)} phases (every phase runs at least one step)"
                 )
         if preset.parameter_search is None and any(phase.get("step_search") for phase in preset.phases):
             raise OverfitConfigError(f"{where}: a phase has step_search: true but no parameter_search")
