@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from nvc_train.convert.official import ConversionError, check_state, read_official_state, write_checkpoint
+from nvc_train.convert.official import ConversionError, convert_intra_inter
 from nvc_train.networks import build_network
 
 __all__ = ["HALVES", "add_arguments", "convert", "expected_official", "to_ours"]
@@ -69,21 +69,5 @@ def convert(
     config = _model_config(model_name)
     net = build_network(config, f"configs/model/{model_name}.yaml")
     expected = expected_official(net)
-    state: dict[str, torch.Tensor] = {}
-    for half, path in (("intra", args.image), ("inter", args.video)):
-        official = read_official_state(path)
-        check_state(official, expected[half], f"{path} ({halves[half]})")
-        state.update(to_ours(official, half))
-    # Buffers (coder tables, scale tables) are ours: take them from the fresh model.
-    parameters = dict(net.named_parameters())
-    full = {key: state[key] if key in parameters else value for key, value in net.state_dict().items()}
-    net.load_state_dict(full, strict=True)
-    with torch.no_grad():
-        net.update(force=True)
-    return write_checkpoint(
-        args.out,
-        config,
-        model_name,
-        net.state_dict(),
-        [str(Path(args.image).resolve()), str(Path(args.video).resolve())],
-    )
+    files = {"intra": args.image, "inter": args.video}
+    return convert_intra_inter(net, config, model_name, files, expected, to_ours, halves, args.out)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from nvc_train.convert.official import ConversionError, check_state, read_official_state, write_checkpoint
+from nvc_train.convert.official import ConversionError, convert_intra_inter
 from nvc_train.networks import build_network
 
 __all__ = ["RENAMES", "add_arguments", "convert", "expected_official", "to_ours"]
@@ -146,23 +146,6 @@ def convert(args: argparse.Namespace) -> Path:
     config["force_zero_thres"] = getattr(args, "force_zero_thres", None)
     net = build_network(config, f"configs/model/{MODEL_NAME}.yaml")
     expected = expected_official(net)
-    state: dict[str, torch.Tensor] = {}
-    for half, path in (("intra", args.image), ("inter", args.video)):
-        official = read_official_state(path)
-        check_state(
-            official, expected[half], f"{path} (DCVC-RT {'intra DMCI' if half == 'intra' else 'P DMC'})"
-        )
-        state.update(to_ours(official, half))
-    # Buffers (coder tables, the Gaussian's scale table) are ours: take them from the fresh model.
-    parameters = dict(net.named_parameters())
-    full = {key: state[key] if key in parameters else value for key, value in net.state_dict().items()}
-    net.load_state_dict(full, strict=True)
-    with torch.no_grad():
-        net.update(force=True)
-    return write_checkpoint(
-        args.out,
-        config,
-        MODEL_NAME,
-        net.state_dict(),
-        [str(Path(args.image).resolve()), str(Path(args.video).resolve())],
-    )
+    files = {"intra": args.image, "inter": args.video}
+    labels = {"intra": "DCVC-RT intra DMCI", "inter": "DCVC-RT P DMC"}
+    return convert_intra_inter(net, config, MODEL_NAME, files, expected, to_ours, labels, args.out)

@@ -11,7 +11,7 @@ writes through :func:`write_checkpoint`, which rebuilds the network from the wri
 from __future__ import annotations
 
 import io
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from nvc_train.networks import (
     weights_only_load,
 )
 
-__all__ = ["ConversionError", "check_state", "read_official_state", "write_checkpoint"]
+__all__ = ["ConversionError", "check_state", "convert_intra_inter", "read_official_state", "write_checkpoint"]
 
 NESTING_KEYS = ("state_dict", "net", "model")  # where official trainers put the weights
 
@@ -112,3 +112,34 @@ def write_checkpoint(
     written = load_checkpoint(out)
     build_network(written["nvc_config"]["model"], str(out), network_state(written, str(out)))
     return out
+
+
+def convert_intra_inter(
+    net: torch.nn.Module,
+    model: Mapping[str, Any],
+    model_name: str,
+    files: Mapping[str, str | Path],
+    expected: Mapping[str, Mapping[str, tuple[int, ...]]],
+    to_ours: Callable[[Mapping[str, torch.Tensor], str], dict[str, torch.Tensor]],
+    labels: Mapping[str, str],
+    out: str | Path,
+) -> Path:
+    """The DCVC family's conversion: an official intra file and P file into one checkpoint of ``net``.
+
+    ``files``, ``expected`` (official names -> shapes) and ``labels`` (named in refusals) are keyed
+    by half, ``intra`` and ``inter``; ``to_ours`` renames one half's tensors. Every tensor is checked
+    before anything loads; the buffers (coder and scale tables) are ours, taken from the fresh
+    network and rebuilt by ``update(force=True)`` before writing.
+    """
+    state: dict[str, torch.Tensor] = {}
+    for half in ("intra", "inter"):
+        official = read_official_state(files[half])
+        check_state(official, expected[half], f"{files[half]} ({labels[half]})")
+        state.update(to_ours(official, half))
+    parameters = dict(net.named_parameters())
+    full = {key: state[key] if key in parameters else value for key, value in net.state_dict().items()}
+    net.load_state_dict(full, strict=True)
+    with torch.no_grad():
+        net.update(force=True)
+    sources = [str(Path(files[half]).resolve()) for half in ("intra", "inter")]
+    return write_checkpoint(out, model, model_name, net.state_dict(), sources)
