@@ -8,7 +8,10 @@ fixture's SHA digests prove it.
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -29,3 +32,14 @@ def fill(name: str, shape: tuple[int, ...], lo: float, hi: float) -> np.ndarray:
         words = _splitmix64(seed + np.arange(math.prod(shape), dtype=np.uint64))
     u = (words >> np.uint64(11)).astype(np.float64) * 2.0**-53
     return (lo + (hi - lo) * u).astype(np.float32).reshape(shape)
+
+
+def run_convert(converter: str, *args: str) -> subprocess.CompletedProcess:
+    """``python -m nvc_train.convert CONVERTER ARGS`` from the repository root, output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "nvc_train.convert", converter, *args],
+        cwd=Path(__file__).resolve().parents[1],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )

@@ -13,8 +13,6 @@ from __future__ import annotations
 import functools
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +25,7 @@ from models.dcvc_dc import DCVCDC, OFFICIAL_KMAC_PER_PX, OFFICIAL_PARAMS, REFERE
 from nvc_train.complexity import codec_complexity
 from nvc_train.networks import build_network, load_checkpoint, network_state
 from tests.conftest import decode_in_fresh_process, evaluate_fixture_clip
+from tests.official_fill import run_convert
 from tests.test_official_dcvc_fm import _digest, _slices, fill, train_then_evaluate
 from tests.test_official_dcvc_fm import dcvc_fm_fill as fm_fill
 
@@ -113,14 +112,7 @@ def test_fine_rate_table_is_the_official_one_without_gradients_and_close_with():
 # Conversion and equal outputs
 
 
-def _convert(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nvc_train.convert", "dcvc_dc", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+_convert = functools.partial(run_convert, "dcvc_dc")
 
 
 def _write_official(folder: Path, states: dict[str, dict[str, torch.Tensor]]) -> tuple[Path, Path]:

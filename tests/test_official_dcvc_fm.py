@@ -40,6 +40,7 @@ from nvc_train.complexity import codec_complexity
 from nvc_train.networks import build_network, load_checkpoint, network_state
 from tests.conftest import decode_in_fresh_process, evaluate_fixture_clip
 from tests.official_fill import fill as official_fill
+from tests.official_fill import run_convert
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official" / "dcvc_fm"
 ROOT = Path(__file__).resolve().parents[1]
@@ -189,14 +190,7 @@ def _write_official(folder: Path, states: dict[str, dict[str, torch.Tensor]]) ->
     return image, video
 
 
-def _convert(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nvc_train.convert", "dcvc_fm", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+_convert = functools.partial(run_convert, "dcvc_fm")
 
 
 @pytest.fixture(scope="module")

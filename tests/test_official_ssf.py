@@ -16,8 +16,6 @@ import functools
 import hashlib
 import json
 import math
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,7 +27,7 @@ import torch
 from models.ssf import Reference, ScaleSpaceFlow, ScaleSpaceFlowSet
 from nvc_train.networks import build_network, load_checkpoint, network_state
 from tests.conftest import decode_in_fresh_process, evaluate_fixture_clip
-from tests.official_fill import fill
+from tests.official_fill import fill, run_convert
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official" / "ssf"
 ROOT = Path(__file__).resolve().parents[1]
@@ -118,14 +116,7 @@ def test_the_fill_rule_reproduces_the_fixture_digests():
 # The real command, end to end
 
 
-def _convert(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "nvc_train.convert", "ssf", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+_convert = functools.partial(run_convert, "ssf")
 
 
 def _write_official_files(folder: Path) -> list[Path]:
