@@ -96,7 +96,7 @@ def main() -> None:
         "weights_bits": 8 * len(payload.parameters), "latent_bits": 8 * sum(len(f) for f in payload.frames),
         "psnr_y": round(psnr[0], 3), "psnr_yuv": round((6 * psnr[0] + psnr[1] + psnr[2]) / 8, 3),
         "fit_s": round(fit.fit_s, 1), "it_per_s": round(args.steps / fit.fit_s, 2),
-        "set": args.set, "oset": args.oset,
+        "rdoq": fit.stages.rdoq, "set": args.set, "oset": args.oset,
     }  # fmt: skip
     print(json.dumps(result))
 

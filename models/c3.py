@@ -19,7 +19,10 @@ the frame's reference frames, so temporal redundancy is removed in the latent do
 Coding order inside a frame: coarsest level first; in each level, a checkerboard: the "anchor"
 half first (no spatial context), then the other half with its four anchor neighbours as context.
 That two-pass factorization is auto-regressive and decodes with two vectorised ARM passes per
-level instead of one ARM call per latent, which a Python decoder needs.
+level instead of one ARM call per latent, which a Python decoder needs. With ``arm_neighbours = N``
+(Cool-Chic's ARM, ``model=coolchic``) the spatial context is instead the first N causal neighbours
+of ``CAUSAL_NEIGHBOURS`` in raster order; the decoder then runs the ARM once per wavefront line
+``x + a*y`` (latents on one line never see each other), ``w + a*(h - 1)`` calls per grid.
 
 Exact decoding in another process: the decoder evaluates the ARM in FIXED POINT, with integer
 weights ``round(w * 2**weight_bits)``, integer inputs (latents times ``2**fraction_bits``) and
@@ -178,6 +181,47 @@ def _cross(grid: Tensor) -> Tensor:
     )  # fmt: skip
 
 
+# Causal neighbours of a latent in its own grid, (dy, dx), nearest first: Cool-Chic's ARM context
+# order (its 9x9 priority map). ``arm_neighbours = N`` takes the first N (Cool-Chic's hop: 14).
+CAUSAL_NEIGHBOURS: tuple[tuple[int, int], ...] = (
+    (0, -1), (-1, 0), (-1, -1), (-1, 1), (0, -2), (-2, 0), (-3, 0), (0, -3), (-1, -2), (-2, 1),
+    (-2, -1), (-1, 2), (-2, -2), (-1, -3), (-2, 2), (-3, 1), (0, -4), (-1, 3), (-2, -3), (-2, 3),
+    (-3, -1), (-3, -2), (-3, 2), (-4, 0), (-1, -4), (-4, -1), (-1, 4), (-2, 4), (-3, -3), (-3, 3),
+    (-4, -2), (-4, 1), (-2, -4), (-3, -4), (-3, 4), (-4, -3), (-4, 2), (-4, 3), (-4, -4), (-4, 4),
+)  # fmt: skip
+_REACH = 4  # no neighbour lies farther than 4 rows up or 4 columns aside
+
+
+def _causal_neighbours(grid: Tensor, offsets: tuple[tuple[int, int], ...]) -> Tensor:
+    """(B, len(offsets), h, w): each latent's causal neighbours at ``offsets`` (zeros outside)."""
+    h, w = grid.shape[-2:]
+    padded = F.pad(grid, (_REACH, _REACH, _REACH, 0))
+    rows, columns = _REACH, _REACH
+    return torch.cat(
+        [padded[..., rows + dy : rows + dy + h, columns + dx : columns + dx + w] for dy, dx in offsets], dim=1
+    )
+
+
+def wavefront_slope(offsets: tuple[tuple[int, int], ...]) -> int:
+    """The smallest ``a`` for which every neighbour of (y, x) lies on an earlier line ``x + a*y``.
+
+    Latents on one such line do not depend on each other, so the decoder runs the ARM once per line
+    (``w + a*(h-1)`` calls for an h x w grid) instead of once per latent. Cool-Chic's 14 neighbours
+    reach 2 columns right on the row above, so a = 3.
+    """
+    ratios = [dx / -dy for dy, dx in offsets if dy < 0]
+    return max(1, math.floor(max(ratios, default=0.0)) + 1)
+
+
+def wavefronts(h: int, w: int, slope: int) -> list[Tensor]:
+    """Flat indices (row-major) of an h x w grid's latents, one tensor per line ``x + slope*y``."""
+    y = torch.arange(h)[:, None].expand(h, w)
+    x = torch.arange(w)[None, :].expand(h, w)
+    line = (x + slope * y).flatten()
+    order = torch.argsort(line, stable=True)
+    return list(torch.split(order, torch.bincount(line).tolist()))
+
+
 class ARM(nn.Module):
     """The context MLP: ``features -> hidden (ReLU) x layers -> (mu, log_scale)`` per latent.
 
@@ -211,7 +255,14 @@ class ARM(nn.Module):
         back to ``fraction_bits``.
         """
         b, c, h, w = context.shape
-        x = context.to(torch.float64).permute(0, 2, 3, 1).reshape(-1, c)
+        out = self.fixed_point_rows(context.permute(0, 2, 3, 1).reshape(-1, c), fraction_bits, weight_bits)
+        out = out.view(b, h, w, 2).permute(0, 3, 1, 2)
+        return out[:, 0:1], out[:, 1:2]
+
+    @torch.no_grad()
+    def fixed_point_rows(self, context: Tensor, fraction_bits: int, weight_bits: int) -> Tensor:
+        """:meth:`fixed_point` on (N, features) integer contexts: (N, 2) of ``(mu, log_scale)``."""
+        x = context.to(torch.float64)
         for index, layer in enumerate([*self.hidden, self.out]):
             weight = torch.round(layer.weight.detach().to(torch.float64).flatten(1) * 2.0**weight_bits)
             bias = torch.round(layer.bias.detach().to(torch.float64) * 2.0 ** (weight_bits + fraction_bits))
@@ -223,8 +274,7 @@ class ARM(nn.Module):
             x = torch.floor((x @ weight.T + bias) / 2.0**weight_bits)
             if index < len(self.hidden):
                 x = torch.relu(x)
-        out = x.view(b, h, w, 2).permute(0, 3, 1, 2)
-        return out[:, 0:1], out[:, 1:2]
+        return x
 
 
 class Synthesis(nn.Module):
@@ -232,9 +282,12 @@ class Synthesis(nn.Module):
 
     At ``stride`` 2 the network runs at half the luma resolution and emits 4 luma sub-pixels
     (pixel shuffle) and U, V; at ``stride`` 1 it runs at luma resolution and U, V are 2x2 averages.
+    ``stabiliser``: a linear map from the latents straight to the output, added to the trunk's
+    (Cool-Chic's "linear stabiliser"): the part of the image that is linear in the latents is learnt
+    through one layer, not through the whole trunk, which a fit of a few thousand steps needs.
     """
 
-    def __init__(self, levels: int, hidden: list[int], residual: int, stride: int) -> None:
+    def __init__(self, levels: int, hidden: list[int], residual: int, stride: int, stabiliser: bool) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"synthesis stride must be 1 or 2, got {stride}")
@@ -249,6 +302,11 @@ class Synthesis(nn.Module):
         for conv in self.residual:
             nn.init.zeros_(conv.weight)  # residual layers start as identity
             nn.init.zeros_(conv.bias)
+        self.stabiliser = nn.Linear(levels, out) if stabiliser else None
+        if self.stabiliser is not None:  # small start, as Cool-Chic's: U(+-1 / (sqrt(fan_in) * out**2))
+            bound = 1.0 / (math.sqrt(levels) * out**2)
+            nn.init.uniform_(self.stabiliser.weight, -bound, bound)
+            nn.init.zeros_(self.stabiliser.bias)
 
     def forward(self, upsampled: Tensor) -> tuple[Tensor, Tensor]:
         h = upsampled.permute(0, 2, 3, 1)  # channels last: the 1x1 layers are GEMMs
@@ -257,6 +315,8 @@ class Synthesis(nn.Module):
         x = self.head(h).permute(0, 3, 1, 2)
         for conv in self.residual:
             x = x + conv(torch.relu(x))
+        if self.stabiliser is not None:
+            x = x + self.stabiliser(upsampled.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
         x = x + 0.5
         if self.stride == 2:
             return F.pixel_shuffle(x[:, :4], 2), x[:, 4:6]
@@ -349,7 +409,11 @@ class C3Net(SceneAdaptiveNet):
         levels: latent grids per frame (strides 1 .. 2**(levels-1) of the synthesis resolution).
         synthesis_stride: 1 (synthesis at luma resolution) or 2 (at chroma resolution, cheaper).
         synthesis_hidden: widths of the 1x1 layers; synthesis_residual: 3x3 residual layers.
+        synthesis_stabiliser: add a linear map of the latents to the output (Cool-Chic's stabiliser).
         arm_hidden, arm_layers: the context MLP; context: 3x3 coarser level, 3x3 in each reference.
+        arm_neighbours: 0: the checkerboard context (two ARM passes per grid, C3-like); N > 0: the
+            first N causal neighbours of ``CAUSAL_NEIGHBOURS`` in the same grid (Cool-Chic's raster
+            ARM, hop: 14), decoded one wavefront line at a time (:func:`wavefront_slope`).
         temporal_context: use the references' latents (False: an intra-only latent model).
         fraction_bits, weight_bits: fixed point of the ARM at coding time.
         log_scale_min, log_scale_step, num_scales, phases: the coding tables (PhasedGaussian).
@@ -375,8 +439,10 @@ class C3Net(SceneAdaptiveNet):
         "synthesis_stride": ArchitectureField("int", 1, 2),
         "synthesis_hidden": ArchitectureField("ints", 1, 256, min_items=0, max_items=8),
         "synthesis_residual": ArchitectureField("int", 0, 8),
+        "synthesis_stabiliser": ArchitectureField("bool"),
         "arm_hidden": ArchitectureField("int", 1, 256),
         "arm_layers": ArchitectureField("int", 1, 8),
+        "arm_neighbours": ArchitectureField("int", 0, len(CAUSAL_NEIGHBOURS)),
         "temporal_context": ArchitectureField("bool"),
         "fraction_bits": ArchitectureField("int", 0, 16),
         "weight_bits": ArchitectureField("int", 1, 20),
@@ -405,8 +471,10 @@ class C3Net(SceneAdaptiveNet):
         synthesis_stride: int,
         synthesis_hidden: list[int] | tuple[int, ...],
         synthesis_residual: int,
+        synthesis_stabiliser: bool,
         arm_hidden: int,
         arm_layers: int,
+        arm_neighbours: int,
         temporal_context: bool,
         fraction_bits: int,
         weight_bits: int,
@@ -460,10 +528,18 @@ class C3Net(SceneAdaptiveNet):
             nn.Parameter(torch.randn(num_frames + int(self.shared), 1, gh, gw) * latent_init_std)
             for gh, gw in self.grid_sizes
         )
-        self.context_features = 9 + (18 if self.uses_references else 0) + 4 + 2
+        self.neighbours = CAUSAL_NEIGHBOURS[: int(arm_neighbours)]
+        if self.neighbours:  # raster order: causal neighbours, no pass flag; has_ref only with references
+            self.context_features = 9 + len(self.neighbours) + (19 if self.uses_references else 0)
+        else:
+            self.context_features = 9 + (18 if self.uses_references else 0) + 4 + 2
         self.arm = ARM(self.context_features, int(arm_hidden), int(arm_layers))
         self.synthesis = Synthesis(
-            self.levels, architecture["synthesis_hidden"], int(synthesis_residual), stride
+            self.levels,
+            architecture["synthesis_hidden"],
+            int(synthesis_residual),
+            stride,
+            bool(synthesis_stabiliser),
         )
         self.entropy = PhasedGaussian(log_scale_min, log_scale_step, num_scales, phases)
         self.upsampling = (
@@ -492,14 +568,23 @@ class C3Net(SceneAdaptiveNet):
 
     def _context(self, level: int, grid: Tensor, coarse: Tensor | None, ref0: Tensor, ref1: Tensor,
                  has_ref: Tensor) -> Tensor:  # fmt: skip
-        """(B, features, h, w) ARM inputs of every latent of ``grid`` (one level), both passes."""
+        """(B, features, h, w) ARM inputs of every latent of ``grid`` (one level): the coarser grid's
+        3x3, the references' 3x3 (if any), then the spatial context (the causal neighbours, or the
+        checkerboard's cross and pass flag)."""
         b, _, h, w = grid.shape
-        second = _checkerboard(h, w, grid.device).to(grid.dtype).expand(b, 1, h, w)
         if coarse is None:
             coarse_ctx = grid.new_zeros(b, 9, h, w)
         else:
             coarse_ctx = _neighbourhood(coarse, 3).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
             coarse_ctx = coarse_ctx[..., :h, :w]
+        if self.neighbours:
+            parts = [coarse_ctx, _causal_neighbours(grid, self.neighbours)]
+            if self.uses_references:
+                ref_flag = has_ref.view(b, 1, 1, 1).to(grid.dtype)
+                temporal = torch.cat([_neighbourhood(ref0, 3), _neighbourhood(ref1, 3)], dim=1) * ref_flag
+                parts += [temporal, ref_flag.expand(b, 1, h, w)]
+            return torch.cat(parts, dim=1)
+        second = _checkerboard(h, w, grid.device).to(grid.dtype).expand(b, 1, h, w)
         spatial = _cross(grid) * second
         flags = torch.cat([second, has_ref.view(b, 1, 1, 1).to(grid.dtype).expand(b, 1, h, w)], dim=1)
         if not self.uses_references:
@@ -579,6 +664,9 @@ class C3Net(SceneAdaptiveNet):
                 grids[poc][level] = torch.zeros(1, 1, h, w, dtype=torch.float64)
             if level < first:
                 continue
+            if self.neighbours:
+                self._code_grid_raster(level, poc, grids, coder)
+                continue
             second = _checkerboard(h, w, torch.device("cpu")).bool()
             for mask in (~second, second):
                 context = self._fixed_context(level, poc, grids)
@@ -590,6 +678,44 @@ class C3Net(SceneAdaptiveNet):
                     grid[mask] = self.entropy.decode_from(coder, n, rows).to(torch.float64)
                 else:
                     self.entropy.encode_into(coder, grid[mask], n, rows)
+
+    def _code_grid_raster(
+        self, level: int, poc: int, grids: list[list[Tensor | None]], coder: AnsEncoder | AnsDecoder
+    ) -> None:
+        """One grid under the causal-neighbour ARM, one block per wavefront line (both sides).
+
+        The encoder knows the whole grid, so it evaluates the ARM once; the decoder fills each
+        line's neighbours from what it has decoded and evaluates the ARM on that line. Both see the
+        same integer contexts, and the fixed-point ARM gives each row the same result whatever the
+        batch, so they choose the same table rows.
+        """
+        grid = grids[poc][level]
+        assert grid is not None
+        h, w = grid.shape[-2:]
+        context = self._fixed_context(level, poc, grids)
+        rows_in = context.permute(0, 2, 3, 1).reshape(h * w, -1)
+        lines = wavefronts(h, w, wavefront_slope(self.neighbours))
+        if isinstance(coder, AnsEncoder):
+            out = self.arm.fixed_point_rows(rows_in, self.fraction_bits, self.weight_bits)
+            n, table_rows = self.entropy.rows(out[:, 0], out[:, 1], self.fraction_bits)
+            flat = grid.flatten()
+            for line in lines:
+                self.entropy.encode_into(coder, flat[line], n[line], table_rows[line])
+            return
+        one = float(1 << self.fraction_bits)
+        width = w + 2 * _REACH
+        padded = torch.zeros((h + _REACH) * width, dtype=torch.float64)  # the grid, zero-padded, flat
+        y, x = torch.arange(h).repeat_interleave(w), torch.arange(w).repeat(h)
+        position = (y + _REACH) * width + x + _REACH
+        neighbour = position[:, None] + torch.tensor([dy * width + dx for dy, dx in self.neighbours])
+        spatial = slice(9, 9 + len(self.neighbours))  # where _context puts the neighbours
+        for line in lines:
+            rows = rows_in[line]
+            rows[:, spatial] = padded[neighbour[line]] * one
+            out = self.arm.fixed_point_rows(rows, self.fraction_bits, self.weight_bits)
+            n, table_rows = self.entropy.rows(out[:, 0], out[:, 1], self.fraction_bits)
+            padded[position[line]] = self.entropy.decode_from(coder, n, table_rows).to(torch.float64)
+        grid.copy_(padded[position].view_as(grid))
 
     def compress_latents(self) -> list[bytes]:
         self.entropy.update()

@@ -9,15 +9,22 @@ import pytest
 import torch
 import yaml
 
-from models.c3 import C3Net, LearnedUpsampling
+from models.c3 import CAUSAL_NEIGHBOURS, C3Net, LearnedUpsampling, wavefront_slope, wavefronts
 from nvc_train.training.overfit import fit_sequence
-from nvc_train.training.presets import FitSettings, OverfitConfigError, OverfitPreset, StepSearch
+from nvc_train.training.presets import (
+    FitSettings,
+    OverfitConfigError,
+    OverfitPreset,
+    ParameterRdoq,
+    StepSearch,
+)
 from nvc_train.training.step_search import parameter_groups
 from tests.conftest import REPO_ROOT
 from tests.test_overfit import TINY_H, TINY_W, tiny_net
 
 # The coolchic model's own features (latent gain, learned upsampling) on the tiny network's sizes.
-COOLCHIC_FEATURES = {"latent_gain": 16, "upsampling_kernel": 8, "preconcat_kernel": 7}
+COOLCHIC_FEATURES = {"latent_gain": 16, "upsampling_kernel": 8, "preconcat_kernel": 7, "arm_neighbours": 14,
+                     "synthesis_stabiliser": True}  # fmt: skip
 
 
 def _tiny_coolchic(structure: str = "ai", frames: int = 1) -> C3Net:
@@ -65,6 +72,45 @@ def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str) ->
     assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
     sent = torch.cat([g.flatten() for g in net.latents]) * net.latent_gain
     assert torch.equal(sent, torch.round(sent)) and sent.abs().max() > 1  # integers, not all zero
+
+
+def test_cool_chics_fourteen_neighbours_decode_in_lines_of_slope_three() -> None:
+    """Its 14 neighbours reach two columns right on the row above: lines x + 3y; 4 of them: x + 2y."""
+    assert wavefront_slope(CAUSAL_NEIGHBOURS[:14]) == 3 and wavefront_slope(CAUSAL_NEIGHBOURS[:4]) == 2
+    assert len(set(CAUSAL_NEIGHBOURS)) == 40 and all(dy < 0 or dx < 0 for dy, dx in CAUSAL_NEIGHBOURS)
+
+
+@pytest.mark.parametrize(("count", "h", "w"), [(14, 7, 11), (40, 9, 5), (1, 3, 4)])
+def test_every_neighbour_is_decoded_on_an_earlier_line(count: int, h: int, w: int) -> None:
+    offsets = CAUSAL_NEIGHBOURS[:count]
+    lines = wavefronts(h, w, wavefront_slope(offsets))
+    line_of = torch.full((h * w,), -1)
+    for number, line in enumerate(lines):
+        line_of[line] = number
+    assert sorted(torch.cat(lines).tolist()) == list(range(h * w))  # each latent once
+    for index in range(h * w):
+        y, x = divmod(index, w)
+        for dy, dx in offsets:
+            if 0 <= y + dy < h and 0 <= x + dx < w:
+                assert line_of[(y + dy) * w + x + dx] < line_of[index]
+
+
+def test_the_causal_context_sees_no_latent_coded_after_it() -> None:
+    """Training's context (all latents at once) reads, for each latent, only latents of earlier lines:
+    a change at one latent moves the context of later latents only."""
+    net = _tiny_coolchic()
+    h, w = net.grid_sizes[1]
+    lines = wavefronts(h, w, wavefront_slope(net.neighbours))
+    line_of = torch.empty(h * w, dtype=torch.long)
+    for number, line in enumerate(lines):
+        line_of[line] = number
+    grid = torch.zeros(1, 1, h, w)
+    zero_ref, no_ref = torch.zeros(1, 1, h, w), torch.zeros(1, dtype=torch.bool)
+    base = net._context(1, grid, None, zero_ref, zero_ref, no_ref)
+    changed = grid.clone()
+    changed[0, 0, 5, 7] = 3.0
+    moved = (net._context(1, changed, None, zero_ref, zero_ref, no_ref) != base).any(dim=1).flatten()
+    assert moved.any() and bool((line_of[moved] > line_of[5 * w + 7]).all())
 
 
 def test_all_intra_arm_has_no_reference_inputs() -> None:
@@ -160,6 +206,45 @@ def test_a_step_search_phase_searches_then_trains_the_quantized_network() -> Non
     fit = fit_sequence(net, y, uv, 200.0, preset)
     assert fit.stages.search and net.parameter_mode == "ste"
     assert fit.schedule.total_steps == 40 and fit.trainer.global_step == 40
+    payload = net.compress()
+    y_enc, uv_enc = net.reconstruct()
+    y_dec, uv_dec = C3Net.decompress(net.architecture, payload).reconstruct()
+    assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
+
+
+def test_a_bad_parameter_rdoq_is_refused() -> None:
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    assert OverfitPreset.from_config(preset).parameter_rdoq == ParameterRdoq(15)
+    for bad in ({"max_shift": 0}, {"max_shift": 3, "passes": 2}, {}):
+        with pytest.raises(OverfitConfigError, match="parameter_rdoq"):
+            OverfitPreset.from_config({**preset, "parameter_rdoq": bad})
+    unquantized = {**preset, "parameter_search": None,
+                   "phases": [{k: v for k, v in p.items() if k not in ("parameters", "step_search")}
+                              for p in preset["phases"]]}  # fmt: skip
+    with pytest.raises(OverfitConfigError, match="neither a parameter_search nor a phase"):
+        OverfitPreset.from_config(unquantized)
+
+
+@pytest.mark.slow
+def test_parameter_rdoq_lowers_the_measured_loss_and_the_file_codes_it() -> None:
+    """After the fit, moving single weights by whole steps only ever lowers the RD loss measured with
+    the weights' own rate; the weights stay multiples of their steps and the file decodes to them."""
+    torch.manual_seed(0)
+    y = torch.rand(1, 1, TINY_H, TINY_W) * 0.2 + torch.linspace(0.2, 0.8, TINY_W)
+    uv = torch.full((1, 2, TINY_H // 2, TINY_W // 2), 0.5)
+    net = _tiny_coolchic()
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    preset["warmup"], preset["total_steps"] = None, 40
+    preset["parameter_search"] = {"weight_log2": [-8, -3], "bias_log2": [-10, -4], "passes": 1}
+    preset["parameter_rdoq"] = {"max_shift": 2}
+    fit = fit_sequence(net, y, uv, 200.0, preset)
+    rdoq = fit.stages.rdoq
+    assert rdoq["loss_after"] < rdoq["loss_before"] and rdoq["changed"] > 0
+    assert rdoq["forwards"] >= 2 * sum(t.numel() for t in net.network_parameters().values())
+    assert float(fit.module.sequence_terms(y, uv).loss) == pytest.approx(rdoq["loss_after"], rel=1e-6)
+    params = net.network_parameters()
+    dequantized = net.parameter_coder().quantize(params, "dequantize")
+    assert all(torch.equal(params[name], dequantized[name]) for name in net.parameter_coder().names)
     payload = net.compress()
     y_enc, uv_enc = net.reconstruct()
     y_dec, uv_dec = C3Net.decompress(net.architecture, payload).reconstruct()

@@ -175,6 +175,7 @@ class OverfitStages(Callback):
         self.best_state: dict[str, torch.Tensor] | None = None
         self.history: list[dict[str, float]] = []  # keep-best evaluations: step, phase, bpp, psnr, loss
         self.search: list[dict[str, Any]] = []  # candidates of the weights' step search (preset's)
+        self.rdoq: dict[str, float] = {}  # the weights' RDOQ after the fit: losses, forwards, weights moved
 
     # ---- phase switching ------------------------------------------------------------------------
 
@@ -197,8 +198,8 @@ class OverfitStages(Callback):
         net.quantizer.temperature = temperature
         net.quantizer.noise = noise
         for optimizer in trainer.optimizers:
-            for g, group in enumerate(optimizer.param_groups):
-                group["lr"] = lr if g == 0 else lr * pl_module.parameter_lr_ratio
+            for group in optimizer.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
 
     def _enter_phase(self, index: int, pl_module: LightningModule) -> None:
         phase = self.schedule.phases[index]

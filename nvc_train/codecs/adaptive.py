@@ -190,6 +190,8 @@ class AdaptiveCodec(Codec):
         phases = "+".join(f"{p['name']}{p['steps']}" for p in self.preset.scaled_phases())
         if self.preset.parameter_search is not None:
             phases += "+step_search"
+        if self.preset.parameter_rdoq is not None:
+            phases += "+rdoq"
         overfit = {k: v for k, v in self.overfit.items() if not (k == "total_steps" and v is None)}
         hashed = [self.target, self.model, overfit, self.init_weights]
         if self.fit_settings.non_default():

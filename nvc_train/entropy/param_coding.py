@@ -397,6 +397,12 @@ class ParameterCoder(nn.Module):
         step, index = _snapped_step(self.log2_step[spec_index].to(device))
         return step.view(self.specs[spec_index].step_shape()), index
 
+    @torch.no_grad()
+    def element_steps(self, spec_index: int) -> Tensor:
+        """The snapped step of every element of coded tensor ``spec_index`` (that tensor's shape)."""
+        step, _ = self._steps(spec_index, self.log2_step[spec_index].device)
+        return step.expand(self.specs[spec_index].shape)
+
     def forward(self, params: Mapping[str, Tensor], mode: str = "noise") -> tuple[dict[str, Tensor], Tensor]:
         """``(quantized tensors by name, estimated bits)``; bits is a differentiable scalar.
 

@@ -36,8 +36,8 @@ from torch import Tensor, nn
 
 from nvc_train.callbacks.overfit_stages import OverfitStages, Schedule
 from nvc_train.training.losses import combine_planes, plane_mses, psnr_from_mse
-from nvc_train.training.presets import FitSettings, OverfitConfigError, OverfitPreset
-from nvc_train.training.step_search import search_parameter_steps
+from nvc_train.training.presets import FitOptimizer, FitSettings, OverfitConfigError, OverfitPreset
+from nvc_train.training.step_search import refine_parameters, search_parameter_steps
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +77,12 @@ class OverfitModule(LightningModule):
         parameter_lr_ratio: learning rate of the weights' quantization steps relative to ``lr``.
             Required, like ``lr``: the preset's number (``configs/overfit``), never a code default.
         weight_decay: Adam's weight decay of the network (0: none).
+        optimizer: the preset's optimizer (None: Adam over everything).
     """
 
     def __init__(
         self, net: nn.Module, lmbda: float, *, lr: float, parameter_lr_ratio: float,
-        weight_decay: float = 0.0,
+        weight_decay: float = 0.0, optimizer: FitOptimizer | None = None,
     ) -> None:  # fmt: skip
         super().__init__()
         if lmbda <= 0:
@@ -91,6 +92,7 @@ class OverfitModule(LightningModule):
         self.lr = float(lr)
         self.parameter_lr_ratio = float(parameter_lr_ratio)
         self.weight_decay = float(weight_decay)
+        self.optimizer = optimizer or FitOptimizer("adam")
 
     def forward(self, frame_indices: Tensor) -> Any:
         return self.net(frame_indices)
@@ -139,12 +141,32 @@ class OverfitModule(LightningModule):
         return RDTerms(bpp + self.lmbda * mse, bpp, mse, torch.tensor(total_psnr / count))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        groups = [{"params": list(self.net.parameters()), "lr": self.lr, "weight_decay": self.weight_decay}]
-        coder = self.net.parameter_coder()
-        steps = list(coder.parameters())
-        if steps:
-            groups.append({"params": steps, "lr": self.lr * self.parameter_lr_ratio, "weight_decay": 0.0})
-        return torch.optim.Adam(groups)
+        """Adam over everything, or SOAP on the network with Adam-like groups for the latents and
+        the quantization steps. Each group's ``lr_scale`` is what the stage callback multiplies the
+        phase's learning rate by."""
+        coder_steps = list(self.net.parameter_coder().parameters())
+        steps_group = {"params": coder_steps, "lr": self.lr * self.parameter_lr_ratio, "weight_decay": 0.0,
+                       "lr_scale": self.parameter_lr_ratio}  # fmt: skip
+        if self.optimizer.name == "adam":
+            groups = [{"params": list(self.net.parameters()), "lr": self.lr,
+                       "weight_decay": self.weight_decay, "lr_scale": 1.0}]  # fmt: skip
+            return torch.optim.Adam(groups + ([steps_group] if coder_steps else []))
+        from nvc_train.training.soap import SOAP
+
+        named = list(self.net.named_parameters())
+        network = [p for n, p in named if self.net.is_network_parameter(n)]
+        latents = [p for n, p in named if not self.net.is_network_parameter(n)]
+        option = self.optimizer
+        groups = [
+            {"params": network, "betas": option.network_betas, "weight_decay": option.weight_decay,
+             "precondition_frequency": option.precondition_frequency,
+             "max_precond_dim": option.max_precond_dim},
+            {"params": latents, "betas": option.latent_betas, "weight_decay": 0.0, "max_precond_dim": 0},
+        ]  # fmt: skip
+        groups = [{**group, "lr": self.lr, "lr_scale": 1.0} for group in groups if group["params"]]
+        if coder_steps:
+            groups.append({**steps_group, "betas": option.latent_betas, "max_precond_dim": 0})
+        return SOAP(groups)
 
 
 # ---- the fit ----------------------------------------------------------------------------------------
@@ -224,6 +246,8 @@ def fit_sequence(
     module, trainer, stages = _run_schedule(net, y, uv, lmbda, schedule, preset, settings, seed)
     if preset.parameter_search is not None and not any(phase.step_search for phase in schedule.phases):
         stages.search = search_parameter_steps(module, y, uv, preset.parameter_search)
+    if preset.parameter_rdoq is not None:
+        stages.rdoq = refine_parameters(module, y, uv, preset.parameter_rdoq, seed)
     return SequenceFit(module, trainer, stages, schedule, time.perf_counter() - started)
 
 
@@ -232,7 +256,8 @@ def _run_schedule(
     settings: FitSettings, seed: int,
 ) -> tuple[OverfitModule, pl.Trainer, OverfitStages]:  # fmt: skip
     """One Lightning fit of ``net`` along ``schedule``; the module comes back on the CPU in float32."""
-    module = OverfitModule(net, lmbda, lr=schedule.phases[0].lr, parameter_lr_ratio=preset.parameter_lr_ratio)
+    module = OverfitModule(net, lmbda, lr=schedule.phases[0].lr, parameter_lr_ratio=preset.parameter_lr_ratio,
+                           optimizer=preset.optimizer)  # fmt: skip
     data = build_sequence_data(settings, y, uv, preset.frames_per_step, seed)
     stages = OverfitStages(schedule, y, uv, preset.parameter_search)
     trainer = build_fit_trainer(settings, schedule.total_steps, [stages])

@@ -39,8 +39,8 @@ FIT_OWNED_TRAINER_KEYS = frozenset(
     }
 )  # fmt: skip
 
-#: Keys a preset must give (``name``, ``steps_scale``, ``total_steps``, ``parameter_search`` and ``warmup``
-#: are optional).
+#: Keys a preset must give (``name``, ``steps_scale``, ``total_steps``, ``parameter_search``, ``warmup``,
+#: ``parameter_rdoq`` and ``optimizer`` are optional).
 PRESET_KEYS = ("lambdas", "phases", "frames_per_step", "eval_every", "keep_best", "parameter_lr_ratio")
 
 
@@ -87,6 +87,60 @@ class StepSearch:
         low_w, high_w = (int(v) for v in config["weight_log2"])
         low_b, high_b = (int(v) for v in config["bias_log2"])
         return cls((low_w, high_w), (low_b, high_b), int(config.get("passes", 1)))
+
+
+@dataclass(frozen=True)
+class FitOptimizer:
+    """The preset's ``optimizer``: how the network and the latents are trained.
+
+    ``adam`` (the default when the key is absent): one Adam for everything, torch's betas. ``soap``
+    (Cool-Chic's): the network's weights by SOAP (:class:`nvc_train.training.soap.SOAP`) with
+    ``network_betas``, ``weight_decay`` and ``precondition_frequency``, the latents by Adam with
+    ``latent_betas``.
+    """
+
+    name: str
+    network_betas: tuple[float, float] = (0.9, 0.999)
+    latent_betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    precondition_frequency: int = 1
+    max_precond_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if self.name not in ("adam", "soap"):
+            raise ValueError(f"optimizer.name must be adam or soap, got {self.name!r}")
+        if self.name == "adam" and (self.network_betas != self.latent_betas or self.max_precond_dim):
+            raise ValueError("optimizer adam takes one set of betas and no preconditioner")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> FitOptimizer:
+        keys = {"name", "network_betas", "latent_betas", "weight_decay", "precondition_frequency",
+                "max_precond_dim"}  # fmt: skip
+        if set(config) - keys or "name" not in config:
+            raise ValueError(f"optimizer: unknown keys {sorted(set(config) - keys)} (name is required)")
+        if config["name"] == "soap" and set(config) != keys:
+            raise ValueError(f"optimizer soap needs every key: missing {sorted(keys - set(config))}")
+        options = {k: tuple(float(b) for b in v) if k.endswith("betas") else v for k, v in config.items()}
+        return cls(**options)
+
+
+@dataclass(frozen=True)
+class ParameterRdoq:
+    """The preset's ``parameter_rdoq``: after the fit, each quantized weight tries its neighbouring
+    integer multiples of its step, up to ``max_shift`` each way, keeping any that lowers the measured
+    RD cost (Cool-Chic's rdoq_model; :func:`nvc_train.training.step_search.refine_parameters`)."""
+
+    max_shift: int
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.max_shift <= 64:
+            raise ValueError(f"parameter_rdoq.max_shift must be in 1..64, got {self.max_shift}")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> ParameterRdoq:
+        if set(config) != {"max_shift"}:
+            raise ValueError(f"parameter_rdoq takes exactly the key max_shift, got {sorted(config)}")
+        return cls(int(config["max_shift"]))
 
 
 @dataclass(frozen=True)
@@ -152,6 +206,10 @@ class OverfitPreset:
             after the last phase; None: the phases' steps are coded.
         warmup: several initial networks trained briefly, the best kept (:class:`Warmup`); its
             iterations are part of ``total_steps``.
+        parameter_rdoq: after the fit, the quantized weights refined one at a time by measured RD
+            cost (:class:`ParameterRdoq`); needs weights that end quantized (a ``parameter_search``
+            or a phase with ``parameters``). Not iterations: its cost is forward passes.
+        optimizer: Adam for everything (absent), or Cool-Chic's SOAP for the network (:class:`FitOptimizer`).
     """
 
     name: str | None
@@ -165,6 +223,8 @@ class OverfitPreset:
     total_steps: int | None = None
     parameter_search: StepSearch | None = None
     warmup: Warmup | None = None
+    parameter_rdoq: ParameterRdoq | None = None
+    optimizer: FitOptimizer = FitOptimizer("adam")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
@@ -191,6 +251,8 @@ class OverfitPreset:
                 total_steps=None if config.get("total_steps") is None else int(config["total_steps"]),
                 parameter_search=_optional(config, "parameter_search", StepSearch.from_config),
                 warmup=_optional(config, "warmup", Warmup.from_config),
+                parameter_rdoq=_optional(config, "parameter_rdoq", ParameterRdoq.from_config),
+                optimizer=_optional(config, "optimizer", FitOptimizer.from_config) or FitOptimizer("adam"),
             )
         except OverfitConfigError:
             raise
@@ -213,6 +275,12 @@ class OverfitPreset:
                 )
         if preset.parameter_search is None and any(phase.get("step_search") for phase in preset.phases):
             raise OverfitConfigError(f"{where}: a phase has step_search: true but no parameter_search")
+        quantized = preset.parameter_search is not None or any(p.get("parameters") for p in preset.phases)
+        if preset.parameter_rdoq is not None and not quantized:
+            raise OverfitConfigError(
+                f"{where}: parameter_rdoq refines quantized weights, but neither a parameter_search nor a "
+                "phase with parameters quantizes them"
+            )
         if any(lmbda <= 0 for lmbda in preset.lambdas):
             raise OverfitConfigError(f"{where}: lambdas must be positive, got {list(preset.lambdas)}")
         return preset

@@ -18,6 +18,12 @@ the quantized weights exactly as the decoder rebuilds them, and their estimated 
 
 The chosen steps stay in the network's :class:`~nvc_train.entropy.param_coding.ParameterCoder`, so
 ``compress`` codes exactly what was measured.
+
+Then, at the end of the fit, :func:`refine_parameters` (the preset's ``parameter_rdoq``, Cool-Chic's
+rdoq_model) moves single weights to neighbouring multiples of their step where the measured RD cost
+drops: rounding each weight to its nearest multiple is not the best joint choice, and on the dog
+QCIF frame Cool-Chic's own log shows this step recovering 0.65 dB of the 1.2 dB that quantizing its
+network had cost.
 """
 
 from __future__ import annotations
@@ -30,7 +36,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from nvc_train.training.presets import StepSearch
+from nvc_train.training.presets import ParameterRdoq, StepSearch
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +90,51 @@ def search_parameter_steps(module: Any, y: Tensor, uv: Tensor, search: StepSearc
             log.info("step search %s: log2 step %s, loss %.5f", group,
                      "kept" if best_step is None else f"{best_step:g}", best_loss)  # fmt: skip
     return tried
+
+
+@torch.no_grad()
+def refine_parameters(
+    module: Any, y: Tensor, uv: Tensor, rdoq: ParameterRdoq, seed: int = 0
+) -> dict[str, float]:
+    """Greedy RDOQ of the quantized weights: each weight, in a seeded random order group by group,
+    tries ``k -/+ 1, 2, ... max_shift`` times its step (stopping each way at the first candidate that
+    does not lower the loss) and keeps the best; the loss is
+    :meth:`~nvc_train.training.overfit.OverfitModule.sequence_terms`, the weights' own rate included.
+
+    The network's float weights are set to exact multiples of their steps (what ``dequantize``
+    gives), so the coded symbols are the ones measured. Returns the loss before and after, the
+    forward passes spent and the weights changed.
+    """
+    net = module.net
+    if net.parameter_mode is None:
+        raise ValueError(
+            "parameter_rdoq needs quantized weights (parameter_search, or phases with parameters)"
+        )
+    coder = net.parameter_coder()
+    params = net.network_parameters()
+    snapped = coder.quantize(params, "dequantize")
+    for name in coder.names:
+        params[name].copy_(snapped[name])
+    generator = torch.Generator().manual_seed(seed)
+    best = float(module.sequence_terms(y, uv).loss)
+    before, forwards, changed = best, 0, 0
+    for indexes in parameter_groups(coder.names).values():
+        cells = [(i, j) for i in indexes for j in range(params[coder.names[i]].numel())]
+        for position in torch.randperm(len(cells), generator=generator).tolist():
+            i, j = cells[position]
+            flat = params[coder.names[i]].data.view(-1)
+            step = float(coder.element_steps(i).reshape(-1)[j])
+            start = kept = float(flat[j])
+            for sign in (-1.0, 1.0):
+                for shift in range(1, rdoq.max_shift + 1):
+                    flat[j] = start + sign * shift * step
+                    loss = float(module.sequence_terms(y, uv).loss)
+                    forwards += 1
+                    if not loss < best:
+                        break
+                    best, kept = loss, float(flat[j])
+            flat[j] = kept
+            changed += int(kept != start)
+    log.info("parameter RDOQ: loss %.5f -> %.5f, %d weights moved, %d forwards",
+             before, best, changed, forwards)  # fmt: skip
+    return {"loss_before": before, "loss_after": best, "forwards": forwards, "changed": changed}
