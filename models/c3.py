@@ -70,8 +70,26 @@ def soft_round(x: Tensor, temperature: float) -> Tensor:
 # ---- the latent entropy model -------------------------------------------------------------------
 
 
+def laplace_bin_mass(distance: Tensor, scales: Tensor) -> Tensor:
+    """Mass of ``Laplace(0, b = scale)`` on ``[d - 0.5, d + 0.5]``; in the tail as a product, not a
+    difference of two CDF values (which would cancel to zero far out)."""
+    d = distance.abs()
+    tail = 0.5 * torch.exp(-(d - 0.5) / scales) * -torch.expm1(-1.0 / scales)  # bin wholly beyond 0
+    centre = 1.0 - 0.5 * torch.exp(-(d + 0.5) / scales) - 0.5 * torch.exp((d - 0.5) / scales)
+    return torch.where(d >= 0.5, tail, centre)
+
+
+# The table model's distributions: bin mass, and how many scales out the tables reach at tail mass t
+# (Gaussian: the normal quantile of t/2; Laplace: ln(1/t)).
+LATENT_DISTRIBUTIONS = {
+    "gaussian": (gaussian_bin_mass, lambda tail: -float(torch.special.ndtri(torch.tensor(tail / 2.0)))),
+    "laplace": (laplace_bin_mass, lambda tail: math.log(1.0 / tail)),
+}
+
+
 class PhasedGaussian(TableEntropyModel):
-    """Integer latents under ``N(mu, sigma)``; coding tables per (scale level, phase of mu).
+    """Integer latents under ``N(mu, sigma)`` (or ``Laplace(mu, b)``, Cool-Chic's); coding tables per
+    (scale level, phase of mu).
 
     Latents are integers (not ``round(y - mu) + mu``), so that a frame's latents never depend on
     the probability model and training needs no sequential decode. A table per scale level alone
@@ -88,8 +106,15 @@ class PhasedGaussian(TableEntropyModel):
         phases: int = 8,
         tail_mass: float = 1e-9,
         likelihood_bound: float = 1e-9,
+        distribution: str = "gaussian",
     ) -> None:
         super().__init__()
+        if distribution not in LATENT_DISTRIBUTIONS:
+            raise ValueError(f"latent distribution must be one of {sorted(LATENT_DISTRIBUTIONS)}, got "
+                             f"{distribution!r}")  # fmt: skip
+        self.distribution = distribution
+        self._bin_mass, tail_width = LATENT_DISTRIBUTIONS[distribution]
+        self.tail_width = float(tail_width(tail_mass))  # table half-width in scales
         if num_scales < 2 or phases < 1 or log_scale_step <= 0:
             raise ValueError(f"bad scale table: {num_scales=}, {phases=}, {log_scale_step=}")
         self.log_scale_min = float(log_scale_min)
@@ -106,22 +131,21 @@ class PhasedGaussian(TableEntropyModel):
     def bits(self, y: Tensor, mu: Tensor, log_scale: Tensor) -> Tensor:
         """Estimated bits of ``y`` (differentiable): ``-log2`` of the bin mass around each value."""
         scale = torch.exp(log_scale.clamp(self.log_scale_min, self.log_scale_max))
-        mass = lower_bound(gaussian_bin_mass(y - mu, scale), self.likelihood_bound)
+        mass = lower_bound(self._bin_mass(y - mu, scale), self.likelihood_bound)
         return -torch.log2(mass).sum()
 
     def update(self) -> None:
         """Integer CDF tables of every (scale level, phase) row (float64, deterministic)."""
         k = torch.arange(self.num_scales, dtype=torch.float64)
         scales = torch.exp(self.log_scale_min + k * self.log_scale_step)
-        z = -float(torch.special.ndtri(torch.tensor(self.tail_mass / 2, dtype=torch.float64)))
-        half = torch.clamp(torch.ceil(scales * z) + 1, 1, MAX_HALF_RANGE).to(torch.int64)
+        half = torch.clamp(torch.ceil(scales * self.tail_width) + 1, 1, MAX_HALF_RANGE).to(torch.int64)
         half = half.repeat_interleave(self.phases)
         scales = scales.repeat_interleave(self.phases)
         phase = (torch.arange(self.phases, dtype=torch.float64) / self.phases).repeat(self.num_scales)
         lengths = 2 * half + 1
         entry = torch.arange(int(lengths.max()), dtype=torch.int64)[None, :]
         symbols = (entry - half[:, None]).to(torch.float64)
-        pmf = gaussian_bin_mass(symbols - phase[:, None], scales[:, None])
+        pmf = self._bin_mass(symbols - phase[:, None], scales[:, None])
         pmf = torch.where(entry < lengths[:, None], pmf, torch.zeros_like(pmf))
         tails = (1.0 - pmf.sum(dim=1)).clamp_min(1e-12)
         cdf, cdf_length = _cdf_tables(pmf.numpy(), lengths.numpy(), tails.numpy())
@@ -417,6 +441,7 @@ class C3Net(SceneAdaptiveNet):
         temporal_context: use the references' latents (False: an intra-only latent model).
         fraction_bits, weight_bits: fixed point of the ARM at coding time.
         log_scale_min, log_scale_step, num_scales, phases: the coding tables (PhasedGaussian).
+        latent_distribution: ``gaussian`` or ``laplace`` (Cool-Chic's) for the latents given their context.
         latent_init_std: initial latent noise (0: zeros, as COOL-CHIC).
         shared_latents: add one sequence-level grid per level to every frame's (coded once, before
             frame 0; trained by every batch), so static content is learned and paid for once and
@@ -450,6 +475,7 @@ class C3Net(SceneAdaptiveNet):
         "log_scale_step": ArchitectureField("float", 1e-3, 1.0),
         "num_scales": ArchitectureField("int", 2, 128),
         "phases": ArchitectureField("int", 1, 16),
+        "latent_distribution": ArchitectureField("str", choices=tuple(LATENT_DISTRIBUTIONS)),
         "latent_init_std": ArchitectureField("float", 0.0, 10.0),
         "shared_latents": ArchitectureField("bool"),
         "frame_min_level": ArchitectureField("int", 0, 11),
@@ -482,6 +508,7 @@ class C3Net(SceneAdaptiveNet):
         log_scale_step: float,
         num_scales: int,
         phases: int,
+        latent_distribution: str,
         latent_init_std: float,
         shared_latents: bool,
         frame_min_level: int,
@@ -541,7 +568,9 @@ class C3Net(SceneAdaptiveNet):
             stride,
             bool(synthesis_stabiliser),
         )
-        self.entropy = PhasedGaussian(log_scale_min, log_scale_step, num_scales, phases)
+        self.entropy = PhasedGaussian(
+            log_scale_min, log_scale_step, num_scales, phases, distribution=str(latent_distribution)
+        )
         self.upsampling = (
             LearnedUpsampling(self.levels, int(upsampling_kernel), int(preconcat_kernel))
             if upsampling_kernel and self.levels > 1 else None
@@ -764,8 +793,8 @@ class C3Net(SceneAdaptiveNet):
         synthesis = h * w * (self.levels + 2 * max(widths)) * 4 * 4
         grids = self.latents[0].shape[0] * sum(gh * gw for gh, gw in self.grid_sizes) * 8
         arm = h * w * (self.context_features + 2 * int(self.architecture["arm_hidden"])) * 8 * 3
-        z = 6.2  # the Gaussian's tail at the coding tables' tail mass (1e-9)
-        half = min(math.ceil(math.exp(self.entropy.log_scale_max) * z) + 1, MAX_HALF_RANGE)
+        reach = math.exp(self.entropy.log_scale_max) * self.entropy.tail_width
+        half = min(math.ceil(reach) + 1, MAX_HALF_RANGE)
         tables = self.entropy.num_scales * self.entropy.phases * (2 * half + 1) * 8 * 4
         return int(synthesis + grids + arm + tables)
 

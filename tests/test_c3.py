@@ -107,8 +107,9 @@ def test_fixed_point_arm_is_order_independent_and_close_to_float() -> None:
     assert (mu / 256 - mu_float.double()).abs().max() < 0.05
 
 
-def test_phased_gaussian_codes_any_integer_exactly() -> None:
-    model = PhasedGaussian()
+@pytest.mark.parametrize("distribution", ["gaussian", "laplace"])
+def test_phased_tables_code_any_integer_exactly(distribution: str) -> None:
+    model = PhasedGaussian(distribution=distribution)
     model.update()
     values = torch.tensor([0, 3, -7, 250, -4000, 1 << 20])
     mu = torch.tensor([0, 700, -100, 64000, 5, 0])  # fixed point, 8 fraction bits

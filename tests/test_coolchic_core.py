@@ -9,7 +9,14 @@ import pytest
 import torch
 import yaml
 
-from models.c3 import CAUSAL_NEIGHBOURS, C3Net, LearnedUpsampling, wavefront_slope, wavefronts
+from models.c3 import (
+    CAUSAL_NEIGHBOURS,
+    C3Net,
+    LearnedUpsampling,
+    laplace_bin_mass,
+    wavefront_slope,
+    wavefronts,
+)
 from nvc_train.training.overfit import fit_sequence
 from nvc_train.training.presets import (
     FitSettings,
@@ -27,8 +34,10 @@ COOLCHIC_FEATURES = {"latent_gain": 16, "upsampling_kernel": 8, "preconcat_kerne
                      "synthesis_stabiliser": True}  # fmt: skip
 
 
-def _tiny_coolchic(structure: str = "ai", frames: int = 1) -> C3Net:
-    return tiny_net(frames=frames, structure=structure, shared_latents=False, **COOLCHIC_FEATURES)
+def _tiny_coolchic(structure: str = "ai", frames: int = 1, **changes: object) -> C3Net:
+    return tiny_net(
+        frames=frames, structure=structure, shared_latents=False, **{**COOLCHIC_FEATURES, **changes}
+    )
 
 
 def test_learned_upsampling_starts_as_an_interpolator() -> None:
@@ -55,10 +64,10 @@ def test_latent_gain_must_be_a_power_of_two() -> None:
         tiny_net(frames=1, structure="ai", shared_latents=False, latent_gain=12)
 
 
-@pytest.mark.parametrize("structure", ["ai", "ld"])
-def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str) -> None:
+@pytest.mark.parametrize(("structure", "distribution"), [("ai", "gaussian"), ("ld", "laplace")])
+def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str, distribution: str) -> None:
     torch.manual_seed(3)
-    net = _tiny_coolchic(structure, frames=2)
+    net = _tiny_coolchic(structure, frames=2, latent_distribution=distribution)
     with torch.no_grad():
         for latent in net.latents:
             latent.copy_(torch.randn_like(latent) * 2.5 / net.latent_gain)
@@ -72,6 +81,15 @@ def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str) ->
     assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
     sent = torch.cat([g.flatten() for g in net.latents]) * net.latent_gain
     assert torch.equal(sent, torch.round(sent)) and sent.abs().max() > 1  # integers, not all zero
+
+
+def test_the_laplace_bin_masses_sum_to_one_and_stay_positive_in_the_tail() -> None:
+    k = torch.arange(-3000, 3001, dtype=torch.float64)
+    for scale in (0.05, 0.3, 1.0, 20.0):
+        mass = laplace_bin_mass(k - 0.375, torch.tensor(scale, dtype=torch.float64))
+        assert float(mass.sum()) == pytest.approx(1.0, abs=1e-12)
+    far = laplace_bin_mass(torch.tensor([200.0], dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64))
+    assert float(far) == pytest.approx(0.5 * math.exp(-199.5 / 2) * (1 - math.exp(-0.5)), rel=1e-9)
 
 
 def test_cool_chics_fourteen_neighbours_decode_in_lines_of_slope_three() -> None:
