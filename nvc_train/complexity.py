@@ -27,7 +27,22 @@ networks without data-dependent Python (``.item()``, ``bool(tensor)``, range che
 run on meta tensors; ``dcvc_lite`` checks its ``q_index`` values and so cannot, which is why real
 tensors are the default.
 
-Run ``python -m nvc_train.complexity dcvc_lite --height 1080 --width 1920`` for a registered model.
+Scene-adaptive networks (``models.adaptive.SceneAdaptiveNet``: C3, Cool-Chic, HiNeRV) are built for one
+sequence, so their figures hold at a stated size AND frame count (:func:`adaptive_complexity`; the
+command line's ``--frames``, default :data:`ADAPTIVE_FRAMES`, UVG's 600 frames at 1080p as the review
+counts HiNeRV). Their parameter count is the **network weights only** (what the parameter coder codes
+once per sequence: synthesis, ARM, upsampling; for HiNeRV also its grids, which are coded with the
+weights, as the official count has them); per-frame latents are not parameters of the codec and are
+reported apart as ``latents_per_px`` (latent values per pixel of one frame) where the network has them.
+kMAC/px is one frame's ``frames_forward`` (what the decoder runs per frame): the first frame (intra,
+no reference) and, with two or more frames, the second of a low-delay order (a frame with the
+previous one as context), divided by the unpadded pixels like the scene-agnostic figures. They count
+on ``meta`` tensors (no memory, so HiNeRV-XXL at 1080p and 600 frames costs nothing); a network that
+cannot build or run on meta is counted on real CPU tensors, whose memory grows with the frames (refused
+above :data:`FALLBACK_BYTES` unless a device is named).
+
+Run ``python -m nvc_train.complexity dcvc_lite --height 1080 --width 1920`` for a registered model,
+``python -m nvc_train.complexity hinerv_m --height 1080 --width 1920 --frames 600`` for an adaptive one.
 """
 
 from __future__ import annotations
@@ -36,7 +51,7 @@ import argparse
 import copy
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -44,6 +59,9 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
 __all__ = [
+    "ADAPTIVE_FRAMES",
+    "FALLBACK_BYTES",
+    "adaptive_complexity",
     "codec_complexity",
     "count_macs",
     "decode_chain",
@@ -147,6 +165,116 @@ def codec_complexity(
     }
 
 
+# Frames of the sequence an adaptive network's figures are counted for: UVG's 1080p sequences are 600
+# frames, where the review (Table 4) and HiNeRV's paper count HiNeRV (its grids, so its parameters,
+# grow with the frame count; per-frame figures of C3 / Cool-Chic do not depend on it).
+ADAPTIVE_FRAMES = 600
+# The order adaptive figures are counted in: low delay, one intra frame, so frame 1 has frame 0 as context.
+LOW_DELAY = {"structure": "ld", "intra_period": -1, "gop_size": 1}
+# Parameters and buffers an adaptive network may take when it is counted on real tensors because it
+# cannot be counted on meta ones, unless a device is named (C3 at 1080p holds 11 MB of latents a frame).
+FALLBACK_BYTES = 2 << 30
+
+
+def adaptive_complexity(
+    net_class: type[nn.Module],
+    architecture: Mapping[str, Any],
+    height: int,
+    width: int,
+    device: str | torch.device | None = None,
+    fallback_bytes: int = FALLBACK_BYTES,
+) -> dict[str, Any]:
+    """Parameters (M, network weights only), latents per pixel and kMAC/px of a scene-adaptive network.
+
+    ``net_class`` is a ``models.adaptive.SceneAdaptiveNet`` subclass and ``architecture`` every keyword it
+    is built with: the model config's numbers and the geometry the adapter adds (``height`` / ``width``
+    padded to ``pad_multiple``, ``num_frames``, the coding structure). MACs are divided by the unpadded
+    ``height x width``, as :func:`codec_complexity` does.
+
+    ``device`` None counts on ``meta``; a network that cannot build or run there is counted on real CPU
+    tensors, built for all ``num_frames`` frames, if its parameters and buffers would take at most
+    ``fallback_bytes`` (estimated from one- and two-frame builds), else ValueError says so. ``"meta"``
+    counts on meta only (ValueError if it cannot); another device counts there, whatever it takes.
+
+    Returns ``params_m`` (the coded network weights: ``SceneAdaptiveNet.complexity``), ``latents_per_px``
+    where the network has latents, ``kmac_per_px`` (frame 1, or frame 0 of a one-frame sequence),
+    ``kmac_per_px_intra`` (frame 0: no reference), ``frames``, ``kmac_resolution``, ``height``,
+    ``width``, ``counted_on`` (the device type) and, after a fallback, ``meta_error`` (why not meta).
+    """
+    if height <= 0 or width <= 0 or height % 2 or width % 2:
+        raise ValueError(f"a 4:2:0 frame needs even positive sizes, got {height}x{width}")
+    coded = (int(architecture.get("height", 0)), int(architecture.get("width", 0)))
+    if coded[0] < height or coded[1] < width:
+        raise ValueError(f"the architecture codes {coded[1]}x{coded[0]}, smaller than {width}x{height}")
+    frames = int(architecture.get("num_frames", 0))
+    if frames < 1:
+        raise ValueError(f"the architecture needs num_frames >= 1, got {architecture.get('num_frames')!r}")
+    if device is not None:
+        return _count_adaptive(net_class, architecture, height, width, torch.device(device))
+    try:
+        return _count_adaptive(net_class, architecture, height, width, torch.device("meta"))
+    except ValueError as error:
+        meta_error = str(error.__cause__ or error)[:200]
+    if frames > 2:
+        one, two = (_tensor_bytes(net_class(**{**architecture, "num_frames": n})) for n in (1, 2))
+        need = one + (frames - 1) * (two - one)
+        if need > fallback_bytes:
+            raise ValueError(
+                f"{net_class.__name__} cannot build or run on meta tensors ({meta_error}), and on real "
+                f"tensors its {frames} frames at {coded[1]}x{coded[0]} take about {need / 2**30:.1f} GiB "
+                f"(more than {fallback_bytes / 2**30:.1f} GiB): count fewer frames, or on a device named "
+                "explicitly (device='cpu')"
+            )
+    figures = _count_adaptive(net_class, architecture, height, width, torch.device("cpu"))
+    return {**figures, "meta_error": meta_error}
+
+
+def _tensor_bytes(net: nn.Module) -> int:
+    """Bytes of a network's parameters and buffers (what a real build of it holds)."""
+    return sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
+
+
+def _count_adaptive(
+    net_class: type[nn.Module], architecture: Mapping[str, Any], height: int, width: int, target: torch.device
+) -> dict[str, Any]:
+    """:func:`adaptive_complexity` on one device; a network that cannot use meta raises ValueError."""
+    try:
+        with torch.device(target):
+            net = net_class(**architecture)
+        net.eval()
+        net.quantizer.mode = "hard"  # the decoder's latents: rounded
+        # HiNeRV's own complexity() also counts kMAC/px (frame 0, padded pixels); every network's
+        # frames are recounted below, one way, so only its parameters and latents are kept.
+        figures = {key: value for key, value in net.complexity().items() if not key.startswith("kmac")}
+        frames = int(net.num_frames)
+
+        def frame_macs(index: int) -> int:
+            indices = torch.tensor([index], dtype=torch.long, device=target)
+            with torch.no_grad():
+                return count_macs(net.frames_forward, indices)
+
+        intra = frame_macs(0)
+        inter = frame_macs(1) if frames >= 2 else intra
+    except (RuntimeError, NotImplementedError) as error:
+        if target.type != "meta":
+            raise
+        raise ValueError(
+            f"{net_class.__name__} cannot build or run on meta tensors ({error}); count on real tensors "
+            "(device='cpu'), whose memory grows with num_frames"
+        ) from error
+    pixels = height * width
+    return {
+        **figures,
+        "kmac_per_px": inter / pixels / 1e3,
+        "kmac_per_px_intra": intra / pixels / 1e3,
+        "frames": frames,
+        "kmac_resolution": f"{width}x{height}",
+        "height": height,
+        "width": width,
+        "counted_on": target.type,
+    }
+
+
 def encode_chain(net: nn.Module, frames: Sequence[tuple[torch.Tensor, torch.Tensor]], q_index: int) -> list:
     """Code ``frames`` as I P P ... with ``net.compress_frame``: ``[(payload, FrameOutput), ...]``.
 
@@ -225,13 +353,40 @@ def measure_fps(
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m nvc_train.complexity MODEL [--height H --width W]``: params and kMAC/px, I and P."""
+    """``python -m nvc_train.complexity MODEL [--height H --width W] [--frames N]``: params and kMAC/px.
+
+    Scene-agnostic models: an I and a P frame. Scene-adaptive ones (built per sequence): frame 0 and
+    frame 1 of a low-delay sequence of ``--frames`` frames at that size (:func:`adaptive_complexity`).
+    """
     parser = argparse.ArgumentParser(description=main.__doc__)
-    parser.add_argument("model", help="a registered model name (models.list_models())")
+    parser.add_argument("model", help="a model config name (configs/model/NAME.yaml)")
     parser.add_argument("--height", type=int, default=1080)
     parser.add_argument("--width", type=int, default=1920)
-    parser.add_argument("--device", default=None, help="cpu, cuda, meta (default: cpu)")
+    parser.add_argument(
+        "--frames",
+        type=int,
+        default=None,
+        help=f"scene-adaptive models: frames of the sequence they are built for (default {ADAPTIVE_FRAMES})",
+    )
+    parser.add_argument(
+        "--device",
+        default=None,
+        help="cpu, cuda, meta (default: cpu; scene-adaptive models: meta, else cpu where they cannot)",
+    )
     args = parser.parse_args(argv)
+
+    # The config group's reader and the class registry (as nvc_train.networks reads them): a name is
+    # looked up among configs/model/*.yaml and registered classes, never imported.
+    import models
+    from models.adaptive import SceneAdaptiveNet
+
+    numbers = models.model_config(args.model)
+    net_class = models.network_class(str(numbers.pop("_target_")))
+    if issubclass(net_class, SceneAdaptiveNet):
+        _print_adaptive(args.model, net_class, numbers, args.height, args.width, args.frames, args.device)
+        return
+    if args.frames is not None:
+        parser.error(f"--frames is for scene-adaptive models; {args.model} codes any number of frames")
 
     from nvc_train.networks import build_named_model
 
@@ -246,6 +401,40 @@ def main(argv: Sequence[str] | None = None) -> None:
         )
     for key, value in extra.items():
         print(f"{args.model} {key}: {value:.3f}")
+
+
+def _print_adaptive(
+    name: str,
+    net_class: type[nn.Module],
+    numbers: Mapping[str, Any],
+    height: int,
+    width: int,
+    frames: int | None,
+    device: str | None,
+) -> None:
+    """The command line's lines for a scene-adaptive model (see :func:`main`)."""
+    frames = ADAPTIVE_FRAMES if frames is None else frames
+    if frames < 1:
+        raise SystemExit(f"--frames must be at least 1, got {frames}")
+    padded_h, padded_w = padded_size(height, width, int(getattr(net_class, "pad_multiple", 1)))
+    architecture = {**numbers, "height": padded_h, "width": padded_w, "num_frames": frames, **LOW_DELAY}
+    started = time.perf_counter()
+    try:
+        out = adaptive_complexity(net_class, architecture, height, width, device=device)
+    except ValueError as error:
+        raise SystemExit(f"{name}: {error}") from None
+    took = time.perf_counter() - started
+    where = f"{name} {width}x{height}, {frames} frames (scene-adaptive, low delay)"
+    print(
+        f"{where}: params {out['params_m']:.3f} M = {round(out['params_m'] * 1e6):,} (coded network "
+        "weights only; per-frame latents apart), "
+        f"{out['kmac_per_px_intra']:.2f} kMAC/px frame 0 (intra), {out['kmac_per_px']:.2f} kMAC/px "
+        f"frame {min(1, frames - 1)} ({took:.1f} s to count on {out['counted_on']})"
+    )
+    if "latents_per_px" in out:
+        print(f"{name} latents_per_px: {out['latents_per_px']:.3f} (latent values per pixel of each frame)")
+    if "meta_error" in out:
+        print(f"{name}: counted on real CPU tensors, not meta: {out['meta_error']}")
 
 
 if __name__ == "__main__":

@@ -207,18 +207,24 @@ class AdaptiveCodec(Codec):
             )
         return self.lambdas[rate_point]
 
-    def complexity(self, height: int = 1080, width: int = 1920) -> dict:
-        """Parameters (M) and kMAC/px of one frame's synthesis + ARM at ``height x width``."""
-        from nvc_train.complexity import count_macs
+    def complexity(
+        self, height: int = 1080, width: int = 1920, frames: int | None = None, device: str | None = None
+    ) -> dict:
+        """Parameters (M, network weights only), latents per pixel and kMAC/px of one frame at
+        ``height x width``, the network built for a low-delay sequence of ``frames`` frames (default
+        ``ADAPTIVE_FRAMES``, 600: HiNeRV's grids grow with it). Counted by
+        :func:`nvc_train.complexity.adaptive_complexity`, on ``meta`` where the network allows; none
+        (an empty dict, as a conventional codec) where it would not fit in memory on real tensors."""
+        from nvc_train.complexity import ADAPTIVE_FRAMES, adaptive_complexity, padded_size
 
-        m = self.net_class.pad_multiple
-        padded = (-(-height // m) * m, -(-width // m) * m)
-        net = self.net_class(**self._architecture(*padded, 2, CodingStructure("ld", -1, 1)))
-        net.quantizer.mode = "hard"
-        with torch.no_grad():
-            macs = count_macs(net.frames_forward, torch.tensor([1]))
-        return {**net.complexity(), "kmac_per_px": macs / (padded[0] * padded[1]) / 1e3,
-                "kmac_resolution": f"{width}x{height}"}  # fmt: skip
+        frames = ADAPTIVE_FRAMES if frames is None else int(frames)
+        padded = padded_size(height, width, self.net_class.pad_multiple)
+        architecture = self._architecture(*padded, frames, CodingStructure("ld", -1, 1))
+        try:
+            return adaptive_complexity(self.net_class, architecture, height, width, device=device)
+        except ValueError as error:  # too big to count on real tensors: the table shows no figures
+            log.warning("%s: no complexity figures at %dx%d: %s", self.name, width, height, error)
+            return {}
 
     def _architecture(self, height: int, width: int, frames: int, structure: CodingStructure) -> dict:
         return {
