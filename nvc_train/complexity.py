@@ -380,7 +380,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     import models
     from models.adaptive import SceneAdaptiveNet
 
-    numbers = models.model_config(args.model)
+    try:
+        numbers = models.model_config(args.model)
+    except models.UnknownModelError as error:
+        parser.error(str(error))
     net_class = models.network_class(str(numbers.pop("_target_")))
     if issubclass(net_class, SceneAdaptiveNet):
         _print_adaptive(args.model, net_class, numbers, args.height, args.width, args.frames, args.device)

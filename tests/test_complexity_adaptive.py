@@ -120,7 +120,10 @@ def test_a_one_frame_sequence_counts_its_only_frame(capsys: pytest.CaptureFixtur
     assert got["frame"] == "0" and got["intra"] == got["inter"]
 
 
-def test_frames_must_be_positive_and_only_for_adaptive_models() -> None:
+def test_frames_must_be_positive_and_only_for_adaptive_models(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["no_such_model"])
+    assert "unknown model 'no_such_model'" in capsys.readouterr().err
     with pytest.raises(SystemExit, match="at least 1"):
         main(["hinerv_tiny", "--height", "64", "--width", "96", "--frames", "0"])
     with pytest.raises(SystemExit):  # argparse's error: --frames is for scene-adaptive models
