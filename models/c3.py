@@ -438,6 +438,8 @@ class C3Net(SceneAdaptiveNet):
         arm_neighbours: 0: the checkerboard context (two ARM passes per grid, C3-like); N > 0: the
             first N causal neighbours of ``CAUSAL_NEIGHBOURS`` in the same grid (Cool-Chic's raster
             ARM, hop: 14), decoded one wavefront line at a time (:func:`wavefront_slope`).
+        arm_coarser_stack: add the co-located latent of every coarser grid of the frame to the
+            context (Cool-Chic's inter-feature context), zeros where a grid has fewer coarser ones.
         temporal_context: use the references' latents (False: an intra-only latent model).
         fraction_bits, weight_bits: fixed point of the ARM at coding time.
         log_scale_min, log_scale_step, num_scales, phases: the coding tables (PhasedGaussian).
@@ -468,6 +470,7 @@ class C3Net(SceneAdaptiveNet):
         "arm_hidden": ArchitectureField("int", 1, 256),
         "arm_layers": ArchitectureField("int", 1, 8),
         "arm_neighbours": ArchitectureField("int", 0, len(CAUSAL_NEIGHBOURS)),
+        "arm_coarser_stack": ArchitectureField("bool"),
         "temporal_context": ArchitectureField("bool"),
         "fraction_bits": ArchitectureField("int", 0, 16),
         "weight_bits": ArchitectureField("int", 1, 20),
@@ -501,6 +504,7 @@ class C3Net(SceneAdaptiveNet):
         arm_hidden: int,
         arm_layers: int,
         arm_neighbours: int,
+        arm_coarser_stack: bool,
         temporal_context: bool,
         fraction_bits: int,
         weight_bits: int,
@@ -560,6 +564,8 @@ class C3Net(SceneAdaptiveNet):
             self.context_features = 9 + len(self.neighbours) + (19 if self.uses_references else 0)
         else:
             self.context_features = 9 + (18 if self.uses_references else 0) + 4 + 2
+        self.coarser_stack = bool(arm_coarser_stack)
+        self.context_features += (self.levels - 1) * self.coarser_stack
         self.arm = ARM(self.context_features, int(arm_hidden), int(arm_layers))
         self.synthesis = Synthesis(
             self.levels,
@@ -595,32 +601,38 @@ class C3Net(SceneAdaptiveNet):
             return soft_round(soft + torch.randn_like(soft) * q.noise, q.temperature)
         return soft + (torch.rand_like(soft) - 0.5) * q.noise
 
-    def _context(self, level: int, grid: Tensor, coarse: Tensor | None, ref0: Tensor, ref1: Tensor,
+    def _context(self, level: int, grid: Tensor, coarser: list[Tensor], ref0: Tensor, ref1: Tensor,
                  has_ref: Tensor) -> Tensor:  # fmt: skip
-        """(B, features, h, w) ARM inputs of every latent of ``grid`` (one level): the coarser grid's
-        3x3, the references' 3x3 (if any), then the spatial context (the causal neighbours, or the
-        checkerboard's cross and pass flag)."""
+        """(B, features, h, w) ARM inputs of every latent of ``grid`` (one level): the next coarser
+        grid's 3x3, the spatial context (the causal neighbours, or the checkerboard's cross and pass
+        flag), the references' 3x3 (if any), then with ``arm_coarser_stack`` the co-located latent of
+        every coarser grid (``coarser``: this frame's coarser grids, nearest first)."""
         b, _, h, w = grid.shape
-        if coarse is None:
+        if not coarser:
             coarse_ctx = grid.new_zeros(b, 9, h, w)
         else:
-            coarse_ctx = _neighbourhood(coarse, 3).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+            coarse_ctx = _neighbourhood(coarser[0], 3).repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
             coarse_ctx = coarse_ctx[..., :h, :w]
+        stack = []
+        if self.coarser_stack:  # Cool-Chic's inter-feature context, without its extra linear layer
+            for k, other in enumerate(coarser, start=1):
+                stack.append(other.repeat_interleave(2**k, dim=2).repeat_interleave(2**k, dim=3)[..., :h, :w])
+            stack.append(grid.new_zeros(b, self.levels - 1 - len(coarser), h, w))
         if self.neighbours:
             parts = [coarse_ctx, _causal_neighbours(grid, self.neighbours)]
             if self.uses_references:
                 ref_flag = has_ref.view(b, 1, 1, 1).to(grid.dtype)
                 temporal = torch.cat([_neighbourhood(ref0, 3), _neighbourhood(ref1, 3)], dim=1) * ref_flag
                 parts += [temporal, ref_flag.expand(b, 1, h, w)]
-            return torch.cat(parts, dim=1)
+            return torch.cat(parts + stack, dim=1)
         second = _checkerboard(h, w, grid.device).to(grid.dtype).expand(b, 1, h, w)
         spatial = _cross(grid) * second
         flags = torch.cat([second, has_ref.view(b, 1, 1, 1).to(grid.dtype).expand(b, 1, h, w)], dim=1)
         if not self.uses_references:
-            return torch.cat([coarse_ctx, spatial, flags], dim=1)
+            return torch.cat([coarse_ctx, spatial, flags, *stack], dim=1)
         temporal = torch.cat([_neighbourhood(ref0, 3), _neighbourhood(ref1, 3)], dim=1)
         temporal = temporal * has_ref.view(b, 1, 1, 1).to(grid.dtype)
-        return torch.cat([coarse_ctx, temporal, spatial, flags], dim=1)
+        return torch.cat([coarse_ctx, temporal, spatial, flags, *stack], dim=1)
 
     def _ref_grids(self, level: int, frame_indices: Tensor, quantize: bool) -> tuple[Tensor, Tensor, Tensor]:
         refs = self.refs[frame_indices]
@@ -653,8 +665,8 @@ class C3Net(SceneAdaptiveNet):
         bits = quantized[0].new_zeros(())
         for level in range(first, self.levels):
             ref0, ref1, has_ref = self._ref_grids(level, indices, quantize=True)
-            coarse = quantized[level + 1] if level + 1 < self.levels else None
-            mu, log_scale = self.arm(self._context(level, quantized[level], coarse, ref0, ref1, has_ref))
+            coarser = quantized[level + 1 :]
+            mu, log_scale = self.arm(self._context(level, quantized[level], coarser, ref0, ref1, has_ref))
             bits = bits + self.entropy.bits(quantized[level], mu, log_scale)
         return quantized, bits
 
@@ -677,10 +689,10 @@ class C3Net(SceneAdaptiveNet):
         zero = torch.zeros(1, 1, *self.grid_sizes[level], dtype=torch.float64)
         ref0 = grids[int(ref[0])][level] if ref[0] >= 0 else zero
         ref1 = grids[int(ref[1])][level] if ref[1] >= 0 else zero
-        coarse = grids[poc][level + 1] if level + 1 < self.levels else None
+        coarser = grids[poc][level + 1 :]
         grid = grids[poc][level]
-        assert grid is not None and ref0 is not None and ref1 is not None
-        context = self._context(level, grid, coarse, ref0, ref1, has_ref)
+        assert grid is not None and ref0 is not None and ref1 is not None and None not in coarser
+        context = self._context(level, grid, coarser, ref0, ref1, has_ref)  # type: ignore[arg-type]
         return torch.round(context * one)  # integers: latents and flags are integers, * 2**F is exact
 
     def _code_frame(self, poc: int, grids: list[list[Tensor | None]], coder: AnsEncoder | AnsDecoder) -> None:

@@ -64,10 +64,14 @@ def test_latent_gain_must_be_a_power_of_two() -> None:
         tiny_net(frames=1, structure="ai", shared_latents=False, latent_gain=12)
 
 
-@pytest.mark.parametrize(("structure", "distribution"), [("ai", "gaussian"), ("ld", "laplace")])
-def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str, distribution: str) -> None:
+@pytest.mark.parametrize(
+    ("structure", "changes"),
+    [("ai", {}), ("ld", {"latent_distribution": "laplace", "arm_coarser_stack": True}),
+     ("ld", {"arm_neighbours": 0, "arm_coarser_stack": True})],
+)  # fmt: skip
+def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str, changes: dict) -> None:
     torch.manual_seed(3)
-    net = _tiny_coolchic(structure, frames=2, latent_distribution=distribution)
+    net = _tiny_coolchic(structure, frames=2, **changes)
     with torch.no_grad():
         for latent in net.latents:
             latent.copy_(torch.randn_like(latent) * 2.5 / net.latent_gain)
