@@ -37,6 +37,7 @@ synthesis is float (as in Cool-Chic); encoder and decoder run it on one thread (
 from __future__ import annotations
 
 import math
+import statistics
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,7 @@ def laplace_bin_mass(distance: Tensor, scales: Tensor) -> Tensor:
 # The table model's distributions: bin mass, and how many scales out the tables reach at tail mass t
 # (Gaussian: the normal quantile of t/2; Laplace: ln(1/t)).
 LATENT_DISTRIBUTIONS = {
-    "gaussian": (gaussian_bin_mass, lambda tail: -float(torch.special.ndtri(torch.tensor(tail / 2.0)))),
+    "gaussian": (gaussian_bin_mass, lambda tail: -statistics.NormalDist().inv_cdf(tail / 2.0)),
     "laplace": (laplace_bin_mass, lambda tail: math.log(1.0 / tail)),
 }
 

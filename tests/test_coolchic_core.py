@@ -310,3 +310,14 @@ def test_warmup_keeps_the_best_candidate_in_the_given_network() -> None:
     assert not torch.equal(
         net.synthesis.head.weight, first_weight
     )  # trained (or replaced), not left as built
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "laplace"])
+def test_the_network_builds_on_meta_tensors(distribution: str) -> None:
+    """The decoder checks a file's architecture on a meta build before allocating anything."""
+    config = yaml.safe_load((REPO_ROOT / "configs/model/coolchic.yaml").read_text())
+    config.pop("_target_")
+    with torch.device("meta"):
+        net = C3Net(height=1088, width=1920, num_frames=600, structure="ai", intra_period=1, gop_size=1,
+                    **{**config, "latent_distribution": distribution})  # fmt: skip
+    assert net.latents[0].is_meta and net.entropy.tail_width > 6
