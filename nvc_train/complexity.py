@@ -147,12 +147,7 @@ def codec_complexity(
                 ref = model.forward_frame(y, uv, q_tensor, ref).ref
             macs = count_macs(model.forward_frame, y, uv, q_tensor, ref)
     except (RuntimeError, NotImplementedError) as error:
-        if target.type != "meta":
-            raise
-        raise ValueError(
-            f"{type(net).__name__}.forward_frame cannot run on meta tensors ({error}); count on real "
-            "tensors instead (device=None or 'cpu')"
-        ) from error
+        _refuse_meta(error, target, f"{type(net).__name__}.forward_frame cannot run on meta tensors", "")
     finally:
         model.train(was_training)
     return {
@@ -229,6 +224,13 @@ def adaptive_complexity(
     return {**figures, "meta_error": meta_error}
 
 
+def _refuse_meta(error: Exception, target: torch.device, what: str, note: str) -> None:
+    """Re-raise a failure of counting on real tensors; on meta, say to count on real tensors."""
+    if target.type != "meta":
+        raise error
+    raise ValueError(f"{what} ({error}); count on real tensors (device='cpu'){note}") from error
+
+
 def _tensor_bytes(net: nn.Module) -> int:
     """Bytes of a network's parameters and buffers (what a real build of it holds)."""
     return sum(t.numel() * t.element_size() for t in [*net.parameters(), *net.buffers()])
@@ -256,12 +258,8 @@ def _count_adaptive(
         intra = frame_macs(0)
         inter = frame_macs(1) if frames >= 2 else intra
     except (RuntimeError, NotImplementedError) as error:
-        if target.type != "meta":
-            raise
-        raise ValueError(
-            f"{net_class.__name__} cannot build or run on meta tensors ({error}); count on real tensors "
-            "(device='cpu'), whose memory grows with num_frames"
-        ) from error
+        _refuse_meta(error, target, f"{net_class.__name__} cannot build or run on meta tensors",
+                     ", whose memory grows with num_frames")  # fmt: skip
     pixels = height * width
     return {
         **figures,
