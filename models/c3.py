@@ -75,8 +75,11 @@ def laplace_bin_mass(distance: Tensor, scales: Tensor) -> Tensor:
     """Mass of ``Laplace(0, b = scale)`` on ``[d - 0.5, d + 0.5]``; in the tail as a product, not a
     difference of two CDF values (which would cancel to zero far out)."""
     d = distance.abs()
-    tail = 0.5 * torch.exp(-(d - 0.5) / scales) * -torch.expm1(-1.0 / scales)  # bin wholly beyond 0
-    centre = 1.0 - 0.5 * torch.exp(-(d + 0.5) / scales) - 0.5 * torch.exp((d - 0.5) / scales)
+    # Each branch sees only its own range of d (clamped), so the branch torch.where discards can
+    # overflow neither in the forward nor in the backward pass (0 * inf would be a NaN gradient).
+    beyond, within = d.clamp_min(0.5), d.clamp_max(0.5)
+    tail = 0.5 * torch.exp(-(beyond - 0.5) / scales) * -torch.expm1(-1.0 / scales)  # bin wholly beyond 0
+    centre = 1.0 - 0.5 * torch.exp(-(within + 0.5) / scales) - 0.5 * torch.exp((within - 0.5) / scales)
     return torch.where(d >= 0.5, tail, centre)
 
 

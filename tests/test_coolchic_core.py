@@ -94,6 +94,11 @@ def test_the_laplace_bin_masses_sum_to_one_and_stay_positive_in_the_tail() -> No
         assert float(mass.sum()) == pytest.approx(1.0, abs=1e-12)
     far = laplace_bin_mass(torch.tensor([200.0], dtype=torch.float64), torch.tensor(2.0, dtype=torch.float64))
     assert float(far) == pytest.approx(0.5 * math.exp(-199.5 / 2) * (1 - math.exp(-0.5)), rel=1e-9)
+    # Far from the mean at a small scale: finite gradients (a discarded branch once overflowed to NaN).
+    distance = torch.tensor([0.2, 40.0, -300.0], requires_grad=True)
+    scale = torch.tensor([0.05, 0.05, 0.06], requires_grad=True)
+    (-torch.log2(laplace_bin_mass(distance, scale).clamp_min(1e-9))).sum().backward()
+    assert torch.isfinite(distance.grad).all() and torch.isfinite(scale.grad).all()
 
 
 def test_cool_chics_fourteen_neighbours_decode_in_lines_of_slope_three() -> None:
