@@ -339,6 +339,33 @@ def test_a_fit_at_total_steps_runs_exactly_n_optimiser_steps() -> None:
     assert fit.schedule.total_steps == fit.trainer.global_step == 13
 
 
+def test_a_non_finite_step_is_skipped_and_the_fit_ends_finite() -> None:
+    """A NaN in the loss (here: the rate of two training steps) skips those steps instead of
+    spreading into the weights, and the fit still runs its N steps and codes."""
+    from nvc_train.training.overfit import fit_sequence
+
+    written = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    torch.manual_seed(0)
+    y, uv = torch.rand(2, 1, TINY_H, TINY_W), torch.rand(2, 2, TINY_H // 2, TINY_W // 2)
+    net = tiny_net(frames=2)
+    honest, calls = net.frames_forward, {"training": 0}
+
+    def sometimes_nan(indices: torch.Tensor):
+        y_hat, uv_hat, bits = honest(indices)
+        if torch.is_grad_enabled():
+            calls["training"] += 1
+            if calls["training"] in (3, 4):
+                bits = bits * float("nan")
+        return y_hat, uv_hat, bits
+
+    net.frames_forward = sometimes_nan
+    fit = fit_sequence(net, y, uv, 400.0, {**written, "total_steps": 8})
+    assert fit.module.skipped_steps == 2 and fit.trainer.global_step == 8
+    assert all(torch.isfinite(p).all() for p in net.parameters())
+    net.frames_forward = honest
+    assert len(net.compress().frames) == 2
+
+
 def test_the_description_names_the_effort() -> None:
     """A point fitted with another N is another point (resume re-measures it), and its description
     in points.csv shows the steps run; a preset without total_steps keeps its stored points."""

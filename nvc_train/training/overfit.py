@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from nvc_train.callbacks.overfit_stages import OverfitStages, Schedule
 from nvc_train.training.losses import combine_planes, plane_mses, psnr_from_mse
 from nvc_train.training.presets import FitOptimizer, FitSettings, OverfitConfigError, OverfitPreset
+from nvc_train.training.rd_module import gradients_are_finite, zero_loss
 from nvc_train.training.step_search import refine_parameters, search_parameter_steps
 
 log = logging.getLogger(__name__)
@@ -93,17 +94,32 @@ class OverfitModule(LightningModule):
         self.parameter_lr_ratio = float(parameter_lr_ratio)
         self.weight_decay = float(weight_decay)
         self.optimizer = optimizer or FitOptimizer("adam")
+        self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss or gradient
+        self._nonfinite_loss = False
 
     def forward(self, frame_indices: Tensor) -> Any:
         return self.net(frame_indices)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         terms = rd_terms(self.net, batch, self.lmbda)
+        if not torch.isfinite(terms.loss):  # the step is skipped below (as the scene-agnostic trainer does)
+            self._nonfinite_loss = True
+            return zero_loss(self)
         self.log_dict(
             {"train/loss": terms.loss, "train/bpp": terms.bpp, "train/psnr": terms.psnr},
             prog_bar=True, on_step=True, on_epoch=False, batch_size=batch["y"].shape[0],
         )  # fmt: skip
         return terms.loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip a step whose loss or gradients are not finite: one NaN in a network of a couple of
+        thousand weights would otherwise spread to all of them and the fit would end unusable."""
+        if self._nonfinite_loss or not gradients_are_finite(self.parameters()):
+            optimizer.zero_grad(set_to_none=True)  # the optimizer leaves parameters and moments alone
+            self.skipped_steps += 1
+            log.warning("overfit: non-finite loss or gradient at step %d, step skipped (%d so far)",
+                        self.global_step, self.skipped_steps)  # fmt: skip
+        self._nonfinite_loss = False
 
     @torch.no_grad()
     def sequence_terms(self, y: Tensor, uv: Tensor, chunk: int = 8) -> RDTerms:

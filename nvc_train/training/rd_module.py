@@ -8,7 +8,7 @@ and nothing codec-specific, so a new codec trains with no new training code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -23,6 +23,21 @@ log = logging.getLogger(__name__)
 
 OptimizerFactory = Callable[..., Optimizer]
 SchedulerFactory = Callable[[Optimizer], Any]
+
+
+def zero_loss(module: torch.nn.Module) -> Tensor:
+    """A loss of exactly zero connected to every trainable parameter (finite zero gradients): what a
+    step whose loss is not finite returns, so that backward and the hooks still run."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    return torch.stack([p.sum() for p in params]).sum() * 0.0
+
+
+def gradients_are_finite(parameters: Iterable[torch.nn.Parameter]) -> bool:
+    """Whether every gradient of ``parameters`` is finite (one norm over all of them)."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if not grads:
+        return True
+    return bool(torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)))
 
 
 class RDModule(LightningModule):
@@ -232,9 +247,7 @@ class RDModule(LightningModule):
         return loss
 
     def _zero_loss(self) -> Tensor:
-        """A loss of exactly zero connected to every trainable parameter (finite zero gradients)."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        return torch.stack([p.sum() for p in params]).sum() * 0.0
+        return zero_loss(self)
 
     def _current_lr(self) -> float:
         trainer = self._trainer
@@ -249,12 +262,7 @@ class RDModule(LightningModule):
         moments and step counts untouched; zeroing them would not (Adam's momentum, weight decay).
         Runs before gradient clipping, so a NaN never reaches the clipping norm.
         """
-        bad = self._nonfinite_loss
-        if not bad:
-            grads = [p.grad for p in self.parameters() if p.grad is not None]
-            if grads:
-                norm = torch.nn.utils.get_total_norm(grads, norm_type=2.0, error_if_nonfinite=False)
-                bad = not bool(torch.isfinite(norm))
+        bad = self._nonfinite_loss or not gradients_are_finite(self.parameters())
         bad = self.trainer.strategy.reduce_boolean_decision(bad, all=False)
         self._nonfinite_loss = False
         if bad:
