@@ -366,6 +366,34 @@ def test_a_non_finite_step_is_skipped_and_the_fit_ends_finite() -> None:
     assert len(net.compress().frames) == 2
 
 
+def test_the_preset_distortion_is_the_loss_of_the_fit_and_of_its_measures() -> None:
+    """``distortion:`` in a preset changes D in the training loss and in every whole-sequence measure
+    (keep-best, step search, RDOQ); MSE and PSNR are still reported; an unknown name is refused."""
+    from nvc_train.training.losses import frame_terms
+    from nvc_train.training.overfit import fit_sequence
+    from nvc_train.training.presets import OverfitConfigError, OverfitPreset
+
+    written = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    with pytest.raises(OverfitConfigError, match="distortion must be one of"):
+        OverfitPreset.from_config({**written, "distortion": "ssim"})
+    assert OverfitPreset.from_config(written).distortion == "mse"
+    torch.manual_seed(0)
+    y, uv = torch.rand(2, 1, TINY_H, TINY_W), torch.rand(2, 2, TINY_H // 2, TINY_W // 2)
+    net = tiny_net(frames=2)
+    fit = fit_sequence(net, y, uv, 400.0, {**written, "total_steps": 6, "distortion": "mse_yuv_rgb"})
+    assert fit.module.distortion == "mse_yuv_rgb"
+    measured = fit.module.sequence_terms(y, uv)
+    plain = OverfitModule(net, 400.0, lr=0.01, parameter_lr_ratio=1).sequence_terms(y, uv)
+    assert float(measured.mse) == pytest.approx(float(plain.mse)) and float(measured.bpp) == float(plain.bpp)
+    net.quantizer.mode = "hard"
+    with torch.no_grad():
+        out = net(torch.arange(2))
+        rgb = frame_terms(out.y.clamp(0, 1), out.uv.clamp(0, 1), torch.zeros(2), y, uv, "mse_yuv_rgb")
+    expected = float(measured.bpp) + 400.0 * float(rgb.distortion.mean())
+    assert float(measured.loss) == pytest.approx(expected, rel=1e-5)
+    assert float(measured.loss) != pytest.approx(float(plain.loss), rel=1e-3)
+
+
 def test_the_description_names_the_effort() -> None:
     """A point fitted with another N is another point (resume re-measures it), and its description
     in points.csv shows the steps run; a preset without total_steps keeps its stored points."""

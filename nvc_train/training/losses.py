@@ -40,9 +40,9 @@ from torch import Tensor
 
 from nvc_train.metrics.aggregate import YUV_WEIGHTS
 from nvc_train.metrics.psnr import PSNR_CAP_DB
+from nvc_train.training.distortions import DISTORTIONS
 from nvc_train.video.colour import ycbcr_to_rgb, yuv420_to_444
 
-DISTORTIONS = ("mse", "msssim", "mse_yuv_rgb", "l1_msssim_rgb")
 RGB_WEIGHT = 0.5  # share of the RGB MSE in ``mse_yuv_rgb``
 # HiNeRV's loss: the L1 share (the rest is 1 - MS-SSIM) and MS-SSIM's window (official train config).
 HINERV_L1_WEIGHT = 0.7

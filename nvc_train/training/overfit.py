@@ -35,7 +35,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from nvc_train.callbacks.overfit_stages import OverfitStages, Schedule
-from nvc_train.training.losses import combine_planes, plane_mses, psnr_from_mse
+from nvc_train.training.losses import DISTORTIONS, frame_terms
 from nvc_train.training.presets import FitOptimizer, FitSettings, OverfitConfigError, OverfitPreset
 from nvc_train.training.rd_module import gradients_are_finite, zero_loss
 from nvc_train.training.step_search import refine_parameters, search_parameter_steps
@@ -53,19 +53,21 @@ class RDTerms:
     psnr: Tensor
 
 
-def rd_terms(net: nn.Module, batch: dict[str, Tensor], lmbda: float) -> RDTerms:
-    """Forward ``batch`` through ``net`` and combine rate and 6:1:1 MSE into the RD loss."""
+def rd_terms(net: nn.Module, batch: dict[str, Tensor], lmbda: float, distortion: str = "mse") -> RDTerms:
+    """Forward ``batch`` through ``net`` and combine rate and the preset's distortion into the RD loss.
+
+    ``distortion`` is one of :data:`~nvc_train.training.losses.DISTORTIONS` (the 6:1:1 MSE by
+    default; HiNeRV's ``l1_msssim_rgb``); MSE and PSNR are reported whatever the loss uses.
+    """
     # A patch data module (datamodules/patches.py) adds the crop its planes were cut at; the network
     # then computes only that patch (HiNeRV trains on patches).
     out = net(batch["index"], **({"crop": batch["crop"]} if "crop" in batch else {}))
     y, uv = batch["y"], batch["uv"]
     frames = y.shape[0]
-    mses = plane_mses(out.y.float(), out.uv.float(), y.float(), uv.float())  # (B, 3)
-    mse = combine_planes(mses).mean()
+    terms = frame_terms(out.y, out.uv, out.latent_bits.new_zeros(frames), y, uv, distortion)
     bits = out.latent_bits + out.parameter_bits * (frames / net.num_frames)
     bpp = bits / float(frames * y.shape[-2] * y.shape[-1])
-    psnr = combine_planes(psnr_from_mse(mses.detach())).mean()
-    return RDTerms(bpp + lmbda * mse, bpp, mse, psnr)
+    return RDTerms(bpp + lmbda * terms.distortion.mean(), bpp, terms.mse.mean(), terms.psnr.mean())
 
 
 class OverfitModule(LightningModule):
@@ -79,11 +81,12 @@ class OverfitModule(LightningModule):
             Required, like ``lr``: the preset's number (``configs/overfit``), never a code default.
         weight_decay: Adam's weight decay of the network (0: none).
         optimizer: the preset's optimizer (None: Adam over everything).
+        distortion: the D of the loss (the preset's ``distortion``; the 6:1:1 MSE by default).
     """
 
     def __init__(
         self, net: nn.Module, lmbda: float, *, lr: float, parameter_lr_ratio: float,
-        weight_decay: float = 0.0, optimizer: FitOptimizer | None = None,
+        weight_decay: float = 0.0, optimizer: FitOptimizer | None = None, distortion: str = "mse",
     ) -> None:  # fmt: skip
         super().__init__()
         if lmbda <= 0:
@@ -94,6 +97,9 @@ class OverfitModule(LightningModule):
         self.parameter_lr_ratio = float(parameter_lr_ratio)
         self.weight_decay = float(weight_decay)
         self.optimizer = optimizer or FitOptimizer("adam")
+        if distortion not in DISTORTIONS:
+            raise ValueError(f"unknown distortion {distortion!r}; known: {', '.join(DISTORTIONS)}")
+        self.distortion = distortion
         self.skipped_steps = 0  # optimizer steps skipped for a non-finite loss or gradient
         self._nonfinite_loss = False
 
@@ -101,7 +107,7 @@ class OverfitModule(LightningModule):
         return self.net(frame_indices)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        terms = rd_terms(self.net, batch, self.lmbda)
+        terms = rd_terms(self.net, batch, self.lmbda, self.distortion)
         if not torch.isfinite(terms.loss):  # the step is skipped below (as the scene-agnostic trainer does)
             self._nonfinite_loss = True
             return zero_loss(self)
@@ -136,17 +142,20 @@ class OverfitModule(LightningModule):
         if param_mode is not None:
             net.quantize_parameters("dequantize")
         try:
-            total_bits, total_mse, total_psnr = 0.0, 0.0, 0.0
+            total_bits, total_mse, total_psnr, total_distortion = 0.0, 0.0, 0.0, 0.0
             parameter_bits = 0.0
             count = y.shape[0]
             for start in range(0, count, chunk):
                 index = torch.arange(start, min(start + chunk, count), device=y.device)
                 out = net(index)
-                mses = plane_mses(out.y.clamp(0, 1), out.uv.clamp(0, 1), y[index], uv[index])
+                zero_bits = out.latent_bits.new_zeros(len(index))
+                terms = frame_terms(out.y.clamp(0, 1), out.uv.clamp(0, 1), zero_bits, y[index], uv[index],
+                                    self.distortion)  # fmt: skip
                 total_bits += float(out.latent_bits)
                 parameter_bits = float(out.parameter_bits)
-                total_mse += float(combine_planes(mses).sum())
-                total_psnr += float(combine_planes(psnr_from_mse(mses)).sum())
+                total_mse += float(terms.mse.sum())
+                total_psnr += float(terms.psnr.sum())
+                total_distortion += float(terms.distortion.sum())
         finally:
             net.quantizer = saved
             if param_mode is not None:
@@ -154,7 +163,8 @@ class OverfitModule(LightningModule):
         pixels = float(count * y.shape[-2] * y.shape[-1])
         bpp = torch.tensor((total_bits + parameter_bits) / pixels)
         mse = torch.tensor(total_mse / count)
-        return RDTerms(bpp + self.lmbda * mse, bpp, mse, torch.tensor(total_psnr / count))
+        loss = bpp + self.lmbda * torch.tensor(total_distortion / count)
+        return RDTerms(loss, bpp, mse, torch.tensor(total_psnr / count))
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         """Adam over everything, or SOAP on the network with Adam-like groups for the latents and
@@ -273,7 +283,7 @@ def _run_schedule(
 ) -> tuple[OverfitModule, pl.Trainer, OverfitStages]:  # fmt: skip
     """One Lightning fit of ``net`` along ``schedule``; the module comes back on the CPU in float32."""
     module = OverfitModule(net, lmbda, lr=schedule.phases[0].lr, parameter_lr_ratio=preset.parameter_lr_ratio,
-                           optimizer=preset.optimizer)  # fmt: skip
+                           optimizer=preset.optimizer, distortion=preset.distortion)  # fmt: skip
     data = build_sequence_data(settings, y, uv, preset.frames_per_step, seed)
     stages = OverfitStages(schedule, y, uv, preset.parameter_search)
     trainer = build_fit_trainer(settings, schedule.total_steps, [stages])

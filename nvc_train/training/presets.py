@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nvc_train.training.distortions import DISTORTIONS
 from nvc_train.training.errors import TrainingError
 
 #: The fit's Trainer when the config gives none: one CPU process in float32 (configs/codec/adaptive.yaml).
@@ -40,7 +41,7 @@ FIT_OWNED_TRAINER_KEYS = frozenset(
 )  # fmt: skip
 
 #: Keys a preset must give (``name``, ``steps_scale``, ``total_steps``, ``parameter_search``, ``warmup``,
-#: ``parameter_rdoq`` and ``optimizer`` are optional).
+#: ``parameter_rdoq``, ``optimizer`` and ``distortion`` are optional).
 PRESET_KEYS = ("lambdas", "phases", "frames_per_step", "eval_every", "keep_best", "parameter_lr_ratio")
 
 
@@ -210,6 +211,9 @@ class OverfitPreset:
             cost (:class:`ParameterRdoq`); needs weights that end quantized (a ``parameter_search``
             or a phase with ``parameters``). Not iterations: its cost is forward passes.
         optimizer: Adam for everything (absent), or Cool-Chic's SOAP for the network (:class:`FitOptimizer`).
+        distortion: the D of the loss, one of ``nvc_train.training.losses.DISTORTIONS`` (absent: ``mse``,
+            6:1:1 on YUV; HiNeRV trains with ``l1_msssim_rgb``). Keep-best, the step search and the
+            RDOQ measure with it too; PSNR is reported either way.
     """
 
     name: str | None
@@ -225,6 +229,7 @@ class OverfitPreset:
     warmup: Warmup | None = None
     parameter_rdoq: ParameterRdoq | None = None
     optimizer: FitOptimizer = FitOptimizer("adam")
+    distortion: str = "mse"
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
@@ -253,6 +258,7 @@ class OverfitPreset:
                 warmup=_optional(config, "warmup", Warmup.from_config),
                 parameter_rdoq=_optional(config, "parameter_rdoq", ParameterRdoq.from_config),
                 optimizer=_optional(config, "optimizer", FitOptimizer.from_config) or FitOptimizer("adam"),
+                distortion=str(config.get("distortion") or "mse"),
             )
         except OverfitConfigError:
             raise
@@ -281,6 +287,9 @@ class OverfitPreset:
                 f"{where}: parameter_rdoq refines quantized weights, but neither a parameter_search nor a "
                 "phase with parameters quantizes them"
             )
+        if preset.distortion not in DISTORTIONS:
+            raise OverfitConfigError(f"{where}: distortion must be one of {', '.join(DISTORTIONS)}, got "
+                                     f"{preset.distortion!r}")  # fmt: skip
         if any(lmbda <= 0 for lmbda in preset.lambdas):
             raise OverfitConfigError(f"{where}: lambdas must be positive, got {list(preset.lambdas)}")
         return preset
