@@ -255,22 +255,38 @@ class ARM(nn.Module):
 
     Linear layers over the channels of (B, features, h, w) maps (a GEMM, far faster on a CPU than
     1x1 convolutions); :meth:`fixed_point` is the decoder's exact integer evaluation of them.
+    ``residual`` (Cool-Chic's ARM form): every hidden layer whose width equals its input's adds its
+    input before the ReLU (and starts at zero: the ARM starts near linear), and a linear
+    "stabiliser" from the context straight to the output is added to the trunk's.
     """
 
-    def __init__(self, features: int, hidden: int, layers: int) -> None:
+    def __init__(self, features: int, hidden: int, layers: int, residual: bool = False) -> None:
         super().__init__()
         sizes = [features] + [hidden] * layers
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.out = nn.Linear(sizes[-1], 2)
+        self.skips = [residual and a == b for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
+        self.stabiliser = nn.Linear(features, 2) if residual else None
         with torch.no_grad():  # start as N(0, e^0): a sensible prior before training moves it
             self.out.weight.mul_(0.1)
             self.out.bias.zero_()
+            for layer, skip in zip(self.hidden, self.skips, strict=True):
+                if skip:
+                    layer.weight.zero_()
+                    layer.bias.zero_()
+            if self.stabiliser is not None:
+                self.stabiliser.weight.mul_(0.1)
+                self.stabiliser.bias.zero_()
 
     def forward(self, context: Tensor) -> tuple[Tensor, Tensor]:
-        h = context.permute(0, 2, 3, 1)
-        for layer in self.hidden:
-            h = torch.relu(layer(h))
-        out = self.out(h).permute(0, 3, 1, 2)
+        x = context.permute(0, 2, 3, 1)
+        h = x
+        for layer, skip in zip(self.hidden, self.skips, strict=True):
+            h = torch.relu(layer(h) + h) if skip else torch.relu(layer(h))
+        out = self.out(h)
+        if self.stabiliser is not None:
+            out = out + self.stabiliser(x)
+        out = out.permute(0, 3, 1, 2)
         return out[:, 0:1], out[:, 1:2]
 
     @torch.no_grad()
@@ -290,19 +306,28 @@ class ARM(nn.Module):
     @torch.no_grad()
     def fixed_point_rows(self, context: Tensor, fraction_bits: int, weight_bits: int) -> Tensor:
         """:meth:`fixed_point` on (N, features) integer contexts: (N, 2) of ``(mu, log_scale)``."""
-        x = context.to(torch.float64)
-        for index, layer in enumerate([*self.hidden, self.out]):
-            weight = torch.round(layer.weight.detach().to(torch.float64).flatten(1) * 2.0**weight_bits)
-            bias = torch.round(layer.bias.detach().to(torch.float64) * 2.0 ** (weight_bits + fraction_bits))
-            bound = float(weight.abs().sum(dim=1).max()) * float(x.abs().max() if x.numel() else 0.0)
-            if bound + float(bias.abs().max()) >= _EXACT_LIMIT:
-                raise EntropyCoderError(
-                    f"ARM layer {index}: fixed-point sums may exceed 2**52 (latents or weights too large)"
-                )
-            x = torch.floor((x @ weight.T + bias) / 2.0**weight_bits)
-            if index < len(self.hidden):
-                x = torch.relu(x)
-        return x
+        context = context.to(torch.float64)
+        x = context
+        for index, layer in enumerate(self.hidden):
+            step = self._fixed_layer(layer, x, index, fraction_bits, weight_bits)
+            x = torch.relu(step + x if self.skips[index] else step)
+        out = self._fixed_layer(self.out, x, len(self.hidden), fraction_bits, weight_bits)
+        if self.stabiliser is not None:
+            index = len(self.hidden) + 1
+            out = out + self._fixed_layer(self.stabiliser, context, index, fraction_bits, weight_bits)
+        return out
+
+    @staticmethod
+    def _fixed_layer(layer: nn.Linear, x: Tensor, index: int, fraction_bits: int, weight_bits: int) -> Tensor:
+        """One linear layer in fixed point: integer weights and bias, exact sum, floor shift back."""
+        weight = torch.round(layer.weight.detach().to(torch.float64).flatten(1) * 2.0**weight_bits)
+        bias = torch.round(layer.bias.detach().to(torch.float64) * 2.0 ** (weight_bits + fraction_bits))
+        bound = float(weight.abs().sum(dim=1).max()) * float(x.abs().max() if x.numel() else 0.0)
+        if bound + float(bias.abs().max()) >= _EXACT_LIMIT:
+            raise EntropyCoderError(
+                f"ARM layer {index}: fixed-point sums may exceed 2**52 (latents or weights too large)"
+            )
+        return torch.floor((x @ weight.T + bias) / 2.0**weight_bits)
 
 
 class Synthesis(nn.Module):
@@ -444,6 +469,7 @@ class C3Net(SceneAdaptiveNet):
             ARM, hop: 14), decoded one wavefront line at a time (:func:`wavefront_slope`).
         arm_coarser_stack: add the co-located latent of every coarser grid of the frame to the
             context (Cool-Chic's inter-feature context), zeros where a grid has fewer coarser ones.
+        arm_residual: Cool-Chic's ARM form: residual hidden layers and a linear stabiliser (ARM).
         temporal_context: use the references' latents (False: an intra-only latent model).
         fraction_bits, weight_bits: fixed point of the ARM at coding time.
         log_scale_min, log_scale_step, num_scales, phases: the coding tables (PhasedGaussian).
@@ -475,6 +501,7 @@ class C3Net(SceneAdaptiveNet):
         "arm_layers": ArchitectureField("int", 1, 8),
         "arm_neighbours": ArchitectureField("int", 0, len(CAUSAL_NEIGHBOURS)),
         "arm_coarser_stack": ArchitectureField("bool"),
+        "arm_residual": ArchitectureField("bool"),
         "temporal_context": ArchitectureField("bool"),
         "fraction_bits": ArchitectureField("int", 0, 16),
         "weight_bits": ArchitectureField("int", 1, 20),
@@ -509,6 +536,7 @@ class C3Net(SceneAdaptiveNet):
         arm_layers: int,
         arm_neighbours: int,
         arm_coarser_stack: bool,
+        arm_residual: bool,
         temporal_context: bool,
         fraction_bits: int,
         weight_bits: int,
@@ -570,7 +598,7 @@ class C3Net(SceneAdaptiveNet):
             self.context_features = 9 + (18 if self.uses_references else 0) + 4 + 2
         self.coarser_stack = bool(arm_coarser_stack)
         self.context_features += (self.levels - 1) * self.coarser_stack
-        self.arm = ARM(self.context_features, int(arm_hidden), int(arm_layers))
+        self.arm = ARM(self.context_features, int(arm_hidden), int(arm_layers), bool(arm_residual))
         self.synthesis = Synthesis(
             self.levels,
             architecture["synthesis_hidden"],

@@ -10,6 +10,7 @@ import torch
 import yaml
 
 from models.c3 import (
+    ARM,
     CAUSAL_NEIGHBOURS,
     C3Net,
     LearnedUpsampling,
@@ -66,7 +67,7 @@ def test_latent_gain_must_be_a_power_of_two() -> None:
 
 @pytest.mark.parametrize(
     ("structure", "changes"),
-    [("ai", {}), ("ld", {"latent_distribution": "laplace", "arm_coarser_stack": True}),
+    [("ai", {"arm_residual": True}), ("ld", {"latent_distribution": "laplace", "arm_coarser_stack": True}),
      ("ld", {"arm_neighbours": 0, "arm_coarser_stack": True})],
 )  # fmt: skip
 def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str, changes: dict) -> None:
@@ -138,6 +139,26 @@ def test_the_causal_context_sees_no_latent_coded_after_it() -> None:
     changed[0, 0, 5, 7] = 3.0
     moved = (net._context(1, changed, None, zero_ref, zero_ref, no_ref) != base).any(dim=1).flatten()
     assert moved.any() and bool((line_of[moved] > line_of[5 * w + 7]).all())
+
+
+def test_cool_chics_arm_form_starts_linear_and_its_fixed_point_follows_the_float() -> None:
+    """``arm_residual``: residual hidden layers start at zero (the trunk passes its input on), the
+    stabiliser adds a linear path; the decoder's integer evaluation stays within rounding of it."""
+    torch.manual_seed(0)
+    arm = ARM(12, 12, 2, residual=True)
+    assert arm.skips == [True, True] and arm.stabiliser is not None
+    assert all(float(layer.weight.abs().sum()) == 0.0 for layer in arm.hidden)
+    with torch.no_grad():
+        for p in arm.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    context = torch.randint(-6, 7, (1, 12, 9, 11)).double()
+    mu, log_scale = arm.fixed_point(context * 256, 8, 12)
+    mu_float, log_scale_float = arm(context.float())
+    assert torch.equal(mu, torch.round(mu))
+    assert (mu / 256 - mu_float.double()).abs().max() < 0.05
+    assert (log_scale / 256 - log_scale_float.double()).abs().max() < 0.05
+    plain = ARM(12, 12, 2)
+    assert plain.skips == [False, False] and plain.stabiliser is None
 
 
 def test_all_intra_arm_has_no_reference_inputs() -> None:
