@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import struct
 
 import pytest
 import yaml
@@ -46,3 +47,25 @@ def test_damaged_or_foreign_packed_sets_are_refused() -> None:
     fields = C3Net.ARCHITECTURE_FIELDS
     with pytest.raises(BitstreamError, match="is not"):
         pack_parameter_set("models.c3.C3Net", {**architecture, "levels": 99}, fields)
+
+
+def test_floats_pack_in_a_few_bytes_when_dyadic_and_exactly_either_way() -> None:
+    """Configs' floats (-3.0, 0.125, 0) take 2 bytes each, any other float 9, and all come back equal;
+    a version 1 set (every float as float64) is still read."""
+    from nvc_train.bitstream.architecture import ArchitectureField
+
+    fields = {
+        "a": ArchitectureField("float", -1e9, 1e9),
+        "b": ArchitectureField("floats", -1e9, 1e9, max_items=4),
+    }
+    values = {"a": -3.0, "b": [0.125, 0.0, 0.1, 1e-7]}
+    packed = pack_parameter_set("x.Y", values, fields)
+    header = 2 + 1 + 3 + 4
+    assert len(packed) == header + 2 + (1 + 2 + 2 + 9 + 9)
+    assert unpack_parameter_set(packed, fields, "f") == values
+    old = bytearray(packed[:header])
+    old[1] = 1
+    old += struct.pack(">d", -3.0) + bytes([4]) + b"".join(struct.pack(">d", v) for v in values["b"])
+    assert unpack_parameter_set(bytes(old), fields, "f") == values
+    with pytest.raises(BitstreamError, match="shift"):
+        unpack_parameter_set(packed[:header] + bytes([70, 5]) + packed[header + 2 :], fields, "f")

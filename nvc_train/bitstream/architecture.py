@@ -113,7 +113,8 @@ def check_architecture(record: Any, fields: Mapping[str, ArchitectureField], whe
 
 PACKED_MAGIC = b"\xa7"
 """First byte of a packed parameter set (a JSON one, written before it existed, starts with ``{``)."""
-_PACKED_VERSION = 1
+_PACKED_VERSION = 2  # 2: floats as dyadic (shift, mantissa) where exact; 1 (still read): float64
+_RAW_FLOAT = 0xFF  # the shift byte of a float sent as 8 bytes (not a small dyadic rational)
 
 
 def _fields_crc(fields: Mapping[str, ArchitectureField]) -> int:
@@ -136,6 +137,16 @@ def _zigzag(value: int) -> int:
     return 2 * value if value >= 0 else -2 * value - 1
 
 
+def _pack_float(value: float) -> bytes:
+    """A float in 2-4 bytes when it is ``m / 2**k`` (k <= 63, |m| < 2**53: configs' -3.0, 0.125, 0)
+    as the byte k then zigzag varint m; else the byte 0xFF then big-endian float64. Exact either way."""
+    for shift in range(64):
+        scaled = math.ldexp(value, shift)
+        if scaled.is_integer() and abs(scaled) < 2.0**53:
+            return bytes([shift]) + _varint(_zigzag(int(scaled)))
+    return bytes([_RAW_FLOAT]) + struct.pack(">d", value)
+
+
 def pack_parameter_set(
     target: str, architecture: Mapping[str, Any], fields: Mapping[str, ArchitectureField]
 ) -> bytes:
@@ -143,8 +154,9 @@ def pack_parameter_set(
 
     Layout: magic ``0xA7``, version, the target's length (varint) and UTF-8 name, CRC32 of the
     fields (names, kinds, choices), then every field in name order: int = zigzag varint, float =
-    big-endian float64, bool = one byte, str = index into its choices, ints / floats = count
-    (varint) then items. ``architecture`` is checked against ``fields`` first.
+    :func:`_pack_float` (version 1: big-endian float64), bool = one byte, str = index into its
+    choices, ints / floats = count (varint) then items. ``architecture`` is checked against
+    ``fields`` first.
     """
     record = check_architecture(architecture, fields, "pack_parameter_set")
     name = target.encode()
@@ -155,7 +167,7 @@ def pack_parameter_set(
         if field.kind == "int":
             out += _varint(_zigzag(value))
         elif field.kind == "float":
-            out += struct.pack(">d", value)
+            out += _pack_float(value)
         elif field.kind == "bool":
             out.append(int(value))
         elif field.kind == "str":
@@ -163,7 +175,7 @@ def pack_parameter_set(
         elif field.kind == "ints":
             out += _varint(len(value)) + b"".join(_varint(_zigzag(v)) for v in value)
         else:
-            out += _varint(len(value)) + b"".join(struct.pack(">d", v) for v in value)
+            out += _varint(len(value)) + b"".join(_pack_float(v) for v in value)
     return bytes(out)
 
 
@@ -195,12 +207,20 @@ class _Reader:
         value = self.varint()
         return value // 2 if value % 2 == 0 else -(value + 1) // 2
 
+    def float(self, version: int) -> float:
+        shift = _RAW_FLOAT if version == 1 else self.take(1)[0]
+        if shift == _RAW_FLOAT:
+            return struct.unpack(">d", self.take(8))[0]
+        if shift > 63:
+            raise BitstreamError(f"{self.where}: a float of the parameter set has shift {shift}")
+        return math.ldexp(float(self.signed()), -shift)
+
 
 def packed_target(data: bytes, where: str) -> str:
     """The network class name of a packed parameter set (read before any field)."""
     reader = _Reader(data, where)
-    if reader.take(1) != PACKED_MAGIC or reader.take(1)[0] != _PACKED_VERSION:
-        raise BitstreamError(f"{where}: not a version {_PACKED_VERSION} packed parameter set")
+    if reader.take(1) != PACKED_MAGIC or reader.take(1)[0] not in (1, _PACKED_VERSION):
+        raise BitstreamError(f"{where}: not a version 1 or {_PACKED_VERSION} packed parameter set")
     length = reader.varint()
     if length > 200:
         raise BitstreamError(f"{where}: a class name of {length} bytes")
@@ -213,7 +233,7 @@ def packed_target(data: bytes, where: str) -> str:
 def unpack_parameter_set(data: bytes, fields: Mapping[str, ArchitectureField], where: str) -> dict[str, Any]:
     """The architecture of a packed parameter set whose class has ``fields``, checked; else BitstreamError."""
     reader = _Reader(data, where)
-    reader.take(2)
+    version = reader.take(2)[1]
     reader.take(reader.varint())
     (crc,) = struct.unpack(">I", reader.take(4))
     if crc != _fields_crc(fields):
@@ -224,7 +244,7 @@ def unpack_parameter_set(data: bytes, fields: Mapping[str, ArchitectureField], w
         if field.kind == "int":
             record[key] = reader.signed()
         elif field.kind == "float":
-            record[key] = struct.unpack(">d", reader.take(8))[0]
+            record[key] = reader.float(version)
         elif field.kind == "bool":
             flag = reader.take(1)[0]
             record[key] = bool(flag) if flag in (0, 1) else flag  # anything else fails the check below
@@ -239,7 +259,7 @@ def unpack_parameter_set(data: bytes, fields: Mapping[str, ArchitectureField], w
             if field.kind == "ints":
                 record[key] = [reader.signed() for _ in range(count)]
             else:
-                record[key] = [struct.unpack(">d", reader.take(8))[0] for _ in range(count)]
+                record[key] = [reader.float(version) for _ in range(count)]
     if reader.pos != len(data):
         raise BitstreamError(f"{where}: {len(data) - reader.pos} bytes after the parameter set's last field")
     return check_architecture(record, fields, where)
