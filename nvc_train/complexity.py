@@ -373,23 +373,19 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = parser.parse_args(argv)
 
-    # The config group's reader and the class registry (as nvc_train.networks reads them): a name is
-    # looked up among configs/model/*.yaml and registered classes, never imported.
-    import models
-    from models.adaptive import SceneAdaptiveNet
+    # The config group's reader and the class registry, through nvc_train.networks (the one module
+    # that imports models): a name is looked up among configs/model/*.yaml, never imported.
+    from nvc_train.networks import build_named_model, named_model
 
     try:
-        numbers = models.model_config(args.model)
-    except models.UnknownModelError as error:
+        net_class, numbers, adaptive = named_model(args.model)
+    except ValueError as error:
         parser.error(str(error))
-    net_class = models.network_class(str(numbers.pop("_target_")))
-    if issubclass(net_class, SceneAdaptiveNet):
+    if adaptive:
         _print_adaptive(args.model, net_class, numbers, args.height, args.width, args.frames, args.device)
         return
     if args.frames is not None:
         parser.error(f"--frames is for scene-adaptive models; {args.model} codes any number of frames")
-
-    from nvc_train.networks import build_named_model
 
     net = build_named_model(args.model).to(args.device or "cpu")
     extra = {k: v for k, v in net.complexity().items() if k != "params_m"}

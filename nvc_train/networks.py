@@ -240,6 +240,20 @@ def load_checkpoint(path: str | Path, mmap: bool = False, require_weights: bool 
     return checkpoint
 
 
+def named_model(name: str) -> tuple[type[nn.Module], dict[str, Any], bool]:
+    """``configs/model/<name>.yaml`` read: its class, its numbers (without ``_target_``) and whether
+    the class is scene-adaptive (built per sequence); an unknown name is a ValueError listing the
+    known ones (``models.model_config``)."""
+    models = _models_module()
+    try:
+        numbers = models.model_config(name)
+    except models.UnknownModelError as error:
+        raise ValueError(str(error)) from None
+    cls = models.network_class(str(numbers.pop("_target_")))
+    adaptive = importlib.import_module("models.adaptive").SceneAdaptiveNet
+    return cls, numbers, issubclass(cls, adaptive)
+
+
 def build_named_model(name: str) -> nn.Module:
     """The scene-agnostic model ``configs/model/<name>.yaml`` describes (``models.build_model``)."""
     return _models_module().build_model(name)
