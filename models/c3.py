@@ -224,10 +224,8 @@ def _causal_neighbours(grid: Tensor, offsets: tuple[tuple[int, int], ...]) -> Te
     """(B, len(offsets), h, w): each latent's causal neighbours at ``offsets`` (zeros outside)."""
     h, w = grid.shape[-2:]
     padded = F.pad(grid, (_REACH, _REACH, _REACH, 0))
-    rows, columns = _REACH, _REACH
-    return torch.cat(
-        [padded[..., rows + dy : rows + dy + h, columns + dx : columns + dx + w] for dy, dx in offsets], dim=1
-    )
+    r = _REACH  # the latent (0, 0) sits at padded[r, r]
+    return torch.cat([padded[..., r + dy : r + dy + h, r + dx : r + dx + w] for dy, dx in offsets], dim=1)
 
 
 def wavefront_slope(offsets: tuple[tuple[int, int], ...]) -> int:
