@@ -468,6 +468,12 @@ class C3Net(SceneAdaptiveNet):
         arm_coarser_stack: add the co-located latent of every coarser grid of the frame to the
             context (Cool-Chic's inter-feature context), zeros where a grid has fewer coarser ones.
         arm_residual: Cool-Chic's ARM form: residual hidden layers and a linear stabiliser (ARM).
+        hyper_grids: extra latent grids at the sizes of the ``hyper_grids`` coarsest levels that the
+            synthesis never sees (Cool-Chic's hyperlatents): they are coded first and exist only to
+            give the finest grids' ARM context through the IFCE. 0: none.
+        ifce_grids, ifce_features: the ``ifce_grids`` finest grids get Cool-Chic's inter-feature
+            context: a linear map (one per grid) of the co-located values of every coarser grid and
+            every hyperlatent to ``ifce_features`` more ARM inputs (zeros for the other grids).
         temporal_context: use the references' latents (False: an intra-only latent model).
         fraction_bits, weight_bits: fixed point of the ARM at coding time.
         log_scale_min, log_scale_step, num_scales, phases: the coding tables (PhasedGaussian).
@@ -500,6 +506,9 @@ class C3Net(SceneAdaptiveNet):
         "arm_neighbours": ArchitectureField("int", 0, len(CAUSAL_NEIGHBOURS)),
         "arm_coarser_stack": ArchitectureField("bool"),
         "arm_residual": ArchitectureField("bool"),
+        "hyper_grids": ArchitectureField("int", 0, 12),
+        "ifce_grids": ArchitectureField("int", 0, 12),
+        "ifce_features": ArchitectureField("int", 0, 32),
         "temporal_context": ArchitectureField("bool"),
         "fraction_bits": ArchitectureField("int", 0, 16),
         "weight_bits": ArchitectureField("int", 1, 20),
@@ -535,6 +544,9 @@ class C3Net(SceneAdaptiveNet):
         arm_neighbours: int,
         arm_coarser_stack: bool,
         arm_residual: bool,
+        hyper_grids: int,
+        ifce_grids: int,
+        ifce_features: int,
         temporal_context: bool,
         fraction_bits: int,
         weight_bits: int,
@@ -585,9 +597,24 @@ class C3Net(SceneAdaptiveNet):
         for _ in range(self.levels):
             self.grid_sizes.append((h, w))
             h, w = -(-h // 2), -(-w // 2)
+        self.hyper_grids, self.ifce_grids = int(hyper_grids), int(ifce_grids)
+        if not 0 <= self.hyper_grids <= self.levels or not 0 <= self.ifce_grids <= self.levels:
+            raise ValueError(f"hyper_grids and ifce_grids must be in [0, levels], got {hyper_grids}, {ifce_grids}")
+        if self.hyper_grids and not self.ifce_grids:
+            raise ValueError("hyper_grids need ifce_grids > 0: the IFCE is what reads the hyperlatents")
+        if self.ifce_grids and int(ifce_features) < 1:
+            raise ValueError(f"ifce_grids > 0 needs ifce_features >= 1, got {ifce_features}")
+        if self.hyper_grids and self.levels - self.hyper_grids < self.ifce_grids:
+            raise ValueError("hyperlatents must be coarser than every grid with an IFCE "
+                             f"(levels - hyper_grids >= ifce_grids), got {levels}, {hyper_grids}, {ifce_grids}")
+        if self.hyper_grids and self.shared:
+            raise ValueError("hyper_grids are per-frame grids: not available with shared_latents")
+        # Slots 0 .. levels-1 are the latent levels (finest first); slots levels .. are the
+        # hyperlatents, finest first, at the sizes of the coarsest levels.
+        self.slot_sizes = self.grid_sizes + self.grid_sizes[self.levels - self.hyper_grids :]
         self.latents = nn.ParameterList(
             nn.Parameter(torch.randn(num_frames + int(self.shared), 1, gh, gw) * latent_init_std)
-            for gh, gw in self.grid_sizes
+            for gh, gw in self.slot_sizes
         )
         self.neighbours = CAUSAL_NEIGHBOURS[: int(arm_neighbours)]
         if self.neighbours:  # raster order: causal neighbours, no pass flag; has_ref only with references
@@ -596,6 +623,15 @@ class C3Net(SceneAdaptiveNet):
             self.context_features = 9 + (18 if self.uses_references else 0) + 4 + 2
         self.coarser_stack = bool(arm_coarser_stack)
         self.context_features += (self.levels - 1) * self.coarser_stack
+        self.ifce_features = int(ifce_features) if self.ifce_grids else 0
+        self.context_features += self.ifce_features
+        self.ifce = nn.ModuleList(
+            nn.Linear(max(len(self._ifce_sources(level)), 1), self.ifce_features) for level in range(self.ifce_grids)
+        )
+        with torch.no_grad():  # small: the ARM starts from its spatial context alone
+            for layer in self.ifce:
+                layer.weight.mul_(0.1)
+                layer.bias.zero_()
         self.arm = ARM(self.context_features, int(arm_hidden), int(arm_layers), bool(arm_residual))
         self.synthesis = Synthesis(
             self.levels,
@@ -631,12 +667,54 @@ class C3Net(SceneAdaptiveNet):
             return soft_round(soft + torch.randn_like(soft) * q.noise, q.temperature)
         return soft + (torch.rand_like(soft) - 0.5) * q.noise
 
+    def _ifce_sources(self, level: int) -> list[tuple[int, int]]:
+        """(slot, upsampling factor) of what the IFCE of latent ``level`` reads: every coarser level,
+        then every hyperlatent (Cool-Chic: all grids decoded before this one)."""
+        coarser = [(k, 2 ** (k - level)) for k in range(level + 1, self.levels)]
+        first_hyper_level = self.levels - self.hyper_grids
+        hyper = [(self.levels + j, 2 ** (first_hyper_level + j - level)) for j in range(self.hyper_grids)]
+        return coarser + hyper
+
+    def _coarser_slots(self, slot: int) -> list[int]:
+        """The slots coarser than ``slot`` in its own chain (latent levels, or hyperlatents), nearest first."""
+        end = self.levels if slot < self.levels else len(self.slot_sizes)
+        return list(range(slot + 1, end))
+
+    def _ifce_context(self, slot: int, slots: list[Tensor], fixed: bool = False) -> Tensor | None:
+        """(B, ifce_features, h, w) inter-feature context of one slot (None when the model has none).
+
+        ``slots``: this frame's quantized grids, every slot (only those coarser are read). With
+        ``fixed``, the linear map runs in the ARM's fixed point on the integer grids, so the decoder
+        gets the same integers the encoder did; the result is returned divided by 2**fraction_bits.
+        """
+        if not self.ifce_features:
+            return None
+        grid = slots[slot]
+        b, _, h, w = grid.shape
+        if slot >= self.ifce_grids:
+            return grid.new_zeros(b, self.ifce_features, h, w)
+        sources = self._ifce_sources(slot)
+        stack = torch.cat(
+            [slots[s].repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)[..., :h, :w] for s, f in sources]
+            if sources else [grid.new_zeros(b, 1, h, w)],
+            dim=1,
+        )  # fmt: skip
+        rows = stack.permute(0, 2, 3, 1)
+        layer = self.ifce[slot]
+        if not fixed:
+            return layer(rows).permute(0, 3, 1, 2)
+        one = float(1 << self.fraction_bits)
+        flat = torch.round(rows.reshape(-1, stack.shape[1]).to(torch.float64) * one)
+        out = ARM._fixed_layer(layer, flat, -1 - slot, self.fraction_bits, self.weight_bits) / one
+        return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
     def _context(self, level: int, grid: Tensor, coarser: list[Tensor], ref0: Tensor, ref1: Tensor,
-                 has_ref: Tensor) -> Tensor:  # fmt: skip
+                 has_ref: Tensor, ifce: Tensor | None = None) -> Tensor:  # fmt: skip
         """(B, features, h, w) ARM inputs of every latent of ``grid`` (one level): the next coarser
         grid's 3x3, the spatial context (the causal neighbours, or the checkerboard's cross and pass
         flag), the references' 3x3 (if any), then with ``arm_coarser_stack`` the co-located latent of
-        every coarser grid (``coarser``: this frame's coarser grids, nearest first)."""
+        every coarser grid (``coarser``: this frame's coarser grids, nearest first), then the IFCE's
+        output (``ifce``, from :meth:`_ifce_context`) if the model has one."""
         b, _, h, w = grid.shape
         if not coarser:
             coarse_ctx = grid.new_zeros(b, 9, h, w)
@@ -648,6 +726,8 @@ class C3Net(SceneAdaptiveNet):
             for k, other in enumerate(coarser, start=1):
                 stack.append(other.repeat_interleave(2**k, dim=2).repeat_interleave(2**k, dim=3)[..., :h, :w])
             stack.append(grid.new_zeros(b, self.levels - 1 - len(coarser), h, w))
+        if ifce is not None:
+            stack.append(ifce)
         if self.neighbours:
             parts = [coarse_ctx, _causal_neighbours(grid, self.neighbours)]
             if self.uses_references:
@@ -692,13 +772,17 @@ class C3Net(SceneAdaptiveNet):
             else self.latents[level].new_zeros(len(indices), *self.latents[level].shape[1:])
             for level in range(self.levels)
         ]  # fmt: skip
+        quantized += [self._quantized(self.latents[slot][indices] * self.latent_gain)
+                      for slot in range(self.levels, len(self.slot_sizes))]  # fmt: skip
         bits = quantized[0].new_zeros(())
-        for level in range(first, self.levels):
-            ref0, ref1, has_ref = self._ref_grids(level, indices, quantize=True)
-            coarser = quantized[level + 1 :]
-            mu, log_scale = self.arm(self._context(level, quantized[level], coarser, ref0, ref1, has_ref))
-            bits = bits + self.entropy.bits(quantized[level], mu, log_scale)
-        return quantized, bits
+        for slot in [*range(first, self.levels), *range(self.levels, len(self.slot_sizes))]:
+            ref0, ref1, has_ref = self._ref_grids(slot, indices, quantize=True)
+            coarser = [quantized[k] for k in self._coarser_slots(slot)]
+            ifce = self._ifce_context(slot, quantized)
+            context = self._context(slot, quantized[slot], coarser, ref0, ref1, has_ref, ifce)
+            mu, log_scale = self.arm(context)
+            bits = bits + self.entropy.bits(quantized[slot], mu, log_scale)
+        return quantized[: self.levels], bits
 
     def _synthesize(self, grids: list[Tensor]) -> tuple[Tensor, Tensor]:
         if self.upsampling is not None:
@@ -716,21 +800,24 @@ class C3Net(SceneAdaptiveNet):
         one = float(1 << self.fraction_bits)
         ref = self.refs[poc]
         has_ref = torch.tensor([bool(ref[0] >= 0)])
-        zero = torch.zeros(1, 1, *self.grid_sizes[level], dtype=torch.float64)
+        zero = torch.zeros(1, 1, *self.slot_sizes[level], dtype=torch.float64)
         ref0 = grids[int(ref[0])][level] if ref[0] >= 0 else zero
         ref1 = grids[int(ref[1])][level] if ref[1] >= 0 else zero
-        coarser = grids[poc][level + 1 :]
+        coarser = [grids[poc][k] for k in self._coarser_slots(level)]
         grid = grids[poc][level]
         assert grid is not None and ref0 is not None and ref1 is not None and None not in coarser
-        context = self._context(level, grid, coarser, ref0, ref1, has_ref)  # type: ignore[arg-type]
+        ifce = self._ifce_context(level, grids[poc], fixed=True)  # type: ignore[arg-type]
+        context = self._context(level, grid, coarser, ref0, ref1, has_ref, ifce)  # type: ignore[arg-type]
         return torch.round(context * one)  # integers: latents and flags are integers, * 2**F is exact
 
     def _code_frame(self, poc: int, grids: list[list[Tensor | None]], coder: AnsEncoder | AnsDecoder) -> None:
         """Encode (grids[poc] known) or decode (grids[poc] filled in place) one frame's latents."""
         decoding = isinstance(coder, AnsDecoder)
         first = 0 if poc == self.num_frames else self.frame_min_level
-        for level in reversed(range(self.levels)):
-            h, w = self.grid_sizes[level]
+        # The hyperlatents first (coarsest first), then the latent levels, coarsest first: every
+        # grid's context (coarser level, IFCE sources) is decoded before it.
+        for level in [*reversed(range(self.levels, len(self.slot_sizes))), *reversed(range(self.levels))]:
+            h, w = self.slot_sizes[level]
             if decoding or level < first:
                 grids[poc][level] = torch.zeros(1, 1, h, w, dtype=torch.float64)
             if level < first:
@@ -796,7 +883,7 @@ class C3Net(SceneAdaptiveNet):
                     torch.round(
                         self.latents[level][t : t + 1].detach().cpu().to(torch.float64) * self.latent_gain
                     )
-                    for level in range(self.levels)
+                    for level in range(len(self.slot_sizes))
                 ]
                 for t in range(self.latents[0].shape[0])
             ]
@@ -807,7 +894,7 @@ class C3Net(SceneAdaptiveNet):
                     self._code_frame(self.num_frames, grids, encoder)
                 self._code_frame(frame.poc, grids, encoder)
                 payloads[frame.poc] = encoder.to_bytes()
-            for level in range(self.levels):  # the encoder continues with exactly what it sent
+            for level in range(len(self.slot_sizes)):  # the encoder continues with exactly what it sent
                 self.latents[level].data.copy_(
                     (torch.cat([g[level] for g in grids]) / self.latent_gain).to(self.latents[level].dtype)
                 )
@@ -815,7 +902,7 @@ class C3Net(SceneAdaptiveNet):
 
     def decompress_latents(self, frames: list[bytes]) -> None:
         self.entropy.update()
-        grids: list[list[Tensor | None]] = [[None] * self.levels for _ in range(self.latents[0].shape[0])]
+        grids: list[list[Tensor | None]] = [[None] * len(self.slot_sizes) for _ in range(self.latents[0].shape[0])]
         for frame in self.coding_order:
             decoder = AnsDecoder(frames[frame.poc])
             if frame.coding_index == 0 and self.shared:
@@ -823,7 +910,7 @@ class C3Net(SceneAdaptiveNet):
             self._code_frame(frame.poc, grids, decoder)
             decoder.finish()
         with torch.no_grad():
-            for level in range(self.levels):
+            for level in range(len(self.slot_sizes)):
                 self.latents[level].data.copy_(
                     (torch.cat([g[level] for g in grids]) / self.latent_gain).to(self.latents[level].dtype)
                 )
@@ -833,7 +920,7 @@ class C3Net(SceneAdaptiveNet):
         h, w = self.grid_sizes[0]
         widths = [self.levels, *self.architecture["synthesis_hidden"], 6]
         synthesis = h * w * (self.levels + 2 * max(widths)) * 4 * 4
-        grids = self.latents[0].shape[0] * sum(gh * gw for gh, gw in self.grid_sizes) * 8
+        grids = self.latents[0].shape[0] * sum(gh * gw for gh, gw in self.slot_sizes) * 8
         arm = h * w * (self.context_features + 2 * int(self.architecture["arm_hidden"])) * 8 * 3
         reach = math.exp(self.entropy.log_scale_max) * self.entropy.tail_width
         half = min(math.ceil(reach) + 1, MAX_HALF_RANGE)
@@ -844,4 +931,4 @@ class C3Net(SceneAdaptiveNet):
         return {**super().complexity(), "latents_per_px": self._latents_per_pixel()}
 
     def _latents_per_pixel(self) -> float:
-        return sum(h * w for h, w in self.grid_sizes) / float(self.height * self.width)
+        return sum(h * w for h, w in self.slot_sizes) / float(self.height * self.width)

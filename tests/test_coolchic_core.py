@@ -68,7 +68,9 @@ def test_latent_gain_must_be_a_power_of_two() -> None:
 @pytest.mark.parametrize(
     ("structure", "changes"),
     [("ai", {"arm_residual": True}), ("ld", {"latent_distribution": "laplace", "arm_coarser_stack": True}),
-     ("ld", {"arm_neighbours": 0, "arm_coarser_stack": True})],
+     ("ld", {"arm_neighbours": 0, "arm_coarser_stack": True}),
+     ("ai", {"hyper_grids": 2, "ifce_grids": 2, "ifce_features": 3, "latent_distribution": "laplace"}),
+     ("ld", {"arm_neighbours": 0, "hyper_grids": 1, "ifce_grids": 1, "ifce_features": 2})],
 )  # fmt: skip
 def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str, changes: dict) -> None:
     torch.manual_seed(3)
@@ -86,6 +88,39 @@ def test_round_trip_with_gain_and_learned_upsampling_is_exact(structure: str, ch
     assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
     sent = torch.cat([g.flatten() for g in net.latents]) * net.latent_gain
     assert torch.equal(sent, torch.round(sent)) and sent.abs().max() > 1  # integers, not all zero
+
+
+def test_hyperlatents_reach_the_rate_only_through_the_ifce() -> None:
+    """Cool-Chic's hyperlatents: extra coarse grids the synthesis never sees; the finest grids' ARM
+    reads them (and every coarser level) through one linear IFCE per grid, so they change the rate
+    and get gradients, but not the picture."""
+    torch.manual_seed(5)
+    net = _tiny_coolchic("ai", hyper_grids=2, ifce_grids=2, ifce_features=3)
+    assert len(net.latents) == net.levels + 2 and len(net.ifce) == 2
+    assert [tuple(p.shape[-2:]) for p in net.latents][-2:] == net.grid_sizes[-2:]
+    with torch.no_grad():
+        for latent in net.latents:
+            latent.copy_(torch.randn_like(latent) * 3 / net.latent_gain)
+        for layer in net.ifce:
+            layer.weight.normal_(0.0, 0.5)
+    net.quantizer.mode = "ste"
+    index = torch.tensor([0])
+    y, uv, bits = net.frames_forward(index)
+    bits.backward()
+    assert net.latents[-1].grad.abs().sum() > 0 and net.ifce[0].weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        net.latents[-1].add_(5.0 / net.latent_gain)
+        y2, uv2, bits2 = net.frames_forward(index)
+    assert torch.equal(y, y2) and torch.equal(uv, uv2) and float(bits2) != float(bits.detach())
+
+
+def test_hyperlatent_and_ifce_settings_that_cannot_work_are_refused() -> None:
+    with pytest.raises(ValueError, match="IFCE is what reads"):
+        _tiny_coolchic("ai", hyper_grids=1, ifce_grids=0, ifce_features=0)
+    with pytest.raises(ValueError, match="coarser than every grid"):
+        _tiny_coolchic("ai", hyper_grids=5, ifce_grids=2, ifce_features=2)
+    with pytest.raises(ValueError, match="ifce_features"):
+        _tiny_coolchic("ai", ifce_grids=1, ifce_features=0)
 
 
 def test_the_laplace_bin_masses_sum_to_one_and_stay_positive_in_the_tail() -> None:
