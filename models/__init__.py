@@ -40,7 +40,6 @@ from torch import nn
 
 # Every codec module is imported explicitly: importing it registers its classes (models.registry).
 from models import c3, dcvc_dc, dcvc_fm, dcvc_lite, dcvc_rt, hinerv, maskcrt, ssf  # noqa: F401
-from models import nvrc  # noqa: F401  (NVRC, models/nvrc.py)
 from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
 from models.registry import UnknownModelError, list_networks, network_class, register_network
 
