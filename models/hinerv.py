@@ -42,13 +42,14 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
+from models.hinerv_compression import HiNeRVWeightCodec
 from models.registry import register_network
 from nvc_train.bitstream.architecture import ArchitectureField
 from nvc_train.video.colour import LUMA_WEIGHTS, rgb_to_ycbcr, yuv444_to_420
@@ -423,6 +424,45 @@ class HiNeRV(SceneAdaptiveNet):
     def is_network_parameter(self, name: str) -> bool:
         """Everything is network: an INR has no latents; grids are coded with the weights."""
         return True
+
+    # ---- weight coding -----------------------------------------------------------------------------
+
+    #: Weights coded as HiNeRV codes them (:mod:`models.hinerv_compression`: pruning masks, the
+    #: per-slice symmetric quantizer, one histogram per tensor). A subclass that codes its weights
+    #: with the framework's learned steps (``ParameterCoder``, e.g. NVRC) sets this False.
+    hinerv_weight_coding: ClassVar[bool] = True
+
+    @staticmethod
+    def is_prunable(name: str) -> bool:
+        """HiNeRV prunes the decoder's convolutions and linear layers: the stem, the blocks and the
+        head; never the grids nor the hierarchical encodings (their grids and projections)."""
+        return name in ("stem.weight", "head.weight") or (".blocks." in name and name.endswith(".weight"))
+
+    @staticmethod
+    def coded_shape(name: str, parameter: Tensor) -> tuple[int, ...]:
+        """The shape HiNeRV's quantizer sees a parameter in: the official code keeps a base grid as
+        (slices * h * w, C) and an encoding grid as (slices, cells * C), and picks each tensor's
+        slice axis (hence its scales) on that shape; the memory order is ours, channels-last."""
+        if name.startswith("base_grids."):
+            return (parameter.numel() // parameter.shape[-1], parameter.shape[-1])
+        if ".encoding.grids." in name:
+            return (parameter.shape[0], parameter.numel() // parameter.shape[0])
+        return tuple(parameter.shape)
+
+    def parameter_coder(self) -> nn.Module:
+        """HiNeRV's weight codec (:class:`~models.hinerv_compression.HiNeRVWeightCodec`), built once and
+        kept outside ``state_dict`` like the base class's coder; the base class's learned-step coder
+        when :attr:`hinerv_weight_coding` is False."""
+        if not self.hinerv_weight_coding:
+            return super().parameter_coder()
+        if self._param_coder is None:
+            codec = HiNeRVWeightCodec.from_module(
+                self, include=lambda name, _t: self.is_network_parameter(name), prunable=self.is_prunable,
+                coded_shape=self.coded_shape,
+            )  # fmt: skip
+            codec.to(self.stem.weight.device)
+            object.__setattr__(self, "_param_coder", codec)
+        return self._param_coder  # type: ignore[return-value]
 
     # ---- forward ---------------------------------------------------------------------------------
 

@@ -16,7 +16,8 @@ import yaml
 from models import UnknownModelError, build_model
 from models.adaptive import AdaptivePayload
 from models.hinerv import REFERENCE, HiNeRV
-from nvc_train.entropy.param_coding import ParamCodingError
+from models.hinerv_compression import HiNeRVCodingError
+from nvc_train.entropy.coder import EntropyCoderError
 from nvc_train.training.losses import combine_planes, plane_mses
 
 
@@ -107,19 +108,17 @@ def test_short_fit_learns_and_quantized_weights_pay_their_rate(clips_dir: Path) 
     after = mse()
     assert after < before / 3, (before, after)
 
-    net.quantize_parameters("noise", init_bits=8)
+    # Quant-Noise (HiNeRV's last stage): most entries run quantized, gradients still reach the weights.
+    net.quantize_parameters("noise", init_bits=6)
     out = net(torch.arange(2))
-    assert out.parameter_bits > 1000  # ~30 k weights at 8 bits cost more than a few hundred bits
-    loss = out.parameter_bits / 1e4 + combine_planes(plane_mses(out.y, out.uv, y, uv)).mean()
+    loss = combine_planes(plane_mses(out.y, out.uv, y, uv)).mean()
     loss.backward()
-    steps = list(net.parameter_coder().parameters())
-    assert all(s.grad is not None and torch.isfinite(s.grad).all() for s in steps)
-    assert any(s.grad.abs().sum() > 0 for s in steps)
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in net.parameters())
 
 
 def test_compress_decompress_is_exact_and_costs_what_was_estimated() -> None:
     net = _tiny(frames=3)
-    net.quantize_parameters("ste", init_bits=8)
+    net.quantize_parameters("dequantize", init_bits=8)
     estimated = float(net(torch.arange(3)).parameter_bits.detach())
     payload = net.compress()
     assert payload.frames == [b"", b"", b""]  # an INR sends nothing per frame
@@ -129,9 +128,9 @@ def test_compress_decompress_is_exact_and_costs_what_was_estimated() -> None:
     decoder_y, decoder_uv = decoder.reconstruct()
     assert torch.equal(encoder_y, decoder_y) and torch.equal(encoder_uv, decoder_uv)
     other = dict(net.architecture, channels=40)
-    with pytest.raises(ParamCodingError, match="another architecture"):
+    with pytest.raises(HiNeRVCodingError, match="another architecture"):
         HiNeRV.decompress(other, payload)
-    with pytest.raises(ParamCodingError):
+    with pytest.raises(EntropyCoderError):  # truncated
         HiNeRV.decompress(net.architecture, AdaptivePayload(payload.parameters[:-5], payload.frames))
 
 
@@ -149,7 +148,8 @@ torch.save({"y": y, "uv": uv}, folder + "/decoded.pt")
 
 def test_decode_in_a_fresh_process_equals_the_encoder(tmp_path: Path, repo_root: Path) -> None:
     net = _tiny(frames=3, seed=1)
-    net.quantize_parameters("noise", init_bits=7)
+    net.parameter_coder().prune(net.network_parameters(), 0.15)  # masks coded too
+    net.quantize_parameters("noise", init_bits=6)
     payload = net.compress()
     y, uv = net.reconstruct()
     (tmp_path / "architecture.json").write_text(json.dumps(net.architecture))

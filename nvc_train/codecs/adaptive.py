@@ -454,7 +454,8 @@ def _check_before_building(
     try:
         with torch.device("meta"):
             meta = net_class(**architecture)
-        spec_crc = meta.parameter_coder().spec_crc
+        coder = meta.parameter_coder()
+        spec_crc = coder.spec_crc
         need = meta.decode_memory_bytes()
     except (ValueError, TypeError, ZeroDivisionError, OverflowError, RuntimeError) as error:
         raise BitstreamError(
@@ -462,7 +463,8 @@ def _check_before_building(
             f"{net_class.__name__}: {type(error).__name__}: {str(error)[:300]}"
         ) from None
     try:
-        coded_crc = payload_spec_crc(weights)
+        # a network with its own weight coding reads its own payload header (HiNeRV's)
+        coded_crc = getattr(coder, "payload_spec_crc", payload_spec_crc)(weights)
     except ParamCodingError as error:
         raise BitstreamError(f"{where}, unit 1 (weights): {error}") from None
     if coded_crc != spec_crc:

@@ -201,12 +201,14 @@ class OverfitModule(LightningModule):
 @dataclass
 class SequenceFit:
     """What :func:`fit_sequence` leaves: the fitted module (on the CPU), the Trainer that ran the fit,
-    the stage callback (keep-best history), the schedule and the fit's wall-clock seconds."""
+    the stage callback (keep-best history; ``summary()``), the schedule (``total_steps``) and the fit's
+    wall-clock seconds. A ``method: hinerv`` fit leaves HiNeRV's callback and schedule
+    (:mod:`nvc_train.training.hinerv_schedule`)."""
 
     module: OverfitModule
     trainer: pl.Trainer
-    stages: OverfitStages
-    schedule: Schedule
+    stages: OverfitStages | Any
+    schedule: Schedule | Any
     fit_s: float
 
 
@@ -264,6 +266,10 @@ def fit_sequence(
     """
     preset = overfit if isinstance(overfit, OverfitPreset) else OverfitPreset.from_config(overfit)
     settings = settings or FitSettings()
+    if preset.method == "hinerv":  # HiNeRV's published schedule: its stages, patches and compression
+        from nvc_train.training.hinerv_schedule import fit_hinerv
+
+        return fit_hinerv(net, y, uv, lmbda, preset, settings, seed)
     started = time.perf_counter()
     if preset.warmup is not None:
         warm_up(net, y, uv, lmbda, preset, settings, seed)

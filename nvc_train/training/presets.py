@@ -20,8 +20,9 @@ construction, long before (and without) any fit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from nvc_train.training.distortions import DISTORTIONS
@@ -181,6 +182,112 @@ class Warmup:
         return sum(self.candidates) * self.steps
 
 
+#: How a preset's fit runs: ``overfit`` (the framework's phases, :class:`~nvc_train.callbacks.overfit_stages.
+#: OverfitStages`) or ``hinerv`` (HiNeRV's published schedule, :mod:`nvc_train.training.hinerv_schedule`).
+FIT_METHODS = ("overfit", "hinerv")
+#: What the weights are during a HiNeRV phase: float, pruned (masks fixed on entering), or pruned
+#: with Quant-Noise.
+HINERV_WEIGHTS = ("float", "prune", "noise")
+
+
+@dataclass(frozen=True)
+class HiNeRVPhase:
+    """One stage of HiNeRV's schedule (a row of ``phases`` when ``method: hinerv``).
+
+    Every stage starts a fresh Adam (the official trainer builds one optimiser per stage). Its
+    learning rate rises linearly from ``warmup_lr`` to ``lr`` over ``warmup_steps``, and follows a
+    cosine from ``lr`` to ``min_lr`` over the whole stage (timm's ``CosineLRScheduler`` without
+    warm-up prefix, stepped per update, as the official trainer configures it).
+
+    ``weights``: ``float``; ``prune`` (on entering, prune until ``prune_ratio`` of every coded
+    parameter is zero, then train the rest); ``noise`` (Quant-Noise at ``quant_bits`` bits with
+    ``quant_noise`` of the entries replaced; the masks of the stage before stay).
+    """
+
+    name: str
+    steps: int
+    lr: float
+    min_lr: float
+    warmup_steps: int = 0
+    warmup_lr: float = 0.0
+    weights: str = "float"
+    prune_ratio: float = 0.0
+    quant_bits: int = 6
+    quant_noise: float = 0.9
+
+    def __post_init__(self) -> None:
+        if self.steps < 1 or self.lr <= 0 or self.min_lr < 0 or self.warmup_lr < 0:
+            raise ValueError(f"phase {self.name!r}: steps and lr must be positive, min_lr and warmup_lr >= 0")
+        if not 0 <= self.warmup_steps < self.steps:
+            raise ValueError(
+                f"phase {self.name!r}: warmup_steps must be in [0, steps), got {self.warmup_steps}"
+            )
+        if self.weights not in HINERV_WEIGHTS:
+            raise ValueError(
+                f"phase {self.name!r}: weights must be one of {HINERV_WEIGHTS}, got {self.weights!r}"
+            )
+        if self.weights == "prune" and not 0.0 < self.prune_ratio < 1.0:
+            raise ValueError(f"phase {self.name!r}: a prune phase needs prune_ratio in (0, 1)")
+        if not 2 <= self.quant_bits <= 16 or not 0.0 <= self.quant_noise <= 1.0:
+            raise ValueError(f"phase {self.name!r}: quant_bits must be in 2..16 and quant_noise in [0, 1]")
+
+    @classmethod
+    def from_config(cls, entry: Mapping[str, Any]) -> HiNeRVPhase:
+        entry = dict(entry)
+        unknown = set(entry) - set(cls.__dataclass_fields__)
+        missing = {"name", "steps", "lr", "min_lr"} - set(entry)
+        if unknown or missing:
+            raise ValueError(
+                f"phase {entry.get('name')!r}: unknown keys {sorted(unknown)}, missing {sorted(missing)}"
+            )
+        types = {"steps": int, "warmup_steps": int, "quant_bits": int, "name": str, "weights": str}
+        return cls(**{k: types.get(k, float)(v) for k, v in entry.items()})
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of the stage's ``step``-th update (0-based)."""
+        if step < self.warmup_steps:
+            return self.warmup_lr + step * (self.lr - self.warmup_lr) / self.warmup_steps
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1 + math.cos(math.pi * step / self.steps))
+
+
+@dataclass(frozen=True)
+class HiNeRVOptions:
+    """The preset's ``hinerv`` block (``method: hinerv``): how HiNeRV samples and clips.
+
+    ``patch_size`` / ``patches_per_step``: random square patches, each once an epoch (the official
+    trainer: 120 x 120, 144 a step at 1080p, i.e. one frame of pixels and 600 steps an epoch for
+    600 frames). ``lr_pixel_scaling``: the learning rates are multiplied by the pixels of a step over
+    the pixels of a frame (the official ``--auto-lr-scaling``; 1 at 1080p with 144 patches).
+    ``gradient_clip``: the gradients' global 2-norm limit. ``prune_weight``: the exponent of the
+    alive count in the pruning score ``|w| / alive**prune_weight``.
+    """
+
+    patch_size: int
+    patches_per_step: int
+    lr_pixel_scaling: bool
+    gradient_clip: float
+    prune_weight: float
+
+    def __post_init__(self) -> None:
+        if self.patch_size < 2 or self.patch_size % 2 or self.patches_per_step < 1:
+            raise ValueError("hinerv.patch_size must be even and >= 2, patches_per_step >= 1")
+        if self.gradient_clip <= 0 or self.prune_weight < 0:
+            raise ValueError("hinerv.gradient_clip must be positive and prune_weight >= 0")
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> HiNeRVOptions:
+        keys = set(cls.__dataclass_fields__)
+        if set(config) != keys:
+            raise ValueError(
+                f"hinerv: unknown keys {sorted(set(config) - keys)}, missing {sorted(keys - set(config))}"
+            )
+        return cls(
+            int(config["patch_size"]), int(config["patches_per_step"]),
+            _flag(config["lr_pixel_scaling"], "hinerv.lr_pixel_scaling"), float(config["gradient_clip"]),
+            float(config["prune_weight"]),
+        )  # fmt: skip
+
+
 @dataclass(frozen=True)
 class OverfitPreset:
     """One ``configs/overfit/<name>.yaml``: the schedule and the loop's numbers of a per-sequence fit.
@@ -230,6 +337,8 @@ class OverfitPreset:
     parameter_rdoq: ParameterRdoq | None = None
     optimizer: FitOptimizer = FitOptimizer("adam")
     distortion: str = "mse"
+    method: str = "overfit"
+    hinerv: HiNeRVOptions | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
@@ -259,7 +368,22 @@ class OverfitPreset:
                 parameter_rdoq=_optional(config, "parameter_rdoq", ParameterRdoq.from_config),
                 optimizer=_optional(config, "optimizer", FitOptimizer.from_config) or FitOptimizer("adam"),
                 distortion=str(config.get("distortion") or "mse"),
+                method=str(config.get("method") or "overfit"),
+                hinerv=_optional(config, "hinerv", HiNeRVOptions.from_config),
             )
+            if preset.method not in FIT_METHODS:
+                raise OverfitConfigError(f"{where}: method must be one of {', '.join(FIT_METHODS)}, got "
+                                         f"{preset.method!r}")  # fmt: skip
+            if (preset.method == "hinerv") != (preset.hinerv is not None):
+                raise OverfitConfigError(f"{where}: method: hinerv and the hinerv block go together")
+            if preset.method == "hinerv":
+                preset.hinerv_phases()  # every row checked now, not when the fit reaches it
+                unused = [key for key in ("parameter_search", "warmup", "parameter_rdoq") if config.get(key)]
+                if unused or config.get("optimizer"):
+                    raise OverfitConfigError(
+                        f"{where}: method hinerv trains with Adam and takes no "
+                        f"{', '.join(unused + ['optimizer'] * bool(config.get('optimizer')))}"
+                    )
         except OverfitConfigError:
             raise
         except (TypeError, ValueError) as error:
@@ -326,10 +450,26 @@ class OverfitPreset:
         """Steps between keep-best evaluations, scaled like the phases (at least one)."""
         return max(1, round(self.eval_every * self.scale))
 
+    def hinerv_phases(self) -> list[HiNeRVPhase]:
+        """The phases of a ``method: hinerv`` preset as :class:`HiNeRVPhase` rows, steps (and each
+        warm-up, in proportion) scaled like every preset's."""
+        return _hinerv_rows(self)
+
     @property
     def fit_steps(self) -> int:
         """Optimiser steps of one fit (one sequence at one rate point), the warm-up included."""
         return self.warmup_steps + sum(int(phase["steps"]) for phase in self.scaled_phases())
+
+
+def _hinerv_rows(preset: OverfitPreset) -> list[HiNeRVPhase]:
+    """The HiNeRV phases with the scaled steps; each warm-up shrinks with its phase."""
+    rows = []
+    for written, scaled in zip(preset.phases, preset.scaled_phases(), strict=True):
+        phase = HiNeRVPhase.from_config(written)
+        steps = int(scaled["steps"])
+        warmup = min(round(phase.warmup_steps * steps / phase.steps), steps - 1)
+        rows.append(replace(phase, steps=steps, warmup_steps=warmup))
+    return rows
 
 
 def _apportion(weights: list[int], total: int) -> list[int]:
