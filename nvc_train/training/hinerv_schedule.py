@@ -137,7 +137,8 @@ class HiNeRVStages(Callback):
         """What the fit did, for the codec's result extras."""
         steps = self.schedule.total_steps
         return {"evaluations": list(self.history), "total_steps": steps, "pruned": self.sparsity[0],
-                "coded_parameters": self.sparsity[1], "ms_per_step": 1e3 * self.train_seconds / steps}  # fmt: skip
+                "coded_parameters": self.sparsity[1],
+                "ms_per_step": 1e3 * self.train_seconds / steps}  # fmt: skip
 
 
 def hinerv_schedule(preset: OverfitPreset, steps_pixels: int, frame_pixels: int) -> HiNeRVSchedule:
