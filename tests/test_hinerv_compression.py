@@ -181,3 +181,23 @@ def test_grids_are_quantized_in_the_official_layout() -> None:
     assert shapes["stages.0.encoding.grids.0"] == (8, 64) and shapes["stages.2.encoding.grids.1"] == (4, 8)
     assert shapes["stages.0.blocks.0.expand.weight"] == (96, 48)
     assert quantization_axis(shapes["base_grids.grids.0"]) == 0  # one scale per channel
+
+
+def test_rate_points_are_model_sizes(repo_root: Path) -> None:
+    """configs/overfit/hinerv.yaml: rate point i fits hinerv_{s,m,l,xl,xxl}[i] (one RD curve over sizes)."""
+    from nvc_train.codecs.adaptive import AdaptiveCodec
+    from nvc_train.codecs.base import CodecError
+    from nvc_train.structure import CodingStructure
+
+    model = yaml.safe_load((repo_root / "configs" / "model" / "hinerv.yaml").read_text())
+    overfit = _preset(repo_root, "hinerv")
+    codec = AdaptiveCodec(model, overfit)
+    assert codec.rate_points == [0, 1, 2, 3, 4]
+    channels = [codec._architecture(1080, 1920, 600, CodingStructure("ra", 32, 16), rp)["channels"]
+                for rp in codec.rate_points]  # fmt: skip
+    assert channels == [280, 400, 560, 688, 864]  # S, M, L, XL, XXL: the official configs' widths
+    with pytest.raises(CodecError, match="one model per rate point"):
+        AdaptiveCodec(model, {**overfit, "rate_point_models": ["hinerv_s"]})
+    wrong = AdaptiveCodec(model, {**overfit, "rate_point_models": ["c3_tiny"] * 5})
+    with pytest.raises(CodecError, match="not the codec's HiNeRV"):
+        wrong._architecture(64, 64, 2, CodingStructure("ra", 32, 16), 0)

@@ -226,9 +226,29 @@ class AdaptiveCodec(Codec):
             log.warning("%s: no complexity figures at %dx%d: %s", self.name, width, height, error)
             return {}
 
-    def _architecture(self, height: int, width: int, frames: int, structure: CodingStructure) -> dict:
+    def _rate_point_model(self, rate_point: int | None) -> dict[str, Any]:
+        """The architecture numbers rate point ``rate_point`` fits: the preset's ``rate_point_models``
+        entry (HiNeRV's rate points are its sizes, configs/model/hinerv_{s,m,l,xl,xxl}.yaml), else the
+        codec's ``model``; a named model must be of the codec's class."""
+        names = self.preset.rate_point_models
+        if names is None or rate_point is None:
+            return self.model
+        from nvc_train.networks import named_model
+
+        try:
+            cls, numbers, _ = named_model(names[rate_point])
+        except ValueError as error:
+            raise CodecError(f"{self.name}: rate point {rate_point}: {error}") from None
+        if cls is not self.net_class:
+            raise CodecError(f"{self.name}: rate point {rate_point} names {names[rate_point]!r}, a "
+                             f"{cls.__name__}, not the codec's {self.net_class.__name__}")  # fmt: skip
+        return numbers
+
+    def _architecture(
+        self, height: int, width: int, frames: int, structure: CodingStructure, rate_point: int | None = None
+    ) -> dict:
         return {
-            **self.model,
+            **self._rate_point_model(rate_point),
             "height": height,
             "width": width,
             "num_frames": frames,
@@ -256,7 +276,9 @@ class AdaptiveCodec(Codec):
                 sequence.path, info, sequence.start_frame, info.num_frames, self.net_class.pad_multiple
             )
             torch.manual_seed(self.seed)
-            architecture = self._architecture(y.shape[-2], y.shape[-1], y.shape[0], structure)
+            architecture = self._architecture(
+                y.shape[-2], y.shape[-1], y.shape[0], structure, int(rate_point)
+            )
             net = self.net_class(**architecture)
             self._initialise(net)
             net.init_from_frames(y, uv)

@@ -318,6 +318,13 @@ class OverfitPreset:
             cost (:class:`ParameterRdoq`); needs weights that end quantized (a ``parameter_search``
             or a phase with ``parameters``). Not iterations: its cost is forward passes.
         optimizer: Adam for everything (absent), or Cool-Chic's SOAP for the network (:class:`FitOptimizer`).
+        method: ``overfit`` (absent: the framework's phases) or ``hinerv`` (HiNeRV's published
+            schedule, :mod:`nvc_train.training.hinerv_schedule`; needs the ``hinerv`` block,
+            :class:`HiNeRVOptions`, and phases of :class:`HiNeRVPhase` rows).
+        hinerv: HiNeRV's sampling, clipping and pruning numbers (``method: hinerv`` only).
+        rate_point_models: one model config name (``configs/model``) per rate point: rate point i
+            fits that architecture (HiNeRV's rate control is its model size, S..XXL) at
+            ``lambdas[i]``; absent: every rate point fits the codec's ``model``.
         distortion: the D of the loss, one of ``nvc_train.training.losses.DISTORTIONS`` (absent: ``mse``,
             6:1:1 on YUV; HiNeRV trains with ``l1_msssim_rgb``). Keep-best, the step search and the
             RDOQ measure with it too; PSNR is reported either way.
@@ -339,6 +346,7 @@ class OverfitPreset:
     distortion: str = "mse"
     method: str = "overfit"
     hinerv: HiNeRVOptions | None = None
+    rate_point_models: tuple[str, ...] | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
@@ -370,7 +378,13 @@ class OverfitPreset:
                 distortion=str(config.get("distortion") or "mse"),
                 method=str(config.get("method") or "overfit"),
                 hinerv=_optional(config, "hinerv", HiNeRVOptions.from_config),
+                rate_point_models=_optional(config, "rate_point_models", lambda v: tuple(str(n) for n in v)),
             )
+            if preset.rate_point_models is not None and len(preset.rate_point_models) != len(preset.lambdas):
+                raise OverfitConfigError(
+                    f"{where}: rate_point_models names {len(preset.rate_point_models)} models for "
+                    f"{len(preset.lambdas)} lambdas (one model per rate point)"
+                )
             if preset.method not in FIT_METHODS:
                 raise OverfitConfigError(f"{where}: method must be one of {', '.join(FIT_METHODS)}, got "
                                          f"{preset.method!r}")  # fmt: skip
