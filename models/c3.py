@@ -599,14 +599,18 @@ class C3Net(SceneAdaptiveNet):
             h, w = -(-h // 2), -(-w // 2)
         self.hyper_grids, self.ifce_grids = int(hyper_grids), int(ifce_grids)
         if not 0 <= self.hyper_grids <= self.levels or not 0 <= self.ifce_grids <= self.levels:
-            raise ValueError(f"hyper_grids and ifce_grids must be in [0, levels], got {hyper_grids}, {ifce_grids}")
+            raise ValueError(
+                f"hyper_grids and ifce_grids must be in [0, levels], got {hyper_grids}, {ifce_grids}"
+            )
         if self.hyper_grids and not self.ifce_grids:
             raise ValueError("hyper_grids need ifce_grids > 0: the IFCE is what reads the hyperlatents")
         if self.ifce_grids and int(ifce_features) < 1:
             raise ValueError(f"ifce_grids > 0 needs ifce_features >= 1, got {ifce_features}")
         if self.hyper_grids and self.levels - self.hyper_grids < self.ifce_grids:
-            raise ValueError("hyperlatents must be coarser than every grid with an IFCE "
-                             f"(levels - hyper_grids >= ifce_grids), got {levels}, {hyper_grids}, {ifce_grids}")
+            raise ValueError(
+                "hyperlatents must be coarser than every grid with an IFCE (levels - hyper_grids >= "
+                f"ifce_grids), got {levels}, {hyper_grids}, {ifce_grids}"
+            )
         if self.hyper_grids and self.shared:
             raise ValueError("hyper_grids are per-frame grids: not available with shared_latents")
         # Slots 0 .. levels-1 are the latent levels (finest first); slots levels .. are the
@@ -626,7 +630,8 @@ class C3Net(SceneAdaptiveNet):
         self.ifce_features = int(ifce_features) if self.ifce_grids else 0
         self.context_features += self.ifce_features
         self.ifce = nn.ModuleList(
-            nn.Linear(max(len(self._ifce_sources(level)), 1), self.ifce_features) for level in range(self.ifce_grids)
+            nn.Linear(max(len(self._ifce_sources(level)), 1), self.ifce_features)
+            for level in range(self.ifce_grids)
         )
         with torch.no_grad():  # small: the ARM starts from its spatial context alone
             for layer in self.ifce:
@@ -676,7 +681,7 @@ class C3Net(SceneAdaptiveNet):
         return coarser + hyper
 
     def _coarser_slots(self, slot: int) -> list[int]:
-        """The slots coarser than ``slot`` in its own chain (latent levels, or hyperlatents), nearest first."""
+        """The slots coarser than ``slot`` in its chain (latent levels, or hyperlatents), nearest first."""
         end = self.levels if slot < self.levels else len(self.slot_sizes)
         return list(range(slot + 1, end))
 
@@ -694,11 +699,8 @@ class C3Net(SceneAdaptiveNet):
         if slot >= self.ifce_grids:
             return grid.new_zeros(b, self.ifce_features, h, w)
         sources = self._ifce_sources(slot)
-        stack = torch.cat(
-            [slots[s].repeat_interleave(f, dim=2).repeat_interleave(f, dim=3)[..., :h, :w] for s, f in sources]
-            if sources else [grid.new_zeros(b, 1, h, w)],
-            dim=1,
-        )  # fmt: skip
+        columns = [slots[s].repeat_interleave(f, dim=2).repeat_interleave(f, dim=3) for s, f in sources]
+        stack = torch.cat([c[..., :h, :w] for c in columns] or [grid.new_zeros(b, 1, h, w)], dim=1)
         rows = stack.permute(0, 2, 3, 1)
         layer = self.ifce[slot]
         if not fixed:
@@ -902,7 +904,8 @@ class C3Net(SceneAdaptiveNet):
 
     def decompress_latents(self, frames: list[bytes]) -> None:
         self.entropy.update()
-        grids: list[list[Tensor | None]] = [[None] * len(self.slot_sizes) for _ in range(self.latents[0].shape[0])]
+        rows = self.latents[0].shape[0]
+        grids: list[list[Tensor | None]] = [[None] * len(self.slot_sizes) for _ in range(rows)]
         for frame in self.coding_order:
             decoder = AnsDecoder(frames[frame.poc])
             if frame.coding_index == 0 and self.shared:
