@@ -14,6 +14,7 @@ CONVERTERS: dict[str, str] = {
     "dcvc_dc": "nvc_train.convert.dcvc_dc",  # microsoft/DCVC DCVC-DC: cvpr2023_image_* / _video_*.pth.tar
     "dcvc_fm": "nvc_train.convert.dcvc_fm",  # microsoft/DCVC DCVC-FM: cvpr2024_image / _video.pth.tar
     "dcvc_rt": "nvc_train.convert.dcvc_rt",  # microsoft/DCVC DCVC-RT: cvpr2025_image / _video.pth.tar
+    "maskcrt": "nvc_train.convert.maskcrt",  # NYCU-MAPL/MaskCRT: models/PSNR/PSNR_Q2..Q5.pth.tar
     "ssf": "nvc_train.convert.ssf",  # CompressAI ssf2020 (ScaleSpaceFlow), one file per quality
 }
 """Codec name -> the module with ``add_arguments(parser)`` and ``convert(args) -> Path``."""
