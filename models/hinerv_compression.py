@@ -204,6 +204,7 @@ class HiNeRVWeightCodec(nn.Module):
             raise ValueError(f"prunable tensors {sorted(unknown)} are not coded tensors")
         self.set_bits(bits)
         self.noise_ratio = float(noise_ratio)
+        self.last_sizes: dict[str, int] = {}  # of the last payload: side information, ANS stream
         for index, name in enumerate(self.prunable):
             self.register_buffer(f"mask_{index}", torch.ones(self.shapes[name], dtype=torch.bool))
 
@@ -379,7 +380,9 @@ class HiNeRVWeightCodec(nn.Module):
             symbols = quantize(weight, scale.float(), self.bits).to(torch.int64)
             kept = symbols[mask] if mask is not None else symbols.flatten()
             self._code_block(side, stream, kept.numpy(), binary=False)
-        return bytes(side) + stream.to_bytes()
+        coded = stream.to_bytes()
+        self.last_sizes = {"side_bytes": len(side), "stream_bytes": len(coded)}  # for benches and logs
+        return bytes(side) + coded
 
     @staticmethod
     def _code_block(side: bytearray, stream: AnsEncoder, symbols: np.ndarray, binary: bool) -> None:
