@@ -3,8 +3,9 @@
 The network is the published one (github hmkx/HiNeRV, ``cfgs/models/uvg-hinerv-{s,m,l,xl,xxl}``),
 written here from its description and checked against the official code: same layers, same
 parameter shapes and counts, same multiply-accumulates (``tests/test_hinerv_official.py``). Its
-weights (grids included) are coded by :class:`models.adaptive.SceneAdaptiveNet`, so this file is
-architecture only.
+weights (grids included) are pruned, quantized and coded as HiNeRV does it
+(:mod:`models.hinerv_compression`, through :meth:`HiNeRV.parameter_coder`); HiNeRV's training
+schedule is ``configs/overfit/hinerv.yaml`` (:mod:`nvc_train.training.hinerv_schedule`).
 
 Data flow of one frame t (sizes for HiNeRV-M at 1080p, 600 frames)::
 
