@@ -312,7 +312,7 @@ class HiNeRVWeightCodec(nn.Module):
         for name, shape in self.shapes.items():
             weight = params[name].reshape(shape)
             if name in masks:
-                weight = weight * masks[name].to(weight.dtype)
+                weight = weight * masks[name].to(weight.device, weight.dtype)  # masks may sit elsewhere
             if weight.dim() < 2 and mode == "dequantize":  # biases travel as float16
                 out[name] = weight.detach().half().to(weight.dtype)
                 bits = bits + 16.0 * weight.numel()
@@ -341,7 +341,7 @@ class HiNeRVWeightCodec(nn.Module):
         """Empirical entropy of the kept symbols plus the scales and histogram (a close estimate of
         what :meth:`compress` writes for this tensor)."""
         masks = self.masks()
-        kept = symbols[masks[name]] if name in masks else symbols.flatten()
+        kept = symbols[masks[name].to(symbols.device)] if name in masks else symbols.flatten()
         _, counts = torch.unique(kept, return_counts=True)
         p = counts.double() / counts.sum()
         entropy = float(-(counts.double() * torch.log2(p)).sum())
