@@ -58,6 +58,7 @@ both run (never the training path's convolutions, whose summation order differs)
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 import zlib
@@ -73,7 +74,7 @@ from models.adaptive import GEOMETRY_FIELDS, QuantizerState, SceneAdaptiveNet
 from models.hinerv import LAYER_NORM_EPS, ConvNeXtBlock, Stage, TemporalGrids
 from models.registry import register_network
 from nvc_train.bitstream.architecture import ArchitectureField
-from nvc_train.entropy.coder import AnsDecoder, AnsEncoder, EntropyCoderError
+from nvc_train.entropy.coder import MAX_HALF_RANGE, AnsDecoder, AnsEncoder, EntropyCoderError, _cdf_tables
 from nvc_train.entropy.gaussian import GaussianConditional, gaussian_bin_mass
 from nvc_train.entropy.ops import lower_bound
 from nvc_train.entropy.param_coding import ParamCodingError
@@ -96,21 +97,78 @@ _SIDE_INIT = {"grid_steps": -4.0, "layer_steps": -4.0, "layer_means": -8.0, "lay
               "context": -8.0}  # fmt: skip
 _SIDE_STEP_RANGE = (-24, 4)
 _LOG2_STEP_RANGE = (-40.0, 16.0)  # a parameter's step stays within 2**-40 .. 2**16
+# The smallest step init_steps gives: zero-initialised biases and the grids' +-1e-3 start would
+# otherwise get steps of 2**-37 or 2**-17, whose symbols grow past any table once they train (and
+# whose rate estimate, on the probability floor, has no gradient to bring them back).
+_INIT_MIN_LOG2_STEP = -8.0
 _MIN_SCALE = 0.04  # smallest Gaussian scale (in steps) of the rate estimate and the tables
 _BIT_FLOOR = 1e-9  # probability floor of the rate estimate
 
 
-def _coding_tables() -> GaussianConditional:
-    """The zero-mean Gaussian tables every NVRC symbol is coded with (scales in steps)."""
-    tables = GaussianConditional(scale_min=_MIN_SCALE, scale_max=2048.0, num_scales=128)
+_MEAN_FRACTIONS = 8  # tables per scale level, one per eighth of the mean's fractional part
+
+
+class _MeanGaussianTables(GaussianConditional):
+    """Integer tables of ``N(fraction, scale)`` for 128 scale levels x 8 mean fractions.
+
+    A symbol is ``q - floor(mean)``, coded with the row of (the scale's level, the eighth its mean's
+    fraction falls in), whose Gaussian sits at that eighth's centre: the mean's fraction is kept to
+    1/16 (a zero-mean table would lose up to half a step of it, and most bits at small scales). The
+    scale level is :meth:`GaussianConditional.scale_indexes`' (comparisons only); the fraction's
+    eighth is ``floor(8 * (mean - floor(mean)))``, the same float ops on both sides.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(scale_min=_MIN_SCALE, scale_max=2048.0, num_scales=128)
+
+    def update(self) -> None:
+        levels = self.scale_table.detach().cpu().to(torch.float64)
+        z = -float(torch.special.ndtri(torch.tensor(self.tail_mass / 2, dtype=torch.float64)))
+        half = torch.clamp(torch.ceil(levels * z), 1, MAX_HALF_RANGE - 1).to(torch.int64)
+        centres = (torch.arange(_MEAN_FRACTIONS, dtype=torch.float64) + 0.5) / _MEAN_FRACTIONS
+        half = half.repeat_interleave(_MEAN_FRACTIONS)
+        scale = levels.repeat_interleave(_MEAN_FRACTIONS)
+        centre = centres.repeat(len(levels))
+        lengths = 2 * half + 2  # symbols -half .. half + 1 (the mean lies in [0, 1))
+        entry = torch.arange(int(lengths.max()), dtype=torch.int64)[None, :]
+        symbols = (entry - half[:, None]).to(torch.float64)
+        pmf = gaussian_bin_mass(symbols - centre[:, None], scale[:, None])
+        pmf = torch.where(entry < lengths[:, None], pmf, torch.zeros_like(pmf))
+        below = 0.5 * torch.special.erfc((half.to(torch.float64) + 0.5 + centre) / (scale * math.sqrt(2.0)))
+        above = 0.5 * torch.special.erfc((half.to(torch.float64) + 1.5 - centre) / (scale * math.sqrt(2.0)))
+        cdf, cdf_length = _cdf_tables(pmf.numpy(), lengths.numpy(), (below + above).numpy())
+        self._set_tables(cdf, cdf_length, (-half).numpy())
+
+    def rows(self, means: Tensor, scales: Tensor) -> tuple[Tensor, np.ndarray]:
+        """``(floor(means), table row of each symbol)``: the part both coding directions share."""
+        floor = torch.floor(means)
+        eighth = torch.clamp(torch.floor((means - floor) * _MEAN_FRACTIONS), 0, _MEAN_FRACTIONS - 1)
+        level = self._level_of(scales).astype(np.int64)
+        return floor, level * _MEAN_FRACTIONS + eighth.to(torch.int64).numpy()
+
+
+@functools.lru_cache(maxsize=1)
+def _coding_tables() -> _MeanGaussianTables:
+    """The tables every NVRC symbol is coded with (scales and means in steps); built once a process
+    (about a second), read-only after."""
+    tables = _MeanGaussianTables()
     tables.update()
     return tables
 
 
 def _bits(distance: Tensor, scale: Tensor) -> Tensor:
-    """Estimated bits of integer bins at ``distance`` from a Gaussian's mean (scale in steps)."""
-    mass = gaussian_bin_mass(distance, lower_bound(scale, _MIN_SCALE))
-    return -torch.log2(lower_bound(mass, _BIT_FLOOR)).sum()
+    """Estimated bits of integer bins at ``distance`` from a Gaussian's mean (scale in steps).
+
+    Far in the tail, where the bin mass underflows, the density's bits take over: they keep a
+    gradient that pulls the mean and scale towards a value the model had put out of reach.
+    """
+    scale = lower_bound(scale, _MIN_SCALE)
+    mass = gaussian_bin_mass(distance, scale)
+    density_bits = (distance / scale) ** 2 * (0.5 / math.log(2.0)) + torch.log2(
+        scale * math.sqrt(2 * math.pi)
+    )
+    bin_bits = -torch.log2(mass.clamp_min(_BIT_FLOOR))
+    return torch.where(mass > _BIT_FLOOR, bin_bits, torch.maximum(density_bits, bin_bits.detach())).sum()
 
 
 def _snap_log2(value: Tensor, low: float, high: float) -> Tensor:
@@ -315,7 +373,7 @@ class NVRCCoder(nn.Module):
             return 1, shape[0]
         return shape[0], math.prod(shape[1:])
 
-    def tables(self) -> GaussianConditional:
+    def tables(self) -> _MeanGaussianTables:
         if self._tables is None:
             object.__setattr__(self, "_tables", _coding_tables())
         return self._tables  # type: ignore[return-value]
@@ -374,18 +432,19 @@ class NVRCCoder(nn.Module):
             blocks = self._to_blocks(self._checked(params, name).detach().float(), g)  # (N, bt, bh, bw)
             peak = blocks.abs().amax(dim=(1, 2, 3)).clamp_min(2.0**-30) / levels
             step = self.grid_log2_step[g]
-            step.copy_(torch.log2(peak).clamp(*_LOG2_STEP_RANGE).view(step.shape))
+            step.copy_(torch.log2(peak).clamp(_INIT_MIN_LOG2_STEP, _LOG2_STEP_RANGE[1]).view(step.shape))
             deviation = float(params[name].detach().float().std().clamp_min(2.0**-30))
             self.grid_reference[g] = int(round(math.log2(deviation)))
         layer = self.layer
         for i, name in enumerate(self.layer_names):
             w = self._checked(params, name).detach().float()
             peak = float(w.abs().max().clamp_min(2.0**-30)) / levels
-            layer["step_out"][i].fill_(max(min(math.log2(peak), _LOG2_STEP_RANGE[1]), _LOG2_STEP_RANGE[0]))
+            layer["step_out"][i].fill_(max(min(math.log2(peak), _LOG2_STEP_RANGE[1]), _INIT_MIN_LOG2_STEP))
             layer["step_in"][i].zero_()
             layer["mean_out"][i].zero_()
             layer["mean_in"][i].zero_()
-            layer["scale_out"][i].fill_(math.log2(max(float(w.std()) if w.numel() > 1 else peak, 2.0**-30)))
+            spread = float(w.std()) if w.numel() > 1 else 0.0
+            layer["scale_out"][i].fill_(math.log2(max(spread, 2.0**_INIT_MIN_LOG2_STEP)))
             layer["scale_in"][i].zero_()
 
     def _checked(self, params: Mapping[str, Tensor], name: str) -> Tensor:
@@ -645,24 +704,28 @@ def _side_gaussian(symbols: Tensor) -> tuple[float, float]:
 class _Stream:
     """One ANS stream coded or decoded by the same calls: ``code(symbols or None, means, scales)``.
 
-    The symbol sent is ``q - round(mean)`` under the zero-mean table of the scale's level; the
-    value returned is ``q`` (float32), equal on both sides.
+    The value returned is ``q`` (float32), equal on both sides (see :class:`_MeanGaussianTables`).
     """
 
-    def __init__(self, tables: GaussianConditional, coder: AnsEncoder | AnsDecoder) -> None:
+    def __init__(self, tables: _MeanGaussianTables, coder: AnsEncoder | AnsDecoder) -> None:
         self.tables, self.coder = tables, coder
 
     def code(self, symbols: Tensor | None, means: Tensor, scales: Tensor) -> Tensor:
         means = means.detach().to(torch.float32).reshape(-1)
-        scales = scales.detach().to(torch.float32).reshape(-1).clamp_min(_MIN_SCALE)
+        scales = scales.detach().to(torch.float32).reshape(-1)
+        if not (torch.isfinite(means).all() and torch.isfinite(scales).all()):
+            raise ParamCodingError("a Gaussian mean or scale is not finite: the parameters cannot be coded")
         if means.numel() == 0:
             return means
-        offset = torch.round(means)
+        floor, rows = self.tables.rows(means, scales)
+        total = len(self.tables.scale_table) * _MEAN_FRACTIONS
         if isinstance(self.coder, AnsEncoder):
             assert symbols is not None
-            self.tables.encode_into(self.coder, symbols.reshape(-1).float() - offset, scales)
-            return symbols.reshape(-1).float()
-        return self.tables.decode_from(self.coder, scales) + offset
+            q = symbols.reshape(-1).float()
+            self.tables._encode_into(self.coder, self.tables._symbols(q - floor, None), rows, total)
+            return q
+        decoded = self.tables._decode_from(self.coder, rows, total)
+        return torch.from_numpy(np.ascontiguousarray(decoded, dtype=np.int64)).to(torch.float32) + floor
 
 
 # ---- the network -------------------------------------------------------------------------------
