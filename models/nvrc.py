@@ -33,9 +33,10 @@ Chosen here (the paper does not say, or the framework differs)
       zero); its weights are shared by the channels of a grid level; it reads the values scaled by a
       per-level power of two ``2**-r`` (sent, one byte) and outputs ``mu / 2**r`` and
       ``log2(sigma) - r``;
-    * the coded symbol is ``q - round(mu / step)`` under a zero-mean table of the nearest of 128
-      log-spaced scales (the project's :class:`~nvc_train.entropy.gaussian.GaussianConditional`
-      tables): the fraction of the mean is dropped at coding (not in the rate estimate);
+    * the coded symbol is ``q - floor(mu / step)`` under the table of (the nearest of 128 log-spaced
+      scales, the eighth of ``mu / step``'s fraction): the mean is kept to 1/16 of a step at coding
+      (exactly in the rate estimate, which uses the density's bits far in the tail);
+    * steps start no finer than 2**-8 (zero-initialised biases, +-1e-3 grids);
     * side information is grouped by kind (grid steps, layer steps, layer means, layer scales, one
       group per context model) with one psi per group (the paper: per tensor); psi's step is a power
       of two, its Gaussian is fitted (mean and deviation of the symbols) rather than learned;
@@ -43,7 +44,7 @@ Chosen here (the paper does not say, or the framework differs)
       the parameter counts match Table 7 within 0.7% for S1..S4 (without it they are 7% short);
     * the local grids' per-stage channel factor 0.5 of HiNeRV is kept (Table 7 does not list it);
       expansions (4, 4, 4, 1), depths (3, 3, 3, 1), strides (3, 2, 2, 2) read from a table whose
-      extraction is garbled (see the notes); the grid keeps ``min(T_grid, frames)`` slices;
+      extraction is garbled; the grid keeps ``min(T_grid, frames)`` slices;
     * whole frames per step, not 120 x 120 patches; YUV 4:2:0 planes from an RGB head through the
       same matrix as ``hinerv`` with the project's 6:1:1 MSE as D (the paper trains YUV 4:4:4 with a
       geometric-mean MSE and MS-SSIM term); no alternating R/D steps, no L2 term, no gradient
