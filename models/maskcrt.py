@@ -49,7 +49,8 @@ point of one RD curve. ``train.py model=maskcrt`` trains one model; give its lam
 
 Deliberate differences from the released code: symbols are clamped to the int8 range and coded by
 this framework's rANS coder (one stream per frame: motion ``z``, motion ``y``, residual ``z``,
-residual ``y`` in four steps); frames enter and leave as YUV 4:2:0 (BT.709, as
+residual ``y`` in four steps; the P frame's estimated bits keep CompressAI's likelihood floor 1e-9,
+:class:`LatentCoder`); frames enter and leave as YUV 4:2:0 (BT.709, as
 :func:`models.ssf.yuv420_to_rgb`); training uses no stochastic depth (the released coders set
 ``drop_path_rate`` 0.1) and feeds the synthesis straight-through rounded latents and noisy
 likelihoods for every latent.
