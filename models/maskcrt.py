@@ -51,9 +51,8 @@ Deliberate differences from the released code: symbols are clamped to the int8 r
 this framework's rANS coder (one stream per frame: motion ``z``, motion ``y``, residual ``z``,
 residual ``y`` in four steps; the P frame's estimated bits keep CompressAI's likelihood floor 1e-9,
 :class:`LatentCoder`); frames enter and leave as YUV 4:2:0 (BT.709, as
-:func:`models.ssf.yuv420_to_rgb`); training uses no stochastic depth (the released coders set
-``drop_path_rate`` 0.1) and feeds the synthesis straight-through rounded latents and noisy
-likelihoods for every latent.
+:func:`models.ssf.yuv420_to_rgb`); training feeds the synthesis straight-through rounded latents
+and noisy likelihoods for every latent.
 """
 
 from __future__ import annotations
@@ -142,6 +141,7 @@ class MaskCRTConfig(CodecConfig):
     ctm_depth: int  # channel-attention blocks around the residual latent
     ctm_heads: int
     mlp_ratio: float
+    drop_path_rate: float  # Swin blocks' stochastic depth in training, the last block's rate (official: 0.1)
     prior_filters: int  # temporal prior network width (official: 128)
     prior_fusion_channels: int  # hidden width of the prior fusion (official: 640)
     num_q: int  # 1: one rate point per model (MaskCRTSet holds several)
@@ -164,6 +164,8 @@ class MaskCRTConfig(CodecConfig):
             ):
                 if dim % heads:
                     raise ValueError(f"{prefix}_dims {dim} must be a multiple of its heads {heads}")
+        if not 0.0 <= self.drop_path_rate < 1.0:
+            raise ValueError(f"drop_path_rate must lie in [0, 1), got {self.drop_path_rate}")
         if self.residual_dims[-1] % self.ctm_heads:
             raise ValueError("residual_dims[-1] must be a multiple of ctm_heads")
 
@@ -401,9 +403,11 @@ class Mlp(nn.Module):
 class JointSwinBlock(nn.Module):
     """A (shifted) window block on the token sequence ``[content; condition]`` (B, 2HW, C)."""
 
-    def __init__(self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, window: int, shift: int, mlp_ratio: float, drop_path: float
+    ) -> None:
         super().__init__()
-        self.window, self.shift = window, shift
+        self.window, self.shift, self.drop_path = window, shift, drop_path
         self.norm1 = nn.LayerNorm(dim)
         self.attn = JointWindowAttention(dim, window, heads)
         self.norm2 = nn.LayerNorm(dim)
@@ -436,8 +440,16 @@ class JointSwinBlock(nn.Module):
             if self.shift:
                 part = torch.roll(part, shifts=(self.shift, self.shift), dims=(1, 2))
             merged.append(part.reshape(b, h * w, c))
-        tokens = tokens + torch.cat(merged, dim=1)
-        return tokens + self.mlp(self.norm2(tokens))
+        tokens = tokens + self.dropped(torch.cat(merged, dim=1))
+        return tokens + self.dropped(self.mlp(self.norm2(tokens)))
+
+    def dropped(self, branch: Tensor) -> Tensor:
+        """Stochastic depth in training: the branch of a random ``drop_path`` share of the items is
+        dropped, the others' scaled up (timm's ``DropPath``, as the released blocks)."""
+        if not self.training or self.drop_path == 0.0:
+            return branch
+        keep = 1.0 - self.drop_path
+        return branch * branch.new_empty(branch.shape[0], 1, 1).bernoulli_(keep) / keep
 
 
 class BottleneckResidual(nn.Sequential):
@@ -456,10 +468,12 @@ class BottleneckResidual(nn.Sequential):
 class CondLayer(nn.Module):
     """The official ``CondBasicLayer``: condition lifted, joint blocks, the two streams fused."""
 
-    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float, drop_path: float
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            JointSwinBlock(dim, heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio)
+            JointSwinBlock(dim, heads, window, 0 if i % 2 == 0 else window // 2, mlp_ratio, drop_path)
             for i in range(depth)
         )
         self.cond_blocks = nn.ModuleList([nn.Sequential(conv(dim, dim, 3), BottleneckResidual(dim))])
@@ -479,9 +493,11 @@ class CondLayer(nn.Module):
 class CRSTB(nn.Module):
     """Conditional residual Swin stage: ``x + CondLayer(x, cond)``."""
 
-    def __init__(self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float) -> None:
+    def __init__(
+        self, dim: int, depth: int, heads: int, window: int, mlp_ratio: float, drop_path: float
+    ) -> None:
         super().__init__()
-        self.cond_layer = CondLayer(dim, depth, heads, window, mlp_ratio)
+        self.cond_layer = CondLayer(dim, depth, heads, window, mlp_ratio, drop_path)
 
     def forward(self, x: Tensor, cond: Tensor) -> Tensor:
         return x + self.cond_layer(x, cond)
@@ -576,6 +592,7 @@ class SwinCoderNumbers:
     heads: tuple[int, ...]
     windows: tuple[int, ...]
     mlp_ratio: float
+    drop_path_rate: float
     ctm_depth: int  # 0: no channel-attention stage
     ctm_heads: int
     prior_filters: int
@@ -588,9 +605,17 @@ class SwinCoderNumbers:
 
         return cls(
             in_ch, get("dims"), get("hyper_dims"), get("scales"), get("kernels"), get("depths"), get("heads"),
-            get("windows"), config.mlp_ratio, config.ctm_depth if ctm else 0, config.ctm_heads,
-            config.prior_filters, config.prior_fusion_channels,
+            get("windows"), config.mlp_ratio, config.drop_path_rate, config.ctm_depth if ctm else 0,
+            config.ctm_heads, config.prior_filters, config.prior_fusion_channels,
         )  # fmt: skip
+
+    def stage_drop_paths(self, depths: Sequence[int]) -> list[float]:
+        """Each stage's stochastic-depth rate, stages in ``depths``' order. The released rule: rates
+        linear from 0 to ``drop_path_rate`` over all blocks, and every block of a stage takes its
+        first block's (the official ``CRSTB`` passes ``drop_path[0]`` on)."""
+        blocks = sum(depths)
+        rates = [self.drop_path_rate * k / max(blocks - 1, 1) for k in range(blocks)]
+        return [rates[sum(depths[:i])] for i in range(len(depths))]
 
 
 class CondAnalysis(nn.Module):
@@ -600,11 +625,11 @@ class CondAnalysis(nn.Module):
         super().__init__()
         widths = (n.in_ch, *n.dims)
         self.stages = len(n.dims)
+        drop = n.stage_drop_paths(n.depths)
         for i in range(self.stages):
             self.add_module(f"conv{i}", conv(widths[i], widths[i + 1], n.kernels[i], n.scales[i]))
-            self.add_module(
-                f"swin{i}", CRSTB(widths[i + 1], n.depths[i], n.heads[i], n.windows[i], n.mlp_ratio)
-            )
+            swin = CRSTB(widths[i + 1], n.depths[i], n.heads[i], n.windows[i], n.mlp_ratio, drop[i])
+            self.add_module(f"swin{i}", swin)
         if n.ctm_depth:
             self.conv_for_ctm = conv(n.dims[-1], n.dims[-1], n.kernels[-1])
             self.ctm = CTM(n.dims[-1], n.ctm_depth, n.ctm_heads, n.mlp_ratio)
@@ -627,9 +652,11 @@ class CondSynthesis(nn.Module):
         if n.ctm_depth:
             self.ctm = CTM(dims[0], n.ctm_depth, n.ctm_heads, n.mlp_ratio)
             self.deconv_for_ctm = deconv(dims[0], dims[0], n.kernels[-1], 1)
+        drop = n.stage_drop_paths(n.depths[::-1])
         for i in range(self.stages):
             j = self.stages - 1 - i  # the analysis stage this one mirrors
-            self.add_module(f"swin{i}", CRSTB(dims[i], n.depths[j], n.heads[j], n.windows[j], n.mlp_ratio))
+            swin = CRSTB(dims[i], n.depths[j], n.heads[j], n.windows[j], n.mlp_ratio, drop[i])
+            self.add_module(f"swin{i}", swin)
             self.add_module(f"deconv{i}", deconv(widths[i], widths[i + 1], n.kernels[j], n.scales[j]))
 
     def forward(self, y_hat: Tensor, conds: list[Tensor]) -> Tensor:

@@ -104,6 +104,27 @@ def test_complexity_counts_the_official_kmac_per_pixel():
         assert counted == pytest.approx(official, rel=0.02), (frame_type, counted)
 
 
+def test_stochastic_depth_follows_the_released_rule():
+    """Rates linear from 0 to 0.1 over a coder's blocks, each stage at its first block's rate
+    (residual depths 4, 4, 2: analysis 0, 0.4/9, 0.8/9; synthesis, depths 2, 4, 4: 0, 0.2/9, 0.6/9)."""
+    with torch.device("meta"):
+        net = models.build_model("maskcrt")
+    coder = net.inter.Residual.net
+
+    def stage_rates(transform: torch.nn.Module) -> list[float]:
+        return [getattr(transform, f"swin{i}").cond_layer.blocks[0].drop_path for i in range(3)]
+
+    assert stage_rates(coder.analysis) == pytest.approx([0.0, 0.4 / 9, 0.8 / 9])
+    assert stage_rates(coder.synthesis) == pytest.approx([0.0, 0.2 / 9, 0.6 / 9])
+    block = coder.analysis.swin2.cond_layer.blocks[1]
+    branch = torch.ones(256, 3, 2)
+    assert torch.equal(block.eval().dropped(branch), branch)  # coding never drops
+    torch.manual_seed(0)
+    dropped = block.train().dropped(branch)
+    kept = dropped[:, 0, 0] != 0
+    assert 0 < int(kept.sum()) < 256 and torch.allclose(dropped[kept], torch.tensor(1 / (1 - 0.8 / 9)))
+
+
 def test_config_refuses_what_maskcrt_does_not_have():
     numbers = models.model_config(TINY)
     numbers.pop("_target_")
