@@ -318,10 +318,14 @@ def _run_equivalence(net: Any, run: dict[str, Any]) -> list[str]:
 @needs_model
 @pytest.mark.parametrize("quality", QUALITIES)
 def test_converted_model_reproduces_the_official_code(converted: Path, quality: int):
-    """Pictures to 1e-4 on [0, 1] and ideal bits to 0.1 % on I + 3 P frames (first-P and later-P)."""
+    """Pictures to 1e-4 on [0, 1] and ideal bits to 0.1 % on I + 3 P frames (first-P and later-P).
+    Measured (2-core CPU, torch 2.14.1): pictures within 8e-7, bits ratios 1.00000 at Q2, Q3 and Q5
+    (with the escape floor 2**-16 that models/maskcrt.py had before 9ca0abf, Q5's P frames were
+    0.2-0.8 % under: its fill puts some symbols in the far tails)."""
     net = _model(str(converted))
     member = net.members[QUALITIES.index(quality)]
-    problems = _run_equivalence(member, _outputs()[f"{SIZE}_Q{quality}"])
+    run = _outputs()[f"{SIZE}_Q{quality}"]
+    problems = _run_equivalence(member, run)
     assert not problems, "\n".join(problems)
 
 
