@@ -954,6 +954,19 @@ class NVRC(SceneAdaptiveNet):
             peak = max(peak, height * width * channels * max(1.0, expansion))
         return int(peak * 4 * 4)
 
+    def decode_memory_bytes(self) -> int:
+        """The base estimate plus the coder's: the grids' position-by-position state (each padded grid
+        element holds its value and two hidden vectors of the context model's width, float32) and the
+        coding tables (128 scales x 8 mean fractions x up to 4096 symbols, int32)."""
+        block = self.architecture["grid_block"]
+        width = self.architecture["context_width"]
+        padded = 0
+        for grid in self.stem.grids:
+            t, h, w, c = grid.shape
+            padded += math.prod(-(-n // b) * b for n, b in zip((t, h, w), block, strict=True)) * c
+        tables = 128 * _MEAN_FRACTIONS * 2 * MAX_HALF_RANGE * 4
+        return super().decode_memory_bytes() + int(1.25 * (padded * (2 * width + 2) * 4 + tables))
+
     def complexity(self) -> dict[str, float]:
         from nvc_train.complexity import count_macs
 
