@@ -49,8 +49,8 @@ point of one RD curve. ``train.py model=maskcrt`` trains one model; give its lam
 
 Deliberate differences from the released code: symbols are clamped to the int8 range and coded by
 this framework's rANS coder (one stream per frame: motion ``z``, motion ``y``, residual ``z``,
-residual ``y`` in four steps; the P frame's estimated bits keep CompressAI's likelihood floor 1e-9,
-:class:`LatentCoder`); frames enter and leave as YUV 4:2:0 (BT.709, as
+residual ``y`` in four steps; the P frame's rate keeps CompressAI's likelihood floor 1e-9, the
+estimate beside a file the escape cost: :class:`LatentCoder`); frames enter and leave as YUV 4:2:0 (BT.709, as
 :func:`models.ssf.yuv420_to_rgb`); training feeds the synthesis straight-through rounded latents
 and noisy likelihoods for every latent.
 """
@@ -69,7 +69,7 @@ from torch import Tensor, nn
 from models.base import CodecConfig, FrameOutput, NeuralVideoCodec, likelihood_bits
 from models.dcvc_dc import IntraModel as DCIntraModel
 from models.dcvc_fm import Block, flow_warp
-from models.dcvc_rt import NextParams, SpatialContextCoder
+from models.dcvc_rt import ESCAPE_LIKELIHOOD, NextParams, SpatialContextCoder
 from models.registry import register_network
 from models.ssf import MedianBottleneck, rgb_to_yuv420, yuv420_to_rgb
 from nvc_train.entropy import AnsDecoder, AnsEncoder, GaussianConditional
@@ -286,15 +286,15 @@ def hyper_latent(bottleneck: MedianBottleneck, z: Tensor, training: bool) -> tup
 
 
 class LatentCoder(SpatialContextCoder):
-    """dcvc_rt's step-by-step latent coder with the released code's likelihood floor (1e-9).
+    """dcvc_rt's step-by-step latent coder, whose rate counts as the released code's does.
 
-    The framework's floor is the escape cost (2^-16: what a symbol outside the tables costs in the
-    file); MaskCRT was trained, and its ideal bits are counted, with CompressAI's 1e-9, so a symbol
-    the model gives almost no mass counts up to 29.9 bits here, as in the official rate (measured on
-    the fixtures at Q5: P-frame bits 0.2-0.8 % under the official with the escape floor, equal with
-    this one). The coding itself is unchanged; the estimate of an untrained model, which gives many
-    symbols almost no mass, then exceeds the file (maskcrt_tiny, seed 0, a 64x128 P frame: 4729
-    estimated bits, 4272 in the file).
+    Two floors of a symbol's likelihood, each where it is the truth. ``forward`` (training and the
+    estimated rate of evaluation) keeps CompressAI's 1e-9, MaskCRT's rate term: a symbol the model
+    gives almost no mass counts up to 29.9 bits, as in the official ideal bits (measured on the
+    fixtures at Q5: the P frames' bits 0.2-0.8 % under the official with the escape floor, equal with
+    1e-9). ``encode_into`` estimates what the file will hold, so there the floor is the escape cost
+    of such a symbol (2^-16, the framework's; maskcrt_tiny, seed 0, a 64x128 P frame: 4729 bits
+    with 1e-9, 4272 in the file). The symbols coded are the same either way.
     """
 
     def __init__(self) -> None:
@@ -305,6 +305,21 @@ class LatentCoder(SpatialContextCoder):
             num_scales=GAUSSIAN_SCALES,
             likelihood_bound=LIKELIHOOD_BOUND,
         )
+
+    def encode_into(
+        self,
+        encoder: AnsEncoder,
+        y: Tensor,
+        first: tuple[Tensor, Tensor],
+        next_params: NextParams,
+        masks: Sequence[Tensor],
+    ) -> tuple[Tensor, Tensor]:
+        """The base class's coding, its estimate counted at the escape floor (the file's cost)."""
+        self.gaussian.likelihood_bound = ESCAPE_LIKELIHOOD
+        try:
+            return super().encode_into(encoder, y, first, next_params, masks)
+        finally:
+            self.gaussian.likelihood_bound = LIKELIHOOD_BOUND
 
 
 def single_step(index: int, y_hat: Tensor) -> tuple[Tensor, Tensor]:
