@@ -33,6 +33,12 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from torch import Tensor, nn
 
+from nvc_train.training.overfit_module import (
+    OverfitModule,
+    SequenceFit,
+    build_fit_trainer,
+    build_sequence_data,
+)
 from nvc_train.training.presets import FitSettings, HiNeRVPhase, OverfitPreset
 
 log = logging.getLogger(__name__)
@@ -163,8 +169,6 @@ def fit_hinerv(
     seed: int,
 ) -> Any:
     """One HiNeRV fit of ``net`` to ``y``, ``uv``: a :class:`~nvc_train.training.overfit.SequenceFit`."""
-    from nvc_train.training.overfit import OverfitModule, SequenceFit, build_fit_trainer, build_sequence_data
-
     assert preset.hinerv is not None
     options = preset.hinerv
     started = time.perf_counter()
