@@ -48,6 +48,7 @@ __all__ = [
     "CodecConfig",
     "FrameOutput",
     "LatentCodec",
+    "MemberSet",
     "NeuralVideoCodec",
     "PayloadError",
     "eval_mode",
@@ -443,3 +444,28 @@ def unpack_stream(data: bytes, tag: int) -> bytes:
     if len(data) == 1:
         raise PayloadError("frame payload truncated: a type tag and no coded data")
     return data[1:]
+
+
+class MemberSet(NeuralVideoCodec):
+    """Several single-rate codecs as one: rate point ``i`` is ``self.members[i]`` (set by the subclass).
+
+    Some codecs are published as one model per quality (CompressAI's ssf2020, MaskCRT's Q2..Q5); a
+    benchmark wants one codec with several rate points. A subclass builds ``members`` and its
+    ``forward_frame`` (how a batch of mixed rate points is routed); coding a frame is the chosen
+    member's own, at its single rate point.
+    """
+
+    members: nn.ModuleList
+
+    def encode_frame(self, y: Tensor, uv: Tensor, q_index: int, ref: Any) -> tuple[bytes, FrameOutput]:
+        return self.members[q_index].encode_frame(y, uv, 0, ref)
+
+    def decode_frame(
+        self, stream: bytes, q_index: int, ref: Any, height: int, width: int
+    ) -> tuple[Tensor, Tensor, Any]:
+        return self.members[q_index].decode_frame(stream, 0, ref, height, width)
+
+    def complexity(self) -> dict[str, float]:
+        """Parameters of all members, and the intra / inter split of one (what a frame runs)."""
+        one = self.members[0].complexity()
+        return {**one, "params_m": sum(p.numel() for p in self.parameters()) / 1e6}

@@ -66,7 +66,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from models.base import CodecConfig, FrameOutput, NeuralVideoCodec, likelihood_bits
+from models.base import CodecConfig, FrameOutput, MemberSet, NeuralVideoCodec, likelihood_bits
 from models.dcvc_dc import IntraModel as DCIntraModel
 from models.dcvc_fm import Block, flow_warp
 from models.dcvc_rt import ESCAPE_LIKELIHOOD, NextParams, SpatialContextCoder
@@ -1198,7 +1198,7 @@ class MaskCRT(NeuralVideoCodec):
 
 
 @register_network
-class MaskCRTSet(NeuralVideoCodec):
+class MaskCRTSet(MemberSet):
     """Several single-rate :class:`MaskCRT` models as one codec: rate point ``i`` is ``members.<i>``.
 
     MaskCRT publishes one model per quality (Q2 .. Q5); ``intra_anchors[i]`` is the intra anchor of
@@ -1231,21 +1231,6 @@ class MaskCRTSet(NeuralVideoCodec):
         if len(points) != 1:
             raise ValueError(f"a MaskCRTSet codes one rate point per call, got q_index {points}")
         return self.members[points[0]].forward_frame(y, uv, 0, ref)
-
-    def encode_frame(
-        self, y: Tensor, uv: Tensor, q_index: int, ref: Reference | None
-    ) -> tuple[bytes, FrameOutput]:
-        return self.members[q_index].encode_frame(y, uv, 0, ref)
-
-    def decode_frame(
-        self, stream: bytes, q_index: int, ref: Reference | None, height: int, width: int
-    ) -> tuple[Tensor, Tensor, Reference]:
-        return self.members[q_index].decode_frame(stream, 0, ref, height, width)
-
-    def complexity(self) -> dict[str, float]:
-        """Parameters of all members, and the intra / inter split of one (what a frame runs)."""
-        one = self.members[0].complexity()
-        return {**one, "params_m": sum(p.numel() for p in self.parameters()) / 1e6}
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -96,6 +96,7 @@ from models.base import (
     CodecConfig,
     FrameOutput,
     LatentCodec,
+    MemberSet,
     NeuralVideoCodec,
     likelihood_bits,
     quantize_gaussian,
@@ -701,7 +702,7 @@ class ScaleSpaceFlow(NeuralVideoCodec):
 
 
 @register_network
-class ScaleSpaceFlowSet(NeuralVideoCodec):
+class ScaleSpaceFlowSet(MemberSet):
     """Several single-rate :class:`ScaleSpaceFlow` models as one codec: ``q_index`` picks the model.
 
     CompressAI publishes ssf2020 as one model per quality (1-9, the same architecture); a
@@ -750,21 +751,6 @@ class ScaleSpaceFlowSet(NeuralVideoCodec):
             bits=merged([o.bits for o in outputs]),
             ref=Reference(merged([o.ref.frame for o in outputs])),
         )
-
-    def encode_frame(
-        self, y: Tensor, uv: Tensor, q_index: int, ref: Reference | None
-    ) -> tuple[bytes, FrameOutput]:
-        return self.members[q_index].encode_frame(y, uv, 0, ref)
-
-    def decode_frame(
-        self, stream: bytes, q_index: int, ref: Reference | None, height: int, width: int
-    ) -> tuple[Tensor, Tensor, Reference]:
-        return self.members[q_index].decode_frame(stream, 0, ref, height, width)
-
-    def complexity(self) -> dict[str, float]:
-        """Parameters of all members, and the intra / inter split of one (what a frame runs)."""
-        one = self.members[0].complexity()
-        return {**one, "params_m": sum(p.numel() for p in self.parameters()) / 1e6}
 
 
 # ---------------------------------------------------------------------------------------------------
