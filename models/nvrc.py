@@ -72,7 +72,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.adaptive import GEOMETRY_FIELDS, QuantizerState, SceneAdaptiveNet
-from models.hinerv import LAYER_NORM_EPS, ConvNeXtBlock, Stage, TemporalGrids
+from models.hinerv import LAYER_NORM_EPS, ConvNeXtBlock, HiNeRV, Stage, TemporalGrids
 from models.registry import register_network
 from nvc_train.bitstream.architecture import ArchitectureField
 from nvc_train.entropy.coder import MAX_HALF_RANGE, AnsDecoder, AnsEncoder, EntropyCoderError, _cdf_tables
@@ -796,6 +796,13 @@ class GridStem(nn.Module):
         return (total + self.bias[None, :, None, None]).permute(0, 2, 3, 1)
 
 
+# Architecture numbers NVRC shares with HiNeRV (same meaning, same bounds).
+_HINERV_NUMBERS = (
+    "channels", "channels_reduce", "depths", "expansions", "kernels", "scales", "encoding_frames",
+    "encoding_channels", "encoding_levels", "encoding_depth_scale", "grid_init_scale", "colour_matrix",
+)  # fmt: skip
+
+
 @register_network
 class NVRC(SceneAdaptiveNet):
     """NVRC's network (HiNeRV with NVRC's grids and stem) and NVRC's coder of its parameters.
@@ -816,25 +823,16 @@ class NVRC(SceneAdaptiveNet):
     """
 
     pad_multiple = 2
+    # HiNeRV's stages, local grids and head take the same numbers within the same bounds; NVRC adds its
+    # stem, multi-resolution grids and coder (nvc_train/bitstream/FORMAT.md lists them).
     ARCHITECTURE_FIELDS = {
         **GEOMETRY_FIELDS,
-        "channels": ArchitectureField("int", 1, 2048),
-        "channels_reduce": ArchitectureField("float", 1.0, 16.0),
-        "depths": ArchitectureField("ints", 1, 16, min_items=1, max_items=8),
-        "expansions": ArchitectureField("floats", 0.25, 16.0, min_items=1, max_items=8),
-        "kernels": ArchitectureField("ints", 1, 15, min_items=1, max_items=8),
-        "scales": ArchitectureField("ints", 1, 8, min_items=1, max_items=8),
+        **{name: HiNeRV.ARCHITECTURE_FIELDS[name] for name in _HINERV_NUMBERS},
         "stem_kernel": ArchitectureField("ints", 1, 7, min_items=3, max_items=3),
         "grid_frames": ArchitectureField("int", 1, 100_000),
         "grid_channels": ArchitectureField("int", 1, 256),
         "grid_levels": ArchitectureField("int", 1, 6),
         "grid_level_scale": ArchitectureField("floats", 0.25, 4.0, min_items=4, max_items=4),
-        "encoding_frames": ArchitectureField("int", 0, 100_000),
-        "encoding_channels": ArchitectureField("int", 1, 256),
-        "encoding_levels": ArchitectureField("int", 1, 8),
-        "encoding_depth_scale": ArchitectureField("float", 0.0, 4.0),
-        "grid_init_scale": ArchitectureField("float", 0.0, 10.0),
-        "colour_matrix": ArchitectureField("str", choices=tuple(LUMA_WEIGHTS)),
         "grid_block": ArchitectureField("ints", 1, 64, min_items=3, max_items=3),
         "context_kernel": ArchitectureField("int", 1, 7),
         "context_width": ArchitectureField("int", 1, 32),
