@@ -48,6 +48,16 @@ from adaptive_vs_x265 import prepare_clip  # noqa: E402 - the sibling bench scri
 
 COOLCHIC = "coolchic"  # its folder under --out
 COOLCHIC_LABEL = "Cool-Chic"  # in the table: ours may be model=coolchic (its hop sizes on our network)
+#: Cool-Chic's points as measured on this machine kind, so that a comparison does not redo its
+#: encodes (about 15 minutes a rate point on one busy core): data made with Cool-Chic, no code of it.
+DEFAULT_RECORD = REPO_ROOT / "bench" / "reference" / "coolchic_points.json"
+RECORD_NOTE = (
+    "Cool-Chic's own encodes (cc_encode.py, I-frame hop preset, start lr 1e-2, --n_itr = iterations; "
+    "bits = the .cool file's size, PSNR by nvc_train.metrics on cc_decode.py's output) of the centre "
+    "crop of each clip, made by: python bench/adaptive_vs_coolchic.py --coolchic-src CHECKOUT "
+    "--coolchic-python PY --coolchic-version VERSION --record --clips ... (enc_s: wall seconds, "
+    "`threads` torch threads, on a shared 2-core CPU machine)"
+)
 
 
 def crop_clip(cif: Path, width: int, height: int, folder: Path, name: str, frames: int) -> Path:
@@ -70,29 +80,50 @@ def crop_clip(cif: Path, width: int, height: int, folder: Path, name: str, frame
             for plane, scale in ((frame.y, 1), (frame.u, 2), (frame.v, 2)):
                 rows = slice(top // scale, (top + height) // scale)
                 cols = slice(left // scale, (left + width) // scale)
-                handle.write(np.ascontiguousarray(plane[rows, cols], dtype=np.uint8).tobytes())
+                handle.write(to_8bit(plane[rows, cols], info.bit_depth).tobytes())
     return path
 
 
+def to_8bit(plane: np.ndarray, bit_depth: int) -> np.ndarray:
+    """A plane as 8-bit samples: a 10-bit one rounded (``(v + 2) >> 2``), so a 10-bit clip (the
+    shared PQ one) is compared as 8-bit content by both codecs and x265."""
+    if bit_depth == 8:
+        return np.ascontiguousarray(plane, dtype=np.uint8)
+    shift = bit_depth - 8
+    wide = (plane.astype(np.int32) + (1 << (shift - 1))) >> shift
+    return np.ascontiguousarray(np.clip(wide, 0, 255), dtype=np.uint8)
+
+
 def run_coolchic(
-    args: argparse.Namespace, source: Path, width: int, height: int, fps: int, folder: Path
+    args: argparse.Namespace, clip: str, source: Path, width: int, height: int, fps: int, folder: Path
 ) -> list[dict[str, Any]]:
     """One Cool-Chic point per lambda: ``cc_encode.py`` once per frame into one ``.cool``, then
-    ``cc_decode.py``; bits from the file, PSNR by our metrics. A finished point is reused."""
+    ``cc_decode.py``; bits from the file, PSNR by our metrics. A recorded point (``--coolchic-record``)
+    or one finished in the run folder is reused; ``--record`` adds new points to the record."""
     from nvc_train.metrics import measure_sequence
     from nvc_train.video.frame import VideoInfo
 
-    src = args.coolchic_src.resolve()
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "MKL_NUM_THREADS": str(args.threads)}
     info = VideoInfo(width, height, 8, float(fps), args.frames)
+    recorded = load_record(args.coolchic_record)
     rows = []
     for index in args.rate_points:
         lmbda = args.lambdas[index]
+        key = {"clip": clip, "size": f"{width}x{height}", "frames": args.frames,
+               "iterations": args.iterations, "lambda": lmbda}  # fmt: skip
+        found = [row for row in recorded if all(row.get(k) == v for k, v in key.items())]
         workdir = (folder / f"lmbda_{lmbda:g}_n{args.iterations}").resolve()
         result = workdir / "result.json"
+        if found and not args.force:
+            rows.append({**found[-1], "rate_point": index})
+            continue
         if result.is_file() and not args.force:
             rows.append(json.loads(result.read_text()))
             continue
+        if args.coolchic_src is None:
+            sys.exit(f"no recorded Cool-Chic point for {key} in {args.coolchic_record}: give "
+                     "--coolchic-src (and --coolchic-python) to run it")  # fmt: skip
+        src, python = args.coolchic_src.resolve(), str(args.coolchic_python.absolute())  # a venv's link kept
         workdir.mkdir(parents=True, exist_ok=True)
         bitstream = workdir / "bitstream.cool"
         bitstream.unlink(missing_ok=True)
@@ -100,7 +131,7 @@ def run_coolchic(
         intra = f"--intra_pos=0-{args.frames - 1}" if args.frames > 1 else "--intra_pos=0"
         for k in range(args.frames):
             cmd = [
-                str(args.coolchic_python), str(src / "cc_encode.py"), f"--input={source.resolve()}",
+                python, str(src / "cc_encode.py"), f"--input={source.resolve()}",
                 f"--output={bitstream}", f"--workdir={workdir}", f"--lmbda={lmbda}",
                 f"--n_frames={args.frames}", intra,
                 f"--coding_idx={k}", f"--dec_cfg_residue={src / 'cfg/dec/intra/hop.cfg'}",
@@ -110,19 +141,39 @@ def run_coolchic(
         enc_s = time.perf_counter() - started
         decoded = workdir / f"decoded_{width}x{height}_{fps}p_yuv420_8b.yuv"
         started = time.perf_counter()
-        _run([str(args.coolchic_python), str(src / "cc_decode.py"), "-i", str(bitstream), "-o", str(decoded)],
+        _run([python, str(src / "cc_decode.py"), "-i", str(bitstream), "-o", str(decoded)],
              src, env, workdir / "decode.log")  # fmt: skip
         dec_s = time.perf_counter() - started
         scores = measure_sequence(source, info, decoded, metrics=["psnr"], num_frames=args.frames)
         bits = bitstream.stat().st_size * 8
         row = {
-            "codec": COOLCHIC, "rate_point": index, "lambda": lmbda, "bits": bits,
+            "codec": COOLCHIC, "rate_point": index, **key, "bits": bits,
             "bpp": bits / (width * height * args.frames), "psnr_yuv": scores.means["psnr_yuv"],
-            "psnr_y": scores.means["psnr_y"], "enc_s": enc_s, "dec_s": dec_s,
+            "psnr_y": scores.means["psnr_y"], "enc_s": enc_s, "dec_s": dec_s, "threads": args.threads,
+            "coolchic_version": args.coolchic_version, "date": time.strftime("%Y-%m-%d"),
         }  # fmt: skip
         result.write_text(json.dumps(row, indent=2))
+        if args.record:
+            others = [r for r in load_record(args.coolchic_record) if {k: r.get(k) for k in key} != key]
+            save_record(args.coolchic_record, [*others, row])
         rows.append(row)
     return rows
+
+
+def load_record(path: Path) -> list[dict[str, Any]]:
+    """Cool-Chic's recorded points (the bench's own rows, one per clip, size, frames, iterations and
+    lambda), or none when the file is absent."""
+    if not path.is_file():
+        return []
+    rows = json.loads(path.read_text())["points"]
+    return rows
+
+
+def save_record(path: Path, rows: list[dict[str, Any]]) -> None:
+    """Write the record sorted, with the line that says how it was made."""
+    rows = sorted(rows, key=lambda r: (r["clip"], r["size"], r["frames"], r["iterations"], -r["lambda"]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"made_by": RECORD_NOTE, "points": rows}, indent=1) + "\n")
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> None:
@@ -169,7 +220,24 @@ def bd(anchor: list[dict[str, Any]], test: list[dict[str, Any]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--coolchic-src", type=Path, required=True, help="a Cool-Chic v5 checkout")
+    parser.add_argument(
+        "--coolchic-src",
+        type=Path,
+        default=None,
+        help="a Cool-Chic v5 checkout (needed for points not in --coolchic-record)",
+    )
+    parser.add_argument(
+        "--coolchic-version",
+        default="v5",
+        help="what the checkout is (its commit), written with recorded points",
+    )
+    parser.add_argument(
+        "--coolchic-record",
+        type=Path,
+        default=DEFAULT_RECORD,
+        help="Cool-Chic's recorded points, reused instead of re-encoding",
+    )
+    parser.add_argument("--record", action="store_true", help="add the points Cool-Chic codes to the record")
     parser.add_argument("--coolchic-python", type=Path, default=Path(sys.executable),
                         help="the Python of Cool-Chic's own venv")  # fmt: skip
     parser.add_argument("--clips", nargs="+", default=["dog_352x288_32f"])
@@ -189,9 +257,10 @@ def main() -> None:
     parser.add_argument("--parallel", action="store_true",
                         help="run Cool-Chic and ours at once (two cores; both slowed alike)")  # fmt: skip
     parser.add_argument("--force", action="store_true", help="redo finished Cool-Chic points")
+    parser.add_argument("--coolchic-only", action="store_true", help="Cool-Chic's points only")
     parser.add_argument("--out", type=Path, default=REPO_ROOT / "runs" / "bench" / "adaptive_vs_coolchic")
     args = parser.parse_args()
-    if not (args.coolchic_src / "cc_encode.py").is_file():
+    if args.coolchic_src is not None and not (args.coolchic_src / "cc_encode.py").is_file():
         sys.exit(f"--coolchic-src {args.coolchic_src} has no cc_encode.py (a Cool-Chic v5 checkout)")
     width, height = (int(v) for v in args.size.split("x"))
     if args.rate_points is None:
@@ -214,8 +283,19 @@ def main() -> None:
         cc_rows: list[dict[str, Any]] = []
 
         def coolchic_job(clip: Path = cc_clip, folder: Path = cc_folder, rate: int = fps,
-                         out: list[dict[str, Any]] = cc_rows) -> None:  # fmt: skip
-            out.extend(run_coolchic(args, clip, width, height, rate, folder))
+                         out: list[dict[str, Any]] = cc_rows, clip_name: str = name) -> None:  # fmt: skip
+            out.extend(run_coolchic(args, clip_name, clip, width, height, rate, folder))
+
+        if args.coolchic_only:
+            coolchic_job()
+            print(
+                f"{name}: Cool-Chic "
+                + ", ".join(
+                    f"{r['bits'] / 1e3:.2f} kbit / {r['psnr_yuv']:.2f} dB"
+                    for r in sorted(cc_rows, key=lambda r: r["bits"])
+                )
+            )
+            continue
 
         started = time.perf_counter()
         worker = threading.Thread(target=coolchic_job)

@@ -20,6 +20,7 @@ from models.c3 import (
 )
 from nvc_train.training.overfit import fit_sequence
 from nvc_train.training.presets import (
+    FitOptimizer,
     FitSettings,
     OverfitConfigError,
     OverfitPreset,
@@ -349,6 +350,29 @@ def test_warmup_iterations_count_in_the_effort() -> None:
             OverfitPreset.from_config({**preset, "warmup": bad})
     with pytest.raises(OverfitConfigError, match="warm-up"):
         OverfitPreset.from_config({**preset, "warmup": WARMUP, "total_steps": 351})
+
+
+def test_warmup_noise_can_follow_lambda_and_its_optimizer_can_differ() -> None:
+    """Cool-Chic's warm-up: Gaussian noise ``(-0.432 log10(l_cc) + 0.747) / 10`` with ``l_cc = 1 /
+    lambda`` ours, and faster latent betas than the main phases."""
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    preset["optimizer"] = {"name": "soap", "network_betas": [0.95, 0.95], "latent_betas": [0.9, 0.999],
+                           "weight_decay": 0.01, "precondition_frequency": 10,
+                           "max_precond_dim": 256}  # fmt: skip
+    phase = {k: v for k, v in WARMUP["phase"].items() if k != "noise"}
+    warmup = {**WARMUP, "phase": phase, "noise_log10_lambda": [0.0432, 0.0747],
+              "optimizer": {"latent_betas": [0.725, 0.97]}}  # fmt: skip
+    parsed = OverfitPreset.from_config({**preset, "warmup": warmup}).warmup
+    for lmbda_cc in (0.008, 0.00015):
+        expected = (-0.432 * math.log10(lmbda_cc) + 0.747) / 10
+        assert parsed.phase_at(1 / lmbda_cc)["noise"] == pytest.approx(expected)
+    optimizer = parsed.fit_optimizer(FitOptimizer.from_config(preset["optimizer"]))
+    assert optimizer.latent_betas == (0.725, 0.97) and optimizer.network_betas == (0.95, 0.95)
+    bad_optimizers = ({"name": "soap"}, {"momentum": 0.9})
+    for bad in ({**warmup, "phase": WARMUP["phase"]}, {**warmup, "noise_log10_lambda": [1.0]},
+                *({**warmup, "optimizer": o} for o in bad_optimizers)):  # fmt: skip
+        with pytest.raises(OverfitConfigError, match="warmup"):
+            OverfitPreset.from_config({**preset, "warmup": bad})
 
 
 @pytest.mark.slow

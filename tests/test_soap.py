@@ -83,3 +83,60 @@ def test_the_optimizer_key_of_a_preset() -> None:
                 {"name": "adam", "max_precond_dim": 4}):  # fmt: skip
         with pytest.raises(OverfitConfigError, match="optimizer"):
             OverfitPreset.from_config({**preset, "optimizer": bad})
+
+
+def test_gradient_clip_and_fresh_per_phase_are_optional_keys() -> None:
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    extra = {"gradient_clip": 0.1, "fresh_per_phase": True}
+    parsed = OverfitPreset.from_config({**preset, "optimizer": {**SOAP_CONFIG, **extra}}).optimizer
+    assert parsed.gradient_clip == 0.1 and parsed.fresh_per_phase is True
+    assert OverfitPreset.from_config(
+        {**preset, "optimizer": {"name": "adam", **extra}}
+    ).optimizer.fresh_per_phase
+    for bad in ({"name": "adam", "gradient_clip": -1.0}, {"name": "adam", "fresh_per_phase": "yes please"}):
+        with pytest.raises(OverfitConfigError, match="optimizer"):
+            OverfitPreset.from_config({**preset, "optimizer": bad})
+
+
+def test_the_gradient_clip_caps_the_network_alone_in_cool_chics_loss_units() -> None:
+    """Cool-Chic clips its network's gradient of D + R / lambda at 0.1; ours is lambda times that
+    loss, so the cap is 0.1 * lambda, and the latents' gradient is never touched."""
+    from nvc_train.training.overfit_module import OverfitModule
+    from tests.test_overfit import tiny_net
+
+    lmbda = 50.0
+    net = tiny_net(frames=1, structure="ai")
+    module = OverfitModule(net, lmbda, lr=0.01, parameter_lr_ratio=20,
+                           optimizer=FitOptimizer("adam", gradient_clip=0.1))  # fmt: skip
+    for parameter in net.parameters():
+        parameter.grad = torch.full_like(parameter, 3.0)
+    module.on_before_optimizer_step(torch.optim.Adam(net.parameters()))
+    named = dict(net.named_parameters())
+    network = [p.grad for n, p in named.items() if net.is_network_parameter(n)]
+    latents = [p.grad for n, p in named.items() if not net.is_network_parameter(n)]
+    assert network and latents
+    assert float(torch.linalg.vector_norm(torch.cat([g.flatten() for g in network]))) == pytest.approx(
+        0.1 * lmbda
+    )
+    assert all(torch.all(g == 3.0) for g in latents)
+
+
+def test_fresh_per_phase_starts_each_phase_with_a_new_optimizer_state() -> None:
+    """Adam's step count at the end of a two-phase fit: the last phase's steps with fresh_per_phase,
+    both phases' without."""
+    from nvc_train.training.overfit import fit_sequence
+    from tests.test_overfit import TINY_H, TINY_W, tiny_net
+
+    y = torch.rand(1, 1, TINY_H, TINY_W)
+    uv = torch.full((1, 2, TINY_H // 2, TINY_W // 2), 0.5)
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/c3_tiny.yaml").read_text())
+    preset["phases"] = [{"name": "a", "steps": 3, "lr": 0.01, "quantizer": "soft"},
+                        {"name": "b", "steps": 2, "lr": 0.001, "quantizer": "ste"}]  # fmt: skip
+    counts = {}
+    for fresh in (False, True):
+        torch.manual_seed(0)
+        fit = fit_sequence(tiny_net(frames=1, structure="ai"), y, uv, 100.0,
+                           {**preset, "optimizer": {"name": "adam", "fresh_per_phase": fresh}})  # fmt: skip
+        states = fit.trainer.optimizers[0].state.values()
+        counts[fresh] = {int(state["step"]) for state in states}
+    assert counts == {False: {5}, True: {2}}

@@ -192,6 +192,10 @@ class OverfitStages(Callback):
         if index != self.current:
             if self.current >= 0:
                 self._finish_phase(pl_module)
+                fitting = getattr(pl_module, "optimizer", None)
+                if fitting is not None and fitting.fresh_per_phase:
+                    for optimizer in trainer.optimizers:
+                        optimizer.state.clear()  # a new optimizer for the phase (Cool-Chic's practice)
             self._enter_phase(index, pl_module)
         lr, temperature, noise = phase.at(fraction)
         net.quantizer.mode = phase.quantizer

@@ -26,6 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -123,8 +124,8 @@ def warm_up(
     """
     warmup = preset.warmup
     assert warmup is not None
-    phase = {"name": "warmup", "steps": warmup.steps, **warmup.phase}
-    schedule = Schedule.from_config([phase], eval_every=warmup.steps, keep_best=False)
+    schedule = Schedule.from_config([warmup.phase_at(lmbda)], eval_every=warmup.steps, keep_best=False)
+    preset = replace(preset, optimizer=warmup.fit_optimizer(preset.optimizer))
     candidates: list[nn.Module] = [net]
     for k in range(1, warmup.candidates[0]):
         torch.manual_seed(seed + k)

@@ -107,6 +107,9 @@ class OverfitModule(LightningModule):
             self.skipped_steps += 1
             log.warning("overfit: non-finite loss or gradient at step %d, step skipped (%d so far)",
                         self.global_step, self.skipped_steps)  # fmt: skip
+        elif self.optimizer.gradient_clip > 0:  # the network's gradient only, in Cool-Chic's loss units
+            network = [p for n, p in self.net.named_parameters() if self.net.is_network_parameter(n)]
+            torch.nn.utils.clip_grad_norm_(network, self.optimizer.gradient_clip * self.lmbda)
         self._nonfinite_loss = False
 
     @torch.no_grad()

@@ -99,6 +99,13 @@ class FitOptimizer:
     (Cool-Chic's): the network's weights by SOAP (:class:`nvc_train.training.soap.SOAP`) with
     ``network_betas``, ``weight_decay`` and ``precondition_frequency``, the latents by Adam with
     ``latent_betas``.
+
+    Two optional keys, either optimizer: ``gradient_clip`` (0: none) caps the 2-norm of the
+    NETWORK's gradient (the latents' is left alone, as Cool-Chic does), in the units of Cool-Chic's
+    loss ``D + R / lambda``: ours is ``R + lambda * D``, so the cap applied is ``gradient_clip *
+    lambda`` and a preset's number means what Cool-Chic's means at every rate point.
+    ``fresh_per_phase``: every phase starts from a new optimizer state (moments and preconditioner
+    cleared), as Cool-Chic builds one optimizer per phase.
     """
 
     name: str
@@ -107,22 +114,33 @@ class FitOptimizer:
     weight_decay: float = 0.0
     precondition_frequency: int = 1
     max_precond_dim: int = 0
+    gradient_clip: float = 0.0
+    fresh_per_phase: bool = False
 
     def __post_init__(self) -> None:
         if self.name not in ("adam", "soap"):
             raise ValueError(f"optimizer.name must be adam or soap, got {self.name!r}")
         if self.name == "adam" and (self.network_betas != self.latent_betas or self.max_precond_dim):
             raise ValueError("optimizer adam takes one set of betas and no preconditioner")
+        if self.gradient_clip < 0:
+            raise ValueError(f"optimizer.gradient_clip must be >= 0, got {self.gradient_clip}")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> FitOptimizer:
+        optional = {"gradient_clip", "fresh_per_phase"}
         keys = {"name", "network_betas", "latent_betas", "weight_decay", "precondition_frequency",
                 "max_precond_dim"}  # fmt: skip
-        if set(config) - keys or "name" not in config:
-            raise ValueError(f"optimizer: unknown keys {sorted(set(config) - keys)} (name is required)")
-        if config["name"] == "soap" and set(config) != keys:
+        if set(config) - keys - optional or "name" not in config:
+            raise ValueError(
+                f"optimizer: unknown keys {sorted(set(config) - keys - optional)} (name is required)"
+            )
+        if config["name"] == "soap" and not keys <= set(config):
             raise ValueError(f"optimizer soap needs every key: missing {sorted(keys - set(config))}")
         options = {k: tuple(float(b) for b in v) if k.endswith("betas") else v for k, v in config.items()}
+        if "fresh_per_phase" in options:
+            options["fresh_per_phase"] = _flag(options["fresh_per_phase"], "optimizer.fresh_per_phase")
+        if "gradient_clip" in options:
+            options["gradient_clip"] = float(options["gradient_clip"])
         return cls(**options)
 
 
@@ -153,11 +171,18 @@ class Warmup:
     schedule row without name and steps) and keeps the best by the measured RD loss for the next
     stage; the first stage's candidates are the given network and fresh builds of it under other
     seeds. Its iterations count in ``total_steps`` (``sum(candidates) * steps``).
+
+    Optional, as Cool-Chic's warm-up has them: ``noise_log10_lambda: [slope, intercept]`` sets the
+    phase's noise to ``slope * log10(lambda) + intercept`` (Cool-Chic's Gaussian noise grows with
+    the rate point), and ``optimizer`` overrides fields of the preset's optimizer during the
+    warm-up (e.g. faster latent betas).
     """
 
     candidates: tuple[int, ...]
     steps: int
     phase: Mapping[str, Any] = field(repr=False)
+    noise_log10_lambda: tuple[float, float] | None = None
+    optimizer: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         if not self.candidates or any(n < 1 for n in self.candidates) or self.steps < 1:
@@ -167,14 +192,46 @@ class Warmup:
             raise ValueError(f"warmup: candidates must not grow stage to stage, got {list(self.candidates)}")
         if {"name", "steps"} & set(self.phase):
             raise ValueError("warmup.phase takes no name or steps (warmup.steps gives them)")
+        if self.noise_log10_lambda is not None and "noise" in self.phase:
+            raise ValueError("warmup: give the phase's noise or noise_log10_lambda, not both")
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> Warmup:
-        unknown = set(config) - {"candidates", "steps", "phase"}
+        unknown = set(config) - {"candidates", "steps", "phase", "noise_log10_lambda", "optimizer"}
         missing = {"candidates", "steps", "phase"} - set(config)
         if unknown or missing:
             raise ValueError(f"warmup: unknown keys {sorted(unknown)}, missing {sorted(missing)}")
-        return cls(tuple(int(n) for n in config["candidates"]), int(config["steps"]), dict(config["phase"]))
+        noise = config.get("noise_log10_lambda")
+        if noise is not None and len(noise) != 2:
+            raise ValueError(f"warmup.noise_log10_lambda is [slope, intercept], got {noise}")
+        noise = None if noise is None else (float(noise[0]), float(noise[1]))
+        candidates = tuple(int(n) for n in config["candidates"])
+        return cls(
+            candidates,
+            int(config["steps"]),
+            dict(config["phase"]),
+            noise,
+            dict(config.get("optimizer") or {}),
+        )
+
+    def phase_at(self, lmbda: float) -> dict[str, Any]:
+        """The warm-up's schedule row at the rate point ``lmbda`` (its noise set when it follows lambda)."""
+        phase = {"name": "warmup", "steps": self.steps, **self.phase}
+        if self.noise_log10_lambda is not None:
+            slope, intercept = self.noise_log10_lambda
+            phase["noise"] = max(0.0, slope * math.log10(lmbda) + intercept)
+        return phase
+
+    def fit_optimizer(self, base: FitOptimizer) -> FitOptimizer:
+        """The preset's optimizer with the warm-up's overrides (checked like the preset's own)."""
+        if not self.optimizer:
+            return base
+        unknown = set(self.optimizer) - set(FitOptimizer.__dataclass_fields__) - {"name"}
+        if unknown or "name" in self.optimizer:
+            raise ValueError(f"warmup.optimizer overrides fields of the preset's optimizer (not its name); "
+                             f"unknown: {sorted(unknown | ({'name'} & set(self.optimizer)))}")  # fmt: skip
+        merged = {**{k: getattr(base, k) for k in FitOptimizer.__dataclass_fields__}, **self.optimizer}
+        return FitOptimizer.from_config(merged)
 
     @property
     def total_steps(self) -> int:
@@ -380,6 +437,8 @@ class OverfitPreset:
                 hinerv=_optional(config, "hinerv", HiNeRVOptions.from_config),
                 rate_point_models=_optional(config, "rate_point_models", lambda v: tuple(str(n) for n in v)),
             )
+            if preset.warmup is not None:
+                preset.warmup.fit_optimizer(preset.optimizer)  # its overrides checked now, not at the fit
             if preset.rate_point_models is not None and len(preset.rate_point_models) != len(preset.lambdas):
                 raise OverfitConfigError(
                     f"{where}: rate_point_models names {len(preset.rate_point_models)} models for "
