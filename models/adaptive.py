@@ -131,6 +131,11 @@ class SceneAdaptiveNet(nn.Module):
     # Every constructor keyword a file may set, with its type and range (checked before building;
     # listed in nvc_train/bitstream/FORMAT.md). Subclasses add their architecture numbers.
     ARCHITECTURE_FIELDS: ClassVar[dict[str, ArchitectureField]] = GEOMETRY_FIELDS
+    #: Top-level modules whose weights move only the latents' estimated bits (``rate``) or only the
+    #: decoded pictures (``picture``). A network that lists them implements :meth:`frames_bits` and
+    #: :meth:`frames_planes`, and the RDOQ of its weights recomputes one part per candidate
+    #: (:func:`nvc_train.training.step_search.refine_parameters`); empty: the whole forward each time.
+    RD_SPLIT: ClassVar[dict[str, str]] = {}
 
     def __init__(self, architecture: Mapping[str, Any]) -> None:
         super().__init__()
@@ -159,6 +164,14 @@ class SceneAdaptiveNet(nn.Module):
         (the base class swaps in quantized ones while parameter quantization is on).
         """
         raise NotImplementedError
+
+    def frames_bits(self, frame_indices: Tensor) -> Tensor:
+        """The latents' estimated bits of ``frames_forward`` alone (networks with an :attr:`RD_SPLIT`)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no RD_SPLIT")
+
+    def frames_planes(self, frame_indices: Tensor) -> tuple[Tensor, Tensor]:
+        """The ``(y, uv)`` of ``frames_forward`` alone (networks with an :attr:`RD_SPLIT`)."""
+        raise NotImplementedError(f"{type(self).__name__} declares no RD_SPLIT")
 
     def is_network_parameter(self, name: str) -> bool:
         """Whether the parameter ``name`` is a network weight coded by the ParameterCoder.

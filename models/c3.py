@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -421,11 +422,12 @@ class LearnedUpsampling(nn.Module):
     def _upsample2x(self, x: Tensor, stage: int, size: tuple[int, int]) -> Tensor:
         k = self.kernel
         taps = _symmetric(self.upsample[stage], k)
-        kernel = torch.outer(taps, taps).view(1, 1, k, k)
         b, c, h, w = x.shape
         pad = k // 2
         padded = F.pad(x.reshape(b * c, 1, h, w), (pad, pad, pad, pad), mode="replicate")
-        out = F.conv_transpose2d(padded, kernel, stride=2)
+        # The 2-D kernel is the outer product of the taps: two 1-D passes (2k MACs an output, not k^2).
+        out = F.conv_transpose2d(padded, taps.view(1, 1, k, 1), stride=(2, 1))
+        out = F.conv_transpose2d(out, taps.view(1, 1, 1, k), stride=(1, 2))
         crop = 2 * pad - 1 + k // 2  # centres the 2h x 2w result on the input grid
         out = out[..., crop : crop + 2 * h, crop : crop + 2 * w]
         return out[..., : size[0], : size[1]].reshape(b, c, size[0], size[1])
@@ -433,9 +435,8 @@ class LearnedUpsampling(nn.Module):
     def _preconcat(self, grid: Tensor, stage: int) -> Tensor:
         k = self.preconcat_kernel
         taps = _symmetric(self.preconcat[stage], k)
-        kernel = torch.outer(taps, taps).view(1, 1, k, k)
         padded = F.pad(grid, (k // 2,) * 4, mode="replicate")
-        return grid + F.conv2d(padded, kernel)
+        return grid + F.conv2d(F.conv2d(padded, taps.view(1, 1, k, 1)), taps.view(1, 1, 1, k))
 
     def forward(self, grids: list[Tensor]) -> Tensor:
         """(B, levels, H, W) from ``grids[l]`` (B, 1, H / 2**l, W / 2**l), finest first."""
@@ -658,6 +659,11 @@ class C3Net(SceneAdaptiveNet):
     def is_network_parameter(self, name: str) -> bool:
         return not name.startswith("latents.")
 
+    #: The ARM and the IFCE move only the latents' rate; the upsampling and the synthesis only the
+    #: pictures (the quantized latents depend on no weight).
+    RD_SPLIT: ClassVar[dict[str, str]] = {"arm": "rate", "ifce": "rate", "upsampling": "picture",
+                                          "synthesis": "picture"}  # fmt: skip
+
     def _quantized(self, latent: Tensor, for_context: bool = False) -> Tensor:
         """The latent as the current quantizer sees it (``for_context``: references, no noise)."""
         q = self.quantizer
@@ -757,17 +763,31 @@ class C3Net(SceneAdaptiveNet):
         return ref0, ref1, has_ref
 
     def frames_forward(self, frame_indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        frame_indices = frame_indices.to(self.refs.device).long()
-        quantized, bits = self._grids_and_bits(frame_indices)
-        if self.shared:  # sequence-level grids: sent once, so a batch of B frames pays B / T of them
-            shared_index = torch.tensor([self.num_frames], device=frame_indices.device)
-            shared, shared_bits = self._grids_and_bits(shared_index, sequence_level=True)
-            quantized = [g + s for g, s in zip(quantized, shared, strict=True)]
-            bits = bits + shared_bits * (len(frame_indices) / self.num_frames)
+        quantized, bits = self._frame_grids(frame_indices, with_bits=True)
         return *self._synthesize(quantized), bits
 
-    def _grids_and_bits(self, indices: Tensor, sequence_level: bool = False) -> tuple[list[Tensor], Tensor]:
-        """Quantized grids (every level) of latent rows ``indices`` and their estimated bits."""
+    def frames_bits(self, frame_indices: Tensor) -> Tensor:
+        return self._frame_grids(frame_indices, with_bits=True)[1]
+
+    def frames_planes(self, frame_indices: Tensor) -> tuple[Tensor, Tensor]:
+        return self._synthesize(self._frame_grids(frame_indices, with_bits=False)[0])
+
+    def _frame_grids(self, frame_indices: Tensor, with_bits: bool) -> tuple[list[Tensor], Tensor]:
+        """The quantized grids the synthesis reads for ``frame_indices`` and (``with_bits``) their bits."""
+        frame_indices = frame_indices.to(self.refs.device).long()
+        quantized, bits = self._grids_and_bits(frame_indices, with_bits=with_bits)
+        if self.shared:  # sequence-level grids: sent once, so a batch of B frames pays B / T of them
+            shared_index = torch.tensor([self.num_frames], device=frame_indices.device)
+            shared, shared_bits = self._grids_and_bits(shared_index, sequence_level=True, with_bits=with_bits)
+            quantized = [g + s for g, s in zip(quantized, shared, strict=True)]
+            bits = bits + shared_bits * (len(frame_indices) / self.num_frames)
+        return quantized, bits
+
+    def _grids_and_bits(
+        self, indices: Tensor, sequence_level: bool = False, with_bits: bool = True
+    ) -> tuple[list[Tensor], Tensor]:
+        """Quantized grids (every level) of latent rows ``indices`` and their estimated bits (zero
+        without ``with_bits``: the ARM is not run)."""
         first = 0 if sequence_level else self.frame_min_level  # finer per-frame levels are not sent
         quantized = [
             self._quantized(self.latents[level][indices] * self.latent_gain) if level >= first
@@ -777,7 +797,7 @@ class C3Net(SceneAdaptiveNet):
         quantized += [self._quantized(self.latents[slot][indices] * self.latent_gain)
                       for slot in range(self.levels, len(self.slot_sizes))]  # fmt: skip
         bits = quantized[0].new_zeros(())
-        for slot in [*range(first, self.levels), *range(self.levels, len(self.slot_sizes))]:
+        for slot in [*range(first, self.levels), *range(self.levels, len(self.slot_sizes))] * with_bits:
             ref0, ref1, has_ref = self._ref_grids(slot, indices, quantize=True)
             coarser = [quantized[k] for k in self._coarser_slots(slot)]
             ifce = self._ifce_context(slot, quantized)

@@ -335,6 +335,44 @@ def test_parameter_rdoq_lowers_the_measured_loss_and_the_file_codes_it() -> None
     assert torch.equal(y_enc, y_dec) and torch.equal(uv_enc, uv_dec)
 
 
+@pytest.mark.parametrize("structure", ["ai", "ld"])
+def test_the_rdoq_split_measure_equals_the_whole_forward(structure: str) -> None:
+    """Recomputing only the ARM's rate (an ARM weight moved) or only the pictures (a synthesis or
+    upsampling weight moved) gives the loss of the whole forward, with the parameters' bits."""
+    from nvc_train.training.overfit import OverfitModule
+    from nvc_train.training.step_search import SplitMeasure
+
+    torch.manual_seed(0)
+    frames = 1 if structure == "ai" else 3
+    y = torch.rand(frames, 1, TINY_H, TINY_W)
+    uv = torch.rand(frames, 2, TINY_H // 2, TINY_W // 2)
+    net = _tiny_coolchic(structure=structure, frames=frames)
+    with torch.no_grad():
+        for latent in net.latents:
+            latent.normal_(0, 0.2)
+    net.quantize_parameters("dequantize", init_bits=6)
+    coder, params = net.parameter_coder(), net.network_parameters()
+    with torch.no_grad():
+        for name, value in coder.quantize(params, "dequantize").items():
+            params[name].copy_(value)
+        module = OverfitModule(net, 300.0, lr=0.01, parameter_lr_ratio=1)
+        measure = SplitMeasure(module, y, uv, chunk=2)
+        for module_name, part in C3Net.RD_SPLIT.items():
+            names = [n for n in coder.names if n.startswith(f"{module_name}.")]
+            if not names:
+                continue
+            flat = params[names[0]].data.view(-1)
+            flat[0] += 4 * float(coder.element_steps(coder.names.index(names[0])).reshape(-1)[0])
+            split = measure.loss(part)
+            measure.accept()
+            measure.close()
+            whole = float(module.sequence_terms(y, uv).loss)
+            measure = SplitMeasure(module, y, uv, chunk=2)
+            assert split == pytest.approx(whole, rel=1e-6), module_name
+        measure.close()
+    assert net.parameter_mode == "dequantize"
+
+
 WARMUP = {"candidates": [5, 2], "steps": 50, "phase": {"lr": 0.01, "quantizer": "soft_twice",
                                                        "temperature": 0.35, "noise": 0.165}}  # fmt: skip
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -117,8 +118,11 @@ def refine_parameters(
         params[name].copy_(snapped[name])
     generator = torch.Generator().manual_seed(seed)
     best = float(module.sequence_terms(y, uv).loss)
+    split = dict(getattr(net, "RD_SPLIT", {}))
+    measure = SplitMeasure(module, y, uv) if split else None
     before, forwards, changed = best, 0, 0
-    for indexes in parameter_groups(coder.names).values():
+    for group, indexes in parameter_groups(coder.names).items():
+        part = split.get(group.split(".", 1)[0])
         cells = [(i, j) for i in indexes for j in range(params[coder.names[i]].numel())]
         for position in torch.randperm(len(cells), generator=generator).tolist():
             i, j = cells[position]
@@ -128,13 +132,79 @@ def refine_parameters(
             for sign in (-1.0, 1.0):
                 for shift in range(1, rdoq.max_shift + 1):
                     flat[j] = start + sign * shift * step
-                    loss = float(module.sequence_terms(y, uv).loss)
+                    loss = float(module.sequence_terms(y, uv).loss) if measure is None else measure.loss(part)
                     forwards += 1
                     if not loss < best:
                         break
                     best, kept = loss, float(flat[j])
+                    if measure is not None:
+                        measure.accept()
             flat[j] = kept
             changed += int(kept != start)
+    if measure is not None:
+        measure.close()
     log.info("parameter RDOQ: loss %.5f -> %.5f, %d weights moved, %d forwards",
              before, best, changed, forwards)  # fmt: skip
     return {"loss_before": before, "loss_after": best, "forwards": forwards, "changed": changed}
+
+
+class SplitMeasure:
+    """The RD loss of :meth:`~nvc_train.training.overfit.OverfitModule.sequence_terms`, recomputing
+    only the part a weight can move.
+
+    Why: the RDOQ measures thousands of one-weight changes, and a network with an ``RD_SPLIT``
+    (:class:`models.adaptive.SceneAdaptiveNet`) says which modules move only the latents' bits
+    (``rate``: the ARM) and which only the pictures (``picture``: upsampling, synthesis). A
+    candidate then costs the ARM alone or the synthesis alone, the other part taken from the last
+    accepted state (:meth:`accept`); the parameters' bits are recomputed every time. The weights
+    must be exact multiples of their steps (the RDOQ snaps them), so running the network on its
+    float weights is running it on the quantized ones.
+    """
+
+    def __init__(self, module: Any, y: Tensor, uv: Tensor, chunk: int = 8) -> None:
+        self.module, self.net = module, module.net
+        self.y, self.uv = y.to(module.device), uv.to(module.device)
+        self.chunks = [torch.arange(s, min(s + chunk, y.shape[0]), device=self.y.device)
+                       for s in range(0, y.shape[0], chunk)]  # fmt: skip
+        self.saved = (self.net.quantizer, self.net.parameter_mode)
+        self.net.quantizer = replace(self.net.quantizer, mode="hard")
+        self.net.quantize_parameters(None)  # float weights that equal the quantized ones
+        self.bits = self._bits()
+        self.distortion = self._distortion()
+        self.pending: tuple[float, float] = (self.bits, self.distortion)
+
+    def _bits(self) -> float:
+        return sum(float(self.net.frames_bits(index)) for index in self.chunks)
+
+    def _distortion(self) -> float:
+        from nvc_train.training.losses import frame_terms
+
+        total = 0.0
+        for index in self.chunks:
+            y_hat, uv_hat = self.net.frames_planes(index)
+            zero = y_hat.new_zeros(len(index))
+            terms = frame_terms(y_hat.clamp(0, 1), uv_hat.clamp(0, 1), zero, self.y[index], self.uv[index],
+                                self.module.distortion)  # fmt: skip
+            total += float(terms.distortion.sum())
+        return total
+
+    def loss(self, part: str | None) -> float:
+        """The loss with the weights as they are now; ``part`` (``rate``, ``picture`` or None: both) is
+        what is recomputed."""
+        bits = self._bits() if part != "picture" else self.bits
+        distortion = self._distortion() if part != "rate" else self.distortion
+        self.pending = (bits, distortion)
+        coder = self.net.parameter_coder()
+        parameter_bits = float(coder(self.net.network_parameters(), mode="dequantize")[1])
+        count, height, width = self.y.shape[0], self.y.shape[-2], self.y.shape[-1]
+        bpp = (bits + parameter_bits) / float(count * height * width)
+        return bpp + self.module.lmbda * distortion / count
+
+    def accept(self) -> None:
+        """The last measured weights are kept: their parts become the cached ones."""
+        self.bits, self.distortion = self.pending
+
+    def close(self) -> None:
+        """Back to the quantizer and parameter mode the network had."""
+        self.net.quantizer, mode = self.saved
+        self.net.quantize_parameters(mode)
