@@ -272,7 +272,7 @@ def main() -> None:
         if not source.is_file():
             sys.exit(f"clip not found: {source}")
         cif = prepare_clip(source, args.out / "clips" / name, args.frames)
-        short, fps = name.split("_")[0], round(float(cif.stem.split("_")[-1]))
+        short, fps = name.split("_")[0], round(float(cif.stem.removesuffix("_10bit").split("_")[-1]))
         ours_clip = crop_clip(cif, width, height, args.out / "clips" / f"{name}_{args.size}",
                               f"{short}_{width}x{height}_{fps}.yuv", args.frames)  # fmt: skip
         cc_folder = args.out / COOLCHIC / f"{name}_{args.size}_f{args.frames}"
