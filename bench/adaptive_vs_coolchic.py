@@ -49,7 +49,7 @@ from adaptive_vs_x265 import prepare_clip  # noqa: E402 - the sibling bench scri
 COOLCHIC = "coolchic"  # its folder under --out
 COOLCHIC_LABEL = "Cool-Chic"  # in the table: ours may be model=coolchic (its hop sizes on our network)
 #: Cool-Chic's points as measured on this machine kind, so that a comparison does not redo its
-#: encodes (about 15 minutes a rate point on one busy core): data made with Cool-Chic, no code of it.
+#: encodes (3-4 minutes a rate point at QCIF on one core): data made with Cool-Chic, no code of it.
 DEFAULT_RECORD = REPO_ROOT / "bench" / "reference" / "coolchic_points.json"
 RECORD_NOTE = (
     "Cool-Chic's own encodes (cc_encode.py, I-frame hop preset, start lr 1e-2, --n_itr = iterations; "
@@ -111,7 +111,7 @@ def run_coolchic(
         lmbda = args.lambdas[index]
         key = {"clip": clip, "size": f"{width}x{height}", "frames": args.frames,
                "iterations": args.iterations, "lambda": lmbda}  # fmt: skip
-        found = [row for row in recorded if all(row.get(k) == v for k, v in key.items())]
+        found = [row for row in recorded if _same_point(row, key)]
         workdir = (folder / f"lmbda_{lmbda:g}_n{args.iterations}").resolve()
         result = workdir / "result.json"
         if found and not args.force:
@@ -154,7 +154,7 @@ def run_coolchic(
         }  # fmt: skip
         result.write_text(json.dumps(row, indent=2))
         if args.record:
-            others = [r for r in load_record(args.coolchic_record) if {k: r.get(k) for k in key} != key]
+            others = [r for r in load_record(args.coolchic_record) if not _same_point(r, key)]
             save_record(args.coolchic_record, [*others, row])
         rows.append(row)
     return rows
@@ -165,8 +165,12 @@ def load_record(path: Path) -> list[dict[str, Any]]:
     lambda), or none when the file is absent."""
     if not path.is_file():
         return []
-    rows = json.loads(path.read_text())["points"]
-    return rows
+    return json.loads(path.read_text())["points"]
+
+
+def _same_point(row: dict[str, Any], key: dict[str, Any]) -> bool:
+    """Whether a recorded row is the point ``key`` names (clip, size, frames, iterations, lambda)."""
+    return all(row.get(k) == v for k, v in key.items())
 
 
 def save_record(path: Path, rows: list[dict[str, Any]]) -> None:
