@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import struct
 import subprocess
 import sys
 import tracemalloc
-import zlib
 from pathlib import Path
 
 import pytest
@@ -33,6 +31,7 @@ from nvc_train.bitstream import (
     write_stream,
 )
 from nvc_train.structure import CodingStructure
+from tests.bitstream_craft import craft, header_parts, resign_header, restamp, v1_header, v2_header
 
 WEIGHTS = weights_hash([("enc.weight", b"\x01\x02\x03\x04"), ("dec.bias", b"\x05\x06")])
 
@@ -73,49 +72,6 @@ def field_span(data: bytes, name: str) -> tuple[int, int]:
         if span.name == name:
             return span.offset, span.size
     raise KeyError(name)
-
-
-def resign_header(data: bytes | bytearray) -> bytes:
-    """Recompute the header CRC, as a crafted (not merely damaged) stream would have it."""
-    data = bytearray(data)
-    (size,) = struct.unpack_from(">H", data, 6)
-    struct.pack_into(">I", data, size - 4, zlib.crc32(data[: size - 4]))
-    return bytes(data)
-
-
-def restamp(original: bytes, header: bytes) -> bytes:
-    """``header`` (CRC valid) followed by the units of the valid stream ``original``, each unit's CRC
-    recomputed on the new header CRC: a crafted stream in which only the header says something else.
-    """
-    header_crc = struct.unpack(">I", header[-4:])[0]
-    out = bytearray(header)
-    heads: dict[int, int] = {}
-    for span in layout(original):
-        if not span.name.startswith("unit["):
-            continue
-        index = int(span.name[5 : span.name.index("]")])
-        part = span.name.rsplit(".", 1)[1]
-        if part == "kind":
-            heads[index] = span.offset
-        elif part == "crc32":
-            head = original[heads[index] : span.offset]
-            out += head + b"\0\0\0\0"
-            crc_at = len(out) - 4
-        elif part == "payload":
-            payload = original[span.offset : span.offset + span.size]
-            struct.pack_into(">I", out, crc_at, container._unit_crc(header_crc, index, head, payload))
-            out += payload
-    return bytes(out)
-
-
-def craft(data: bytes, **fields: int) -> bytes:
-    """The valid stream ``data`` with numeric header fields set, the header and unit CRCs valid."""
-    spans = {span.name: span for span in layout(data)}
-    header = bytearray(data[: spans["header_crc32"].offset + 4])
-    for name, value in fields.items():
-        field = next(f for f in HEADER_FIELDS if f.name == name)
-        struct.pack_into(">" + field.fmt, header, spans[name].offset, value)
-    return restamp(data, resign_header(header))
 
 
 def set_header_field(data: bytes, name: str, value: int) -> bytes:
@@ -185,17 +141,21 @@ def test_header_helpers() -> None:
 
 
 def test_overhead_is_a_few_bytes() -> None:
-    """59 bytes + the codec id for the header; 7 bytes a unit for short payloads at the stream rate."""
+    """13 bytes + codec id + hash + 13 of fields for a 1080p header; 7 bytes a unit for short payloads."""
     header = make_header(num_frames=1)
-    assert header_size("dcvc-rt") == 66
+    assert header_size(header, 1) == 13 + len("dcvc-rt") + 16 + 13 == 49
     bare = encode_stream(header, [Unit(KIND_I, 3, b"")])
-    assert len(bare) == 66 + 7
-    assert len(encode_stream(header, [Unit(KIND_I, 3, b"x" * 127)])) == 66 + 7 + 127
-    assert len(encode_stream(header, [Unit(KIND_I, 3, b"x" * 128)])) == 66 + 8 + 128
-    assert len(encode_stream(header, [Unit(KIND_I, 3 + 64, b"x" * 128)])) == 66 + 9 + 128
+    assert len(bare) == 49 + 7
+    assert len(encode_stream(header, [Unit(KIND_I, 3, b"x" * 127)])) == 49 + 7 + 127
+    assert len(encode_stream(header, [Unit(KIND_I, 3, b"x" * 128)])) == 49 + 8 + 128
+    assert len(encode_stream(header, [Unit(KIND_I, 3 + 64, b"x" * 128)])) == 49 + 9 + 128
     header96 = make_header(num_frames=96, intra_period=96)
     units = [Unit(KIND_PARAMETER_SET, 3, b"p" * 200)] + [Unit(KIND_P, 3, b"f" * 1000)] * 96
-    assert len(encode_stream(header96, units)) - 200 - 96 * 1000 == 842
+    assert len(encode_stream(header96, units)) - 200 - 96 * 1000 == 50 + 97 * 8
+    # A scene-adaptive QCIF frame (its network in the stream, no hash): 34 bytes of header.
+    qcif = make_header(codec_id="coolchic", weights_hash=b"", width=176, height=144, num_frames=1,
+                       structure="ai", intra_period=1, rate_point=0)  # fmt: skip
+    assert header_size(qcif, 3) == 34
 
 
 def test_layout_covers_every_byte_once() -> None:
@@ -236,7 +196,7 @@ def test_format_document_lists_every_field() -> None:
     text = (Path(container.__file__).parent / "FORMAT.md").read_text()
     for field in HEADER_FIELDS:
         assert f"`{field.name}`" in text, field.name
-    assert f"Header ({header_size('x') - 1} bytes + codec id length)" in text
+    assert "## Header, version 2 (13 bytes + codec id + weights hash + 11 to 55 bytes of fields)" in text
 
 
 # ---- checked at write ----------------------------------------------------------------------------
@@ -363,9 +323,9 @@ def test_start_of_magic_alone_is_truncated_not_foreign() -> None:
 
 def test_other_major_versions_refused() -> None:
     data = bytearray(encode_stream(*small_stream()))
-    data[4] = 2
+    data[4] = 3
     with pytest.raises(
-        BitstreamError, match=r"unsupported bitstream format version 2\.0.*reads version 1\.x"
+        BitstreamError, match=r"unsupported bitstream format version 3\.0.*reads versions 1\.x, 2\.x"
     ):
         decode_stream(resign_header(data))
     data[4] = 0
@@ -374,17 +334,52 @@ def test_other_major_versions_refused() -> None:
 
 
 def test_later_minor_version_with_appended_fields_is_read() -> None:
-    """A 1.1 header may append fields before its CRC; a 1.0 reader skips them (still CRC-checked)."""
+    """A 2.1 header may append fields before its CRC; a 2.0 reader skips them (still CRC-checked)."""
     header, units = small_stream()
     data = encode_stream(header, units)
-    size = header_size(header.codec_id)
-    extended = bytearray(data[: size - 4] + b"\x00\x01\x02" + data[size - 4 : size])
-    extended[5] = 1
-    struct.pack_into(">H", extended, 6, size + 3)
-    assert decode_stream(restamp(data, resign_header(extended))) == (header, units)
-    extended[5] = 0
-    with pytest.raises(BitstreamError, match="header_size = 69 does not match its fields"):
-        decode_stream(restamp(data, resign_header(extended)))
+    codec_id, weights, values = header_parts(data)
+    extended = v2_header(codec_id, weights, values, minor=1, extra=b"\x00\x01\x02")
+    assert decode_stream(restamp(data, extended)) == (header, units)
+    with pytest.raises(BitstreamError, match="header_size = 52 does not match its fields.*3 bytes after"):
+        decode_stream(restamp(data, v2_header(codec_id, weights, values, minor=0, extra=b"\x00\x01\x02")))
+    short = bytearray(v2_header(codec_id, weights, values))
+    short[6] -= 1  # header_size one byte short: the last field runs into the CRC
+    with pytest.raises(BitstreamError, match="header CRC mismatch|does not match its fields"):
+        decode_stream(restamp(data, resign_header(short)))
+
+
+def test_version_1_streams_are_still_read() -> None:
+    """Files written before version 2 (fixed-width fields, 59 bytes + the codec id) decode the same."""
+    header, units = small_stream()
+    data = encode_stream(header, units)
+    codec_id, weights, values = header_parts(data)
+    old = v1_header(codec_id, weights, values)
+    assert len(old) == 59 + len(header.codec_id)
+    assert decode_stream(restamp(data, old)) == (header, units)
+    assert decode_stream(restamp(data, v1_header(codec_id, weights, values, minor=1, extra=b"\x07"))) == (
+        header,
+        units,
+    )
+    with pytest.raises(BitstreamError, match="header_size = 67 does not match its fields"):
+        decode_stream(restamp(data, v1_header(codec_id, weights, values, extra=b"\x07")))
+    with pytest.raises(BitstreamError, match="header field width = 17 out of range"):
+        decode_stream(craft(data, version=1, width=17))
+
+
+def test_stream_that_carries_its_weights_has_no_hash() -> None:
+    """An empty weights hash (scene-adaptive streams) round-trips; a decoder expecting one refuses."""
+    header, units = small_stream()
+    header = dataclasses.replace(header, weights_hash=b"")
+    data = encode_stream(header, units)
+    assert decode_stream(data) == (header, units)
+    assert len(data) == len(encode_stream(*small_stream())) - 16
+    with pytest.raises(BitstreamError, match="made with weights it carries"):
+        decode_stream(data, expected_weights_hash=WEIGHTS)
+    codec_id, _, values = header_parts(data)
+    crafted = bytearray(v2_header(codec_id, b"\x00" * 16, values))
+    crafted[8 + len(codec_id)] = 5  # a 5-byte hash
+    with pytest.raises(BitstreamError, match="weights_hash_length = 5"):
+        decode_stream(restamp(data, resign_header(crafted)))
 
 
 def test_header_crc_mismatch() -> None:
@@ -473,8 +468,8 @@ def test_crafted_codec_id_and_sizes_refused_at_read() -> None:
     with pytest.raises(BitstreamError, match="header field codec_id .* printable ASCII"):
         decode_stream(resign_header(data))
     data = bytearray(encode_stream(*small_stream()))
-    struct.pack_into(">H", data, 6, 0xFFFF)
-    with pytest.raises(BitstreamError, match="header_size = 65535 out of range"):
+    data[6:8] = b"\xff\x7f"  # a two-byte varint
+    with pytest.raises(BitstreamError, match="header_size = 16383 out of range"):
         decode_stream(bytes(data))
     data = set_header_field(encode_stream(*small_stream()), "num_units", 3)
     with pytest.raises(BitstreamError, match="declares 3 units for 4 frames"):
@@ -487,7 +482,7 @@ def test_crafted_codec_id_and_sizes_refused_at_read() -> None:
 def test_changed_header_breaks_every_unit_crc() -> None:
     data = bytearray(encode_stream(*small_stream()))
     offset, _ = field_span(bytes(data), "fps_num")
-    data[offset + 3] = 25  # a consistent (re-signed) header over units made under another header
+    data[offset] = 25  # a consistent (re-signed) header over units made under another header
     with pytest.raises(BitstreamError, match="CRC mismatch in unit 0"):
         decode_stream(resign_header(data))
 

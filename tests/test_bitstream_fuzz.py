@@ -13,9 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import random
-import struct
 import time
-import zlib
 from collections.abc import Callable
 
 import pytest
@@ -40,6 +38,7 @@ from nvc_train.bitstream import (
     weights_hash,
 )
 from nvc_train.structure import CodingStructure
+from tests.bitstream_craft import craft, header_length
 from tests.test_bitstream import make_header
 
 SEED = 0x4E564342  # "NVCB"
@@ -87,24 +86,6 @@ def _streams() -> list[tuple[StreamHeader, list[Unit]]]:
 # ---- crafting (CRCs recomputed, as a forger or a buggy writer would) -----------------------------
 
 
-def _resign_header(header: bytearray) -> bytes:
-    struct.pack_into(">I", header, len(header) - 4, zlib.crc32(header[:-4]))
-    return bytes(header)
-
-
-def _restamp(original: bytes, header: bytes) -> bytes:
-    """``header`` then the units of the valid stream ``original``, unit CRCs chained on the new header."""
-    header_crc = struct.unpack(">I", header[-4:])[0]
-    out = bytearray(header)
-    spans = [s for s in layout(original) if s.name.startswith("unit[")]
-    for index in range(len(spans) // 5):  # kind, rate_delta, length, crc32, payload
-        kind, _, _, crc, payload = spans[5 * index : 5 * index + 5]
-        head = original[kind.offset : crc.offset]
-        body = original[payload.offset : payload.offset + payload.size]
-        out += head + struct.pack(">I", container._unit_crc(header_crc, index, head, body)) + body
-    return bytes(out)
-
-
 def _boundary_values(field: Field) -> list[int]:
     """The field's limits, one past them, and the limits of its struct type (all representable)."""
     bits = 8 * field.size
@@ -145,26 +126,28 @@ def _delete(rng: random.Random, data: bytes) -> Mutation:
 
 
 def _huge_length(rng: random.Random, data: bytes) -> Mutation:
-    """A unit length (varint) or a header count (u32) set to 0xFFFFFFFF or another huge value."""
+    """A unit length or a header count (varints) set to 0xFFFFFFFF or another huge value."""
     spans = [s for s in layout(data) if s.name.endswith(".length") or s.name in ("num_units", "num_frames")]
     span = rng.choice(spans)
     value = rng.choice([0xFFFFFFFF, 0x7FFFFFFF, 1 << 30, (1 << 30) + 1, len(data), len(data) + 1])
-    raw = container._varint(value) if span.name.endswith(".length") else struct.pack(">I", value)
+    raw = container._varint(value)  # unit lengths and (version 2) header counts are varints
     out = data[: span.offset] + raw + data[span.offset + span.size :]
     return f"{span.name} = {value:#x}", out, False
 
 
 def _boundary(rng: random.Random, data: bytes) -> Mutation:
     """A numeric header field at a boundary value; header CRC re-signed, units re-stamped or not."""
-    spans = {s.name: s for s in layout(data)}
     field = rng.choice(HEADER_FIELDS)
     value = rng.choice(_boundary_values(field))
-    header = bytearray(data[: spans["header_crc32"].offset + 4])
-    struct.pack_into(">" + field.fmt, header, spans[field.name].offset, value)
-    signed_header = _resign_header(header)
-    if rng.random() < 0.5:
-        return f"{field.name} = {value}, header re-signed", signed_header + data[len(header) :], False
-    return f"{field.name} = {value}, all CRCs re-signed", _restamp(data, signed_header), True
+    crafted = craft(data, **{field.name: value})
+    if rng.random() < 0.5:  # the new header over the old units: their CRCs no longer match
+        old_units = data[header_length(data) :]
+        return (
+            f"{field.name} = {value}, header re-signed",
+            crafted[: header_length(crafted)] + old_units,
+            False,
+        )
+    return f"{field.name} = {value}, all CRCs re-signed", crafted, True
 
 
 def _move_units(rng: random.Random, data: bytes) -> Mutation:
@@ -261,12 +244,9 @@ def test_boundary_values_read_exactly_when_written() -> None:
     """Exhaustively: each numeric header field at each boundary value, every CRC re-signed."""
     for header, units in _streams():
         data = encode_stream(header, units)
-        spans = {s.name: s for s in layout(data)}
         for field in HEADER_FIELDS:
             for value in _boundary_values(field):
-                raw = bytearray(data[: spans["header_crc32"].offset + 4])
-                struct.pack_into(">" + field.fmt, raw, spans[field.name].offset, value)
-                crafted = _restamp(data, _resign_header(raw))
+                crafted = craft(data, **{field.name: value})
                 try:
                     decoded = decode_stream(crafted)
                 except BitstreamError:
@@ -333,7 +313,7 @@ def _valid_streams(draw: st.DrawFn) -> tuple[StreamHeader, list[Unit]]:
         codec_id=draw(
             st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7E), min_size=1, max_size=32)
         ),
-        weights_hash=draw(st.binary(min_size=16, max_size=16)),
+        weights_hash=draw(st.one_of(st.just(b""), st.binary(min_size=16, max_size=16))),
         width=2 * draw(st.integers(8, 8192)),
         height=2 * draw(st.integers(8, 8192)),
         bit_depth=draw(st.sampled_from([8, 10])),
@@ -354,4 +334,4 @@ def test_valid_streams_round_trip(stream: tuple[StreamHeader, list[Unit]]) -> No
     header, units = stream
     data = encode_stream(header, units)
     assert decode_stream(data, header.codec_id, header.weights_hash) == (header, units)
-    assert len(data) <= container.header_size(header.codec_id) + sum(9 + len(u.payload) for u in units)
+    assert len(data) <= container.header_size(header, len(units)) + sum(9 + len(u.payload) for u in units)

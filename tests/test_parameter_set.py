@@ -49,6 +49,23 @@ def test_damaged_or_foreign_packed_sets_are_refused() -> None:
         pack_parameter_set("models.c3.C3Net", {**architecture, "levels": 99}, fields)
 
 
+def test_registered_classes_take_one_byte_and_older_versions_are_read() -> None:
+    """Version 3 names C3Net by its id (1 byte instead of 16); version 2 sets (the name) still read."""
+    from nvc_train.bitstream.architecture import CLASS_IDS
+
+    architecture = _architecture("coolchic", C3Net)
+    fields = C3Net.ARCHITECTURE_FIELDS
+    packed = pack_parameter_set("models.c3.C3Net", architecture, fields)
+    assert packed[:3] == b"\xa7\x03" + bytes([CLASS_IDS["models.c3.C3Net"]])
+    name = b"models.c3.C3Net"
+    version2 = b"\xa7\x02" + bytes([len(name)]) + name + packed[3:]
+    assert len(version2) == len(packed) + 15
+    assert packed_target(version2, "f") == "models.c3.C3Net"
+    assert unpack_parameter_set(version2, fields, "f") == unpack_parameter_set(packed, fields, "f")
+    with pytest.raises(BitstreamError, match="class id 99 is not one this reader knows"):
+        packed_target(packed[:2] + b"\x63" + packed[3:], "f")
+
+
 def test_floats_pack_in_a_few_bytes_when_dyadic_and_exactly_either_way() -> None:
     """Configs' floats (-3.0, 0.125, 0) take 2 bytes each, any other float 9, and all come back equal;
     a version 1 set (every float as float64) is still read."""
@@ -59,11 +76,12 @@ def test_floats_pack_in_a_few_bytes_when_dyadic_and_exactly_either_way() -> None
         "b": ArchitectureField("floats", -1e9, 1e9, max_items=4),
     }
     values = {"a": -3.0, "b": [0.125, 0.0, 0.1, 1e-7]}
-    packed = pack_parameter_set("x.Y", values, fields)
-    header = 2 + 1 + 3 + 4
+    packed = pack_parameter_set("x.Y", values, fields)  # a class without an id: 0, then its name
+    header = 2 + 1 + 1 + 3 + 4
     assert len(packed) == header + 2 + (1 + 2 + 2 + 9 + 9)
+    assert packed_target(packed, "f") == "x.Y"
     assert unpack_parameter_set(packed, fields, "f") == values
-    old = bytearray(packed[:header])
+    old = bytearray(packed[:2] + packed[3:header])  # versions 1 and 2 had no id byte
     old[1] = 1
     old += struct.pack(">d", -3.0) + bytes([4]) + b"".join(struct.pack(">d", v) for v in values["b"])
     assert unpack_parameter_set(bytes(old), fields, "f") == values

@@ -113,8 +113,14 @@ def check_architecture(record: Any, fields: Mapping[str, ArchitectureField], whe
 
 PACKED_MAGIC = b"\xa7"
 """First byte of a packed parameter set (a JSON one, written before it existed, starts with ``{``)."""
-_PACKED_VERSION = 2  # 2: floats as dyadic (shift, mantissa) where exact; 1 (still read): float64
+_PACKED_VERSION = 3  # 3: the class as a one-byte id; 2: floats as dyadic (shift, mantissa); 1: float64
+_READABLE_VERSIONS = (1, 2, _PACKED_VERSION)
 _RAW_FLOAT = 0xFF  # the shift byte of a float sent as 8 bytes (not a small dyadic rational)
+
+CLASS_IDS: dict[str, int] = {"models.c3.C3Net": 1, "models.hinerv.HiNeRV": 2, "models.nvrc.NVRC": 3}
+"""One-byte ids of the scene-adaptive network classes (version 3); id 0 is followed by the class
+name, for a class not in this table. Fixed: an id, once given, names the same class forever."""
+_CLASS_NAMES = {code: name for name, code in CLASS_IDS.items()}
 
 
 def _fields_crc(fields: Mapping[str, ArchitectureField]) -> int:
@@ -152,15 +158,17 @@ def pack_parameter_set(
 ) -> bytes:
     """The parameter set in a few dozen bytes (its JSON was ~500, a third of a small frame's file).
 
-    Layout: magic ``0xA7``, version, the target's length (varint) and UTF-8 name, CRC32 of the
-    fields (names, kinds, choices), then every field in name order: int = zigzag varint, float =
-    :func:`_pack_float` (version 1: big-endian float64), bool = one byte, str = index into its
-    choices, ints / floats = count (varint) then items. ``architecture`` is checked against
+    Layout: magic ``0xA7``, version, the class (its byte in :data:`CLASS_IDS`, or 0 then the
+    name's length (varint) and ASCII name), CRC32 of the fields (names, kinds, choices), then
+    every field in name order: int = zigzag varint, float = :func:`_pack_float` (version 1:
+    big-endian float64), bool = one byte, str = index into its choices, ints / floats = count
+    (varint) then items. ``architecture`` is checked against
     ``fields`` first.
     """
     record = check_architecture(architecture, fields, "pack_parameter_set")
     name = target.encode()
-    out = bytearray(PACKED_MAGIC + bytes([_PACKED_VERSION]) + _varint(len(name)) + name)
+    out = bytearray(PACKED_MAGIC + bytes([_PACKED_VERSION]))
+    out += bytes([CLASS_IDS[target]]) if target in CLASS_IDS else b"\x00" + _varint(len(name)) + name
     out += struct.pack(">I", _fields_crc(fields))
     for key in sorted(fields):
         field, value = fields[key], record[key]
@@ -218,9 +226,19 @@ class _Reader:
 
 def packed_target(data: bytes, where: str) -> str:
     """The network class name of a packed parameter set (read before any field)."""
-    reader = _Reader(data, where)
-    if reader.take(1) != PACKED_MAGIC or reader.take(1)[0] not in (1, _PACKED_VERSION):
-        raise BitstreamError(f"{where}: not a version 1 or {_PACKED_VERSION} packed parameter set")
+    return _read_target(_Reader(data, where), where)
+
+
+def _read_target(reader: _Reader, where: str) -> str:
+    """Magic, version and class of a packed parameter set; the reader stops after the class."""
+    if reader.take(1) != PACKED_MAGIC or reader.take(1)[0] not in _READABLE_VERSIONS:
+        raise BitstreamError(f"{where}: not a version {_READABLE_VERSIONS} packed parameter set")
+    if reader.data[1] == _PACKED_VERSION:
+        code = reader.take(1)[0]
+        if code:
+            if code not in _CLASS_NAMES:
+                raise BitstreamError(f"{where}: network class id {code} is not one this reader knows")
+            return _CLASS_NAMES[code]
     length = reader.varint()
     if length > 200:
         raise BitstreamError(f"{where}: a class name of {length} bytes")
@@ -233,8 +251,8 @@ def packed_target(data: bytes, where: str) -> str:
 def unpack_parameter_set(data: bytes, fields: Mapping[str, ArchitectureField], where: str) -> dict[str, Any]:
     """The architecture of a packed parameter set whose class has ``fields``, checked; else BitstreamError."""
     reader = _Reader(data, where)
-    version = reader.take(2)[1]
-    reader.take(reader.varint())
+    _read_target(reader, where)
+    version = data[1]
     (crc,) = struct.unpack(">I", reader.take(4))
     if crc != _fields_crc(fields):
         raise BitstreamError(f"{where}: the parameter set was packed for other fields than this network's")

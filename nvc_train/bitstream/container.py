@@ -27,8 +27,9 @@ from nvc_train.atomic import atomic_write_bytes
 from nvc_train.structure import CodingStructure
 
 MAGIC = b"NVCB"
-VERSION_MAJOR = 1
+VERSION_MAJOR = 2  # 2: varint header fields, weights hash may be empty; 1 (still read): fixed widths
 VERSION_MINOR = 0
+READABLE_MAJORS = (1, 2)
 
 WEIGHTS_HASH_BYTES = 16
 MAX_CODEC_ID_BYTES = 32
@@ -131,7 +132,13 @@ class Field:
 
     @property
     def size(self) -> int:
+        """Bytes of the field in a version-1 header (fixed width)."""
         return struct.calcsize(">" + self.fmt)
+
+    @property
+    def signed(self) -> bool:
+        """Signed fields are zigzag varints in a version-2 header."""
+        return self.fmt.islower()
 
     def describe(self) -> str:
         return self.rule or f"{self.lo}..{self.hi}"
@@ -159,14 +166,42 @@ HEADER_FIELDS: tuple[Field, ...] = (
     Field("rate_point", "h", RATE_POINT_MIN, RATE_POINT_MAX),
 )
 _FIELDS_STRUCT = struct.Struct(">" + "".join(f.fmt for f in HEADER_FIELDS))
+_FIELD_MAX_BYTES = 5  # a version-2 field is a varint of at most 5 bytes (every range fits in 32 bits)
+_HEADER_SIZE_MAX_BYTES = 2  # varint of header_size <= MAX_HEADER_BYTES
+# magic, versions, 1-byte header_size, codec id length + 1 byte, hash length, 1 byte a field, CRC
+_SMALLEST_V2_HEADER = len(MAGIC) + 2 + 1 + 2 + 1 + len(HEADER_FIELDS) + 4
 
 # Unit head bytes are at least: kind, 1-byte rate delta, 1-byte length, CRC32.
 MIN_UNIT_BYTES = 1 + 1 + 1 + _CRC.size
 
 
-def header_size(codec_id: str) -> int:
-    """Bytes of a version-1.0 header whose codec id is ``codec_id`` (59 + its length)."""
-    return _PREAMBLE.size + 1 + len(codec_id.encode("ascii")) + WEIGHTS_HASH_BYTES + _FIELDS_STRUCT.size + 4
+def _v1_header_size(codec_id_length: int) -> int:
+    """Bytes of a version-1.0 header (fixed-width fields): 59 + the codec id's length."""
+    return _PREAMBLE.size + 1 + codec_id_length + WEIGHTS_HASH_BYTES + _FIELDS_STRUCT.size + 4
+
+
+def _v2_fields(values: Sequence[int]) -> bytes:
+    """The numeric fields of a version-2 header: unsigned varints, zigzag for the signed ones."""
+    return b"".join(
+        _varint(_zigzag(value) if field.signed else value)
+        for field, value in zip(HEADER_FIELDS, values, strict=True)
+    )
+
+
+def header_size(header: StreamHeader, num_units: int) -> int:
+    """Bytes of the header :func:`encode_stream` writes for ``header`` and ``num_units`` units.
+
+    A version-2 header is about 34 bytes for a small scene-adaptive stream (codec id ``coolchic``,
+    no weights hash) and 52 for a 1080p scene-agnostic one with its 16-byte hash; its size depends
+    on the values, since every number is a varint.
+    """
+    codec_id, weights, values = _header_values(header, num_units, "header_size")
+    body = 1 + len(codec_id) + 1 + len(weights) + len(_v2_fields(values)) + _CRC.size
+    for size_bytes in (1, 2):
+        size = len(MAGIC) + 2 + size_bytes + body
+        if len(_varint(size)) == size_bytes:
+            return size
+    raise BitstreamError(f"header_size: a header of {size} bytes")  # pragma: no cover - bounded fields
 
 
 @dataclass(frozen=True)
@@ -211,11 +246,11 @@ def _check_codec_id_bytes(raw: bytes, where: str) -> str:
 
 
 def _check_weights_hash(value: object, where: str) -> bytes:
-    if not isinstance(value, (bytes, bytearray)) or len(value) != WEIGHTS_HASH_BYTES:
+    if not isinstance(value, (bytes, bytearray)) or len(value) not in (0, WEIGHTS_HASH_BYTES):
         shown = f"{len(value)} bytes" if isinstance(value, (bytes, bytearray)) else repr(value)
         raise BitstreamError(
             f"{where}: header field weights_hash must be {WEIGHTS_HASH_BYTES} bytes "
-            f"(from weights_hash()), got {shown}"
+            f"(from weights_hash()), or empty for a stream that carries its own weights; got {shown}"
         )
     return bytes(value)
 
@@ -313,12 +348,11 @@ def encode_stream(header: StreamHeader, units: Sequence[Unit]) -> bytes:
             f"{len(units)} units are frames (kind < {FIRST_NON_FRAME_KIND})"
         )
 
-    out = bytearray()
-    out += _PREAMBLE.pack(MAGIC, VERSION_MAJOR, VERSION_MINOR, header_size(header.codec_id))
-    out.append(len(codec_id))
-    out += codec_id
-    out += weights
-    out += _FIELDS_STRUCT.pack(*values)
+    out = bytearray(MAGIC + bytes((VERSION_MAJOR, VERSION_MINOR)))
+    out += _varint(header_size(header, len(units)))
+    out += bytes((len(codec_id),)) + codec_id
+    out += bytes((len(weights),)) + weights
+    out += _v2_fields(values)
     header_crc = zlib.crc32(out)
     out += _CRC.pack(header_crc)
     for index, unit in enumerate(units):
@@ -411,13 +445,17 @@ def _read_header(cur: _Cursor) -> tuple[StreamHeader, int, int]:
     cur.take(len(MAGIC), "magic")
     major = cur.take(1, "version_major")[0]
     minor = cur.take(1, "version_minor")[0]
-    if major != VERSION_MAJOR:
+    if major not in READABLE_MAJORS:
         raise BitstreamError(
-            f"unsupported bitstream format version {major}.{minor}: this reader reads version "
-            f"{VERSION_MAJOR}.x (was the stream written by a newer nvc-train?)"
+            f"unsupported bitstream format version {major}.{minor}: this reader reads versions "
+            f"{', '.join(f'{m}.x' for m in READABLE_MAJORS)} (was the stream written by a newer nvc-train?)"
         )
-    (size,) = struct.unpack(">H", cur.take(2, "header_size"))
-    smallest = header_size("x")
+    if major == 1:
+        (size,) = struct.unpack(">H", cur.take(2, "header_size"))
+        smallest = _v1_header_size(1)
+    else:
+        size = cur.varint(_HEADER_SIZE_MAX_BYTES, "header_size")
+        smallest = _SMALLEST_V2_HEADER
     if not smallest <= size <= MAX_HEADER_BYTES:
         raise BitstreamError(
             f"bitstream header_size = {size} out of range ({smallest}..{MAX_HEADER_BYTES}); "
@@ -437,19 +475,20 @@ def _read_header(cur: _Cursor) -> tuple[StreamHeader, int, int]:
     where = "bad bitstream"
     body = _Cursor(data[: size - 4], cur.spans)
     body.pos = cur.pos
-    id_len = body.take(1, "codec_id_length")[0]
-    fixed = header_size("x") - 1 + id_len  # this codec id's version-1.0 header size
-    if size < fixed or (minor == 0 and size != fixed):
+    try:
+        codec_id_raw, weights, named = (_v1_body if major == 1 else _v2_body)(body, size, minor)
+    except BitstreamError as error:
+        if "truncated" not in str(error):
+            raise
         raise BitstreamError(
-            f"{where}: header_size = {size} does not match its fields ({fixed} bytes for version "
-            f"{VERSION_MAJOR}.0 with a {id_len}-byte codec id)"
-        )
-    codec_id_raw = bytes(body.take(id_len, "codec_id"))
-    weights = bytes(body.take(WEIGHTS_HASH_BYTES, "weights_hash"))
-    named = {}
-    for field in HEADER_FIELDS:
-        (named[field.name],) = struct.unpack(">" + field.fmt, body.take(field.size, field.name))
+            f"{where}: header_size = {size} does not match its fields (they run past its end)"
+        ) from None
     if body.remaining():
+        if minor == 0:
+            raise BitstreamError(
+                f"{where}: header_size = {size} does not match its fields ({body.remaining()} bytes "
+                f"after the last field of version {major}.0)"
+            )
         # Fields of a later minor version: skipped by this reader, still covered by the CRC.
         body.take(body.remaining(), "header_extension")
     cur.pos = size
@@ -481,6 +520,38 @@ def _read_header(cur: _Cursor) -> tuple[StreamHeader, int, int]:
     return header, named["num_units"], stored
 
 
+def _v1_body(body: _Cursor, size: int, minor: int) -> tuple[bytes, bytes, dict[str, int]]:
+    """Codec id, weights hash and numeric fields of a version-1 header (fixed widths)."""
+    id_len = body.take(1, "codec_id_length")[0]
+    fixed = _v1_header_size(id_len)
+    if size < fixed or (minor == 0 and size != fixed):
+        raise BitstreamError(
+            f"bad bitstream: header_size = {size} does not match its fields ({fixed} bytes for version "
+            f"1.0 with a {id_len}-byte codec id)"
+        )
+    codec_id_raw = bytes(body.take(id_len, "codec_id"))
+    weights = bytes(body.take(WEIGHTS_HASH_BYTES, "weights_hash"))
+    named = {}
+    for field in HEADER_FIELDS:
+        (named[field.name],) = struct.unpack(">" + field.fmt, body.take(field.size, field.name))
+    return codec_id_raw, weights, named
+
+
+def _v2_body(body: _Cursor, size: int, minor: int) -> tuple[bytes, bytes, dict[str, int]]:
+    """Codec id, weights hash (0 or 16 bytes) and varint fields of a version-2 header."""
+    id_len = body.take(1, "codec_id_length")[0]
+    codec_id_raw = bytes(body.take(id_len, "codec_id"))
+    hash_len = body.take(1, "weights_hash_length")[0]
+    if hash_len not in (0, WEIGHTS_HASH_BYTES):
+        raise BitstreamError(f"bad bitstream: weights_hash_length = {hash_len} (0 or {WEIGHTS_HASH_BYTES})")
+    weights = bytes(body.take(hash_len, "weights_hash")) if hash_len else b""
+    named = {}
+    for field in HEADER_FIELDS:
+        value = body.varint(_FIELD_MAX_BYTES, field.name)
+        named[field.name] = _unzigzag(value) if field.signed else value
+    return codec_id_raw, weights, named
+
+
 def _check_expected(
     header: StreamHeader, expected_codec_id: str | None, expected_weights_hash: bytes | None
 ) -> None:
@@ -489,8 +560,9 @@ def _check_expected(
             f"this bitstream was made by codec {header.codec_id!r}, the decoder is {expected_codec_id!r}"
         )
     if expected_weights_hash is not None and header.weights_hash != bytes(expected_weights_hash):
+        made = header.weights_hash.hex()[:8] or "it carries (no hash: a scene-adaptive stream)"
         raise BitstreamError(
-            f"this bitstream was made with weights {header.weights_hash.hex()[:8]}, "
+            f"this bitstream was made with weights {made}, "
             f"the decoder has {bytes(expected_weights_hash).hex()[:8]}"
         )
 
