@@ -79,14 +79,18 @@ def _seed_streams(folder: Path) -> list[Path]:
     return paths
 
 
-def _parameter_set_record(payload: bytes) -> dict:
+def _parameter_set_record(payload: bytes, header: StreamHeader) -> dict:
     """A packed parameter set as the JSON-style record ``{"target", "architecture"}``."""
     from nvc_train.bitstream.architecture import packed_target, unpack_parameter_set
-    from nvc_train.codecs.adaptive import network_class
+    from nvc_train.codecs.adaptive import header_geometry, network_class
 
     target = packed_target(payload, "fuzz")
-    fields = network_class(target).ARCHITECTURE_FIELDS
-    return {"target": target, "architecture": unpack_parameter_set(payload, fields, "fuzz")}
+    net_class = network_class(target)
+    given = header_geometry(net_class, header)
+    return {
+        "target": target,
+        "architecture": unpack_parameter_set(payload, net_class.ARCHITECTURE_FIELDS, "fuzz", given),
+    }
 
 
 def _resigned(path: Path, header: StreamHeader, units: list[Unit]) -> None:
@@ -113,7 +117,7 @@ def _mutate(
             packed += bytes(rng.randrange(256) for _ in range(rng.randint(1, 8)))
         units = [Unit(units[0].kind, units[0].rate_point, bytes(packed)), *units[1:]]
         return header, units, f"packed parameter set: {kind}"
-    parameter_set = _parameter_set_record(units[0].payload)
+    parameter_set = _parameter_set_record(units[0].payload, header)
     architecture = parameter_set["architecture"]
     choice = rng.random()
     if choice < 0.70:
@@ -271,7 +275,7 @@ def test_a_small_stream_decodes_under_ulimit_v_6000000(tmp_path: Path) -> None:
 def test_cli_refuses_a_crafted_stream_with_one_line(tmp_path: Path) -> None:
     stream = _seed_streams(tmp_path)[2]
     header, units = read_stream(stream)
-    parameter_set = _parameter_set_record(units[0].payload)
+    parameter_set = _parameter_set_record(units[0].payload, header)
     parameter_set["architecture"]["channels"] = 10**9
     crafted = tmp_path / "crafted.nvc"
     _resigned(crafted, header, [Unit(units[0].kind, 0, json.dumps(parameter_set).encode()), *units[1:]])

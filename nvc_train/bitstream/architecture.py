@@ -20,8 +20,8 @@ from typing import Any
 from nvc_train.bitstream.container import BitstreamError
 
 __all__ = [
-    "PACKED_MAGIC", "ArchitectureField", "check_architecture", "pack_parameter_set", "packed_target",
-    "unpack_parameter_set",
+    "HEADER_GIVEN_FIELDS", "PACKED_MAGIC", "ArchitectureField", "check_architecture", "pack_parameter_set",
+    "packed_target", "unpack_parameter_set",
 ]  # fmt: skip
 
 _KINDS = ("int", "float", "bool", "str", "ints", "floats")
@@ -122,6 +122,10 @@ CLASS_IDS: dict[str, int] = {"models.c3.C3Net": 1, "models.hinerv.HiNeRV": 2, "m
 name, for a class not in this table. Fixed: an id, once given, names the same class forever."""
 _CLASS_NAMES = {code: name for name, code in CLASS_IDS.items()}
 
+HEADER_GIVEN_FIELDS = ("gop_size", "height", "intra_period", "num_frames", "structure", "width")
+"""Fields a version-3 set leaves out: the container header gives them (``height`` / ``width`` as
+the header's size rounded up to the class's padding), and a copy could only disagree with it."""
+
 
 def _fields_crc(fields: Mapping[str, ArchitectureField]) -> int:
     """CRC32 of the field names and kinds in packing order: a file packed for other fields is refused."""
@@ -170,7 +174,7 @@ def pack_parameter_set(
     out = bytearray(PACKED_MAGIC + bytes([_PACKED_VERSION]))
     out += bytes([CLASS_IDS[target]]) if target in CLASS_IDS else b"\x00" + _varint(len(name)) + name
     out += struct.pack(">I", _fields_crc(fields))
-    for key in sorted(fields):
+    for key in sorted(set(fields) - set(HEADER_GIVEN_FIELDS)):
         field, value = fields[key], record[key]
         if field.kind == "int":
             out += _varint(_zigzag(value))
@@ -248,8 +252,14 @@ def _read_target(reader: _Reader, where: str) -> str:
         raise BitstreamError(f"{where}: the class name is not ASCII") from None
 
 
-def unpack_parameter_set(data: bytes, fields: Mapping[str, ArchitectureField], where: str) -> dict[str, Any]:
-    """The architecture of a packed parameter set whose class has ``fields``, checked; else BitstreamError."""
+def unpack_parameter_set(
+    data: bytes, fields: Mapping[str, ArchitectureField], where: str, header_given: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The architecture of a packed parameter set whose class has ``fields``, checked; else BitstreamError.
+
+    ``header_given`` holds the :data:`HEADER_GIVEN_FIELDS` as the container header gives them: a
+    version-3 set takes them from there; an older set carries its own, which the caller compares.
+    """
     reader = _Reader(data, where)
     _read_target(reader, where)
     version = data[1]
@@ -259,6 +269,9 @@ def unpack_parameter_set(data: bytes, fields: Mapping[str, ArchitectureField], w
     record: dict[str, Any] = {}
     for key in sorted(fields):
         field = fields[key]
+        if version == _PACKED_VERSION and key in HEADER_GIVEN_FIELDS:
+            record[key] = header_given[key]
+            continue
         if field.kind == "int":
             record[key] = reader.signed()
         elif field.kind == "float":

@@ -361,8 +361,13 @@ def write_adaptive_stream(
     whose CRC chain already ties it to the header, so a hash of it would only cost 17 bytes a file
     (about 1 % of a small frame's). Files of format 1 carried one; :func:`decode_file` checks it.
     """
-    fields = network_class(target, "write_adaptive_stream").ARCHITECTURE_FIELDS
-    parameter_set = pack_parameter_set(target, architecture, fields)
+    net_class = network_class(target, "write_adaptive_stream")
+    given = header_geometry(net_class, header)
+    differ = [f"{key} {architecture.get(key)!r} (header: {value!r})" for key, value in given.items()
+              if architecture.get(key) != value]  # fmt: skip
+    if differ:  # the parameter set leaves these to the header: they must say the same
+        raise BitstreamError(f"write_adaptive_stream: the architecture disagrees with the header: {differ}")
+    parameter_set = pack_parameter_set(target, architecture, net_class.ARCHITECTURE_FIELDS)
     units = [
         Unit(KIND_PARAMETER_SET, header.rate_point, parameter_set),
         Unit(KIND_WEIGHTS, header.rate_point, payload.parameters),
@@ -442,7 +447,8 @@ def _parameter_set(payload: bytes, header: StreamHeader, where: str) -> tuple[ty
         )
     if payload[:1] == PACKED_MAGIC:
         net_class = network_class(packed_target(payload, where), where)
-        architecture = unpack_parameter_set(payload, net_class.ARCHITECTURE_FIELDS, where)
+        expected = header_geometry(net_class, header)
+        architecture = unpack_parameter_set(payload, net_class.ARCHITECTURE_FIELDS, where, expected)
     else:  # the JSON parameter set of files written before the packed one
         try:
             parameter_set = json.loads(payload.decode("utf-8"))
@@ -453,8 +459,18 @@ def _parameter_set(payload: bytes, header: StreamHeader, where: str) -> tuple[ty
             ) from None
         net_class = network_class(target, where)
         architecture = net_class.checked_architecture(architecture, where)
+        expected = header_geometry(net_class, header)
+    differ = [f"{k} {architecture[k]!r} (header: {v!r})" for k, v in expected.items() if architecture[k] != v]
+    if differ:
+        raise BitstreamError(f"{where}: the architecture disagrees with the header: {', '.join(differ)}")
+    return net_class, architecture
+
+
+def header_geometry(net_class: type, header: StreamHeader) -> dict[str, Any]:
+    """The architecture fields the container header gives (``HEADER_GIVEN_FIELDS``): the coded size
+    rounded up to the class's padding, the frame count and the coding structure."""
     pad = net_class.pad_multiple
-    expected = {
+    return {
         "height": -(-header.height // pad) * pad,
         "width": -(-header.width // pad) * pad,
         "num_frames": header.num_frames,
@@ -462,10 +478,6 @@ def _parameter_set(payload: bytes, header: StreamHeader, where: str) -> tuple[ty
         "intra_period": header.intra_period,
         "gop_size": header.gop_size,
     }
-    differ = [f"{k} {architecture[k]!r} (header: {v!r})" for k, v in expected.items() if architecture[k] != v]
-    if differ:
-        raise BitstreamError(f"{where}: the architecture disagrees with the header: {', '.join(differ)}")
-    return net_class, architecture
 
 
 def _check_before_building(
