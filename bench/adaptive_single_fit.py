@@ -84,6 +84,8 @@ def main() -> None:
     )
     net.init_from_frames(y, uv)
     fit = fit_sequence(net, y, uv, args.lmbda, preset)
+    with torch.no_grad():  # the weights' estimated bits, which the step search and RDOQ optimise
+        estimated_weights = float(net.parameter_coder()(net.network_parameters(), "dequantize")[1])
     payload = net.compress()
     y_hat, uv_hat = net.reconstruct()
     y_hat = torch.round(y_hat.clamp(0, 1) * 255) / 255
@@ -93,7 +95,8 @@ def main() -> None:
     network = sum(p.numel() for n, p in net.named_parameters() if net.is_network_parameter(n))
     result = {
         "model": args.model, "lambda": args.lmbda, "steps": args.steps, "network_parameters": network,
-        "weights_bits": 8 * len(payload.parameters), "latent_bits": 8 * sum(len(f) for f in payload.frames),
+        "weights_bits": 8 * len(payload.parameters), "estimated_weights_bits": round(estimated_weights),
+        "latent_bits": 8 * sum(len(f) for f in payload.frames),
         "psnr_y": round(psnr[0], 3), "psnr_yuv": round((6 * psnr[0] + psnr[1] + psnr[2]) / 8, 3),
         "fit_s": round(fit.fit_s, 1), "it_per_s": round(args.steps / fit.fit_s, 2),
         "rdoq": fit.stages.rdoq, "set": args.set, "oset": args.oset,

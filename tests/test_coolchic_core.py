@@ -230,7 +230,8 @@ def test_a_bad_parameter_search_is_refused() -> None:
     assert OverfitPreset.from_config(preset).parameter_search == StepSearch((-12, 0), (-24, 0), 1)
     for bad in ({"weight_log2": [0, -12], "bias_log2": [-24, 0]}, {"weight_log2": [-12, 0]},
                 {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "passes": 0},
-                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "step": 1}):  # fmt: skip
+                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "step": 1},
+                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "per_octave": 3}):  # fmt: skip
         with pytest.raises(OverfitConfigError, match="parameter_search"):
             OverfitPreset.from_config({**preset, "parameter_search": bad})
     searching = {**preset, "parameter_search": None}
@@ -240,10 +241,17 @@ def test_a_bad_parameter_search_is_refused() -> None:
         OverfitPreset.from_config(searching)
 
 
+def test_step_candidates_divide_each_octave() -> None:
+    assert StepSearch((-3, -1), (-5, -4)).candidates("arm.weight") == [-3, -2, -1]
+    assert StepSearch((-3, -1), (-5, -4), per_octave=4).candidates("arm.bias") == [-5, -4.75, -4.5, -4.25, -4]
+
+
 @pytest.mark.slow
-def test_step_search_picks_measured_steps_that_the_file_codes() -> None:
-    """After a short fit, the search lowers the measured RD loss, every group lands on a tried power of
-    two, and the coded file decodes to exactly the network that was measured."""
+@pytest.mark.parametrize("per_octave", [1, 4])
+def test_step_search_picks_measured_steps_that_the_file_codes(per_octave: int) -> None:
+    """After a short fit, the search lowers the measured RD loss, every group lands on a tried step
+    (a power of two, or with ``per_octave`` 4 a quarter octave), and the coded file decodes to
+    exactly the network that was measured."""
     torch.manual_seed(0)
     frames = 1
     y = torch.rand(frames, 1, TINY_H, TINY_W) * 0.2 + torch.linspace(0.2, 0.8, TINY_W)
@@ -251,12 +259,15 @@ def test_step_search_picks_measured_steps_that_the_file_codes() -> None:
     net = _tiny_coolchic()
     preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
     preset["total_steps"], preset["warmup"] = 60, None
-    preset["parameter_search"] = {"weight_log2": [-10, -2], "bias_log2": [-14, -2], "passes": 1}
+    preset["parameter_search"] = {"weight_log2": [-10, -2], "bias_log2": [-14, -2], "passes": 1,
+                                  "per_octave": per_octave}  # fmt: skip
     preset["phases"] = [p for p in preset["phases"] if not p.get("step_search")]  # search after the fit
     fit = fit_sequence(net, y, uv, 200.0, preset)
     tried = fit.stages.search
     groups = parameter_groups(net.parameter_coder().names)
     assert {row["group"] for row in tried} == set(groups)
+    octaves = sum(12 if group.endswith(".bias") else 8 for group in groups)  # the ranges' widths
+    assert len(tried) == octaves * per_octave + len(groups)
     best_tried = min(row["loss"] for row in tried)
     final = float(fit.module.sequence_terms(y, uv).loss)
     assert final == pytest.approx(best_tried, rel=1e-6) or final < best_tried
@@ -264,7 +275,7 @@ def test_step_search_picks_measured_steps_that_the_file_codes() -> None:
     coder = net.parameter_coder()
     for indexes in groups.values():
         steps = {float(v) for i in indexes for v in coder.log2_step[i].detach()}
-        assert len(steps) == 1 and steps.pop().is_integer()
+        assert len(steps) == 1 and (steps.pop() * per_octave).is_integer()
     payload = net.compress()
     y_enc, uv_enc = net.reconstruct()
     y_dec, uv_dec = C3Net.decompress(net.architecture, payload).reconstruct()

@@ -66,11 +66,18 @@ def _plain(value: Any) -> Any:
 
 @dataclass(frozen=True)
 class StepSearch:
-    """The preset's ``parameter_search``: inclusive log2 ranges of the steps tried, and the rounds."""
+    """The preset's ``parameter_search``: inclusive log2 ranges of the steps tried, and the rounds.
+
+    ``per_octave`` steps are tried in each octave of the ranges: 1 tries the powers of two
+    (Cool-Chic's list), 4 every quarter octave, 2**(k/4) (1, 2, 4, 8 or 16, the coder's resolution).
+    Every step of the grid is measured: refining around the best power of two instead (1/2, then
+    1/4 octave away) ended in a worse step on the rooftop frame (RD loss 0.485 against 0.461).
+    """
 
     weight_log2: tuple[int, int]
     bias_log2: tuple[int, int]
     passes: int = 1
+    per_octave: int = 1
 
     def __post_init__(self) -> None:
         for name, (low, high) in (("weight_log2", self.weight_log2), ("bias_log2", self.bias_log2)):
@@ -79,16 +86,25 @@ class StepSearch:
                                  f"{[low, high]}")  # fmt: skip
         if self.passes < 1:
             raise ValueError(f"parameter_search.passes must be >= 1, got {self.passes}")
+        if self.per_octave not in (1, 2, 4, 8, 16):
+            raise ValueError(f"parameter_search.per_octave must be 1, 2, 4, 8 or 16, got {self.per_octave}")
+
+    def candidates(self, group: str) -> list[float]:
+        """The log2 steps tried for ``group`` (``<module>.weight`` or ``<module>.bias``), fine to coarse."""
+        low, high = self.bias_log2 if group.endswith(".bias") else self.weight_log2
+        return [k / self.per_octave for k in range(low * self.per_octave, high * self.per_octave + 1)]
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> StepSearch:
-        unknown = set(config) - {"weight_log2", "bias_log2", "passes"}
+        unknown = set(config) - {"weight_log2", "bias_log2", "passes", "per_octave"}
         missing = {"weight_log2", "bias_log2"} - set(config)
         if unknown or missing:
             raise ValueError(f"parameter_search: unknown keys {sorted(unknown)}, missing {sorted(missing)}")
         low_w, high_w = (int(v) for v in config["weight_log2"])
         low_b, high_b = (int(v) for v in config["bias_log2"])
-        return cls((low_w, high_w), (low_b, high_b), int(config.get("passes", 1)))
+        return cls(
+            (low_w, high_w), (low_b, high_b), int(config.get("passes", 1)), int(config.get("per_octave", 1))
+        )
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,13 @@ fraction of a second at CIF) and lands on steps a gradient rarely reaches in a f
 iterations (coarse ones: 4-6 bits a parameter instead of 8-12).
 
 Here a *group* is the weights (or the biases) of one top-level module of the network (``arm``,
-``synthesis``, ``upsampling``, ...): every tensor of the group gets the same power-of-two step,
-tried over the preset's range, one group at a time (coordinate descent, ``passes`` rounds). The
-measure is :meth:`~nvc_train.training.overfit.OverfitModule.sequence_terms`: hard-rounded latents,
-the quantized weights exactly as the decoder rebuilds them, and their estimated bits::
+``synthesis``, ``upsampling``, ...): every tensor of the group gets the same step, a power of two
+or (``per_octave``) a fraction of an octave, tried over the preset's range, one group at a time
+(coordinate descent, ``passes`` rounds). The measure is
+:meth:`~nvc_train.training.overfit.OverfitModule.sequence_terms`: hard-rounded latents, the
+quantized weights exactly as the decoder rebuilds them, and their estimated bits::
 
-    parameter_search: {weight_log2: [-12, 0], bias_log2: [-24, 0], passes: 1}
+    parameter_search: {weight_log2: [-12, 0], bias_log2: [-24, 0], passes: 1, per_octave: 4}
 
 The chosen steps stay in the network's :class:`~nvc_train.entropy.param_coding.ParameterCoder`, so
 ``compress`` codes exactly what was measured.
@@ -70,10 +71,9 @@ def search_parameter_steps(module: Any, y: Tensor, uv: Tensor, search: StepSearc
     best_loss = float(module.sequence_terms(y, uv).loss)
     for _ in range(search.passes):
         for group, indexes in parameter_groups(coder.names).items():
-            low, high = search.bias_log2 if group.endswith(".bias") else search.weight_log2
             kept = [coder.log2_step[i].detach().clone() for i in indexes]
             best_step: float | None = None
-            for log2_step in range(low, high + 1):
+            for log2_step in search.candidates(group):
                 for i in indexes:
                     coder.log2_step[i].fill_(float(log2_step))
                 terms = module.sequence_terms(y, uv)
@@ -81,7 +81,7 @@ def search_parameter_steps(module: Any, y: Tensor, uv: Tensor, search: StepSearc
                 tried.append({"group": group, "log2_step": log2_step, "loss": loss, "bpp": float(terms.bpp),
                               "psnr": float(terms.psnr)})  # fmt: skip
                 if math.isfinite(loss) and loss < best_loss:
-                    best_loss, best_step = loss, float(log2_step)
+                    best_loss, best_step = loss, log2_step
             if best_step is None:  # nothing beat the current steps: keep them
                 for i, value in zip(indexes, kept, strict=True):
                     coder.log2_step[i].copy_(value)
