@@ -227,11 +227,13 @@ def test_parameter_groups_are_module_and_kind() -> None:
 
 def test_a_bad_parameter_search_is_refused() -> None:
     preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
-    assert OverfitPreset.from_config(preset).parameter_search == StepSearch((-12, 0), (-24, 0), 1)
+    assert OverfitPreset.from_config(preset).parameter_search == StepSearch((-12, 0), (-24, 0), 2, (4,))
     for bad in ({"weight_log2": [0, -12], "bias_log2": [-24, 0]}, {"weight_log2": [-12, 0]},
                 {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "passes": 0},
                 {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "step": 1},
-                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "per_octave": 3}):  # fmt: skip
+                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "per_octave": 3},
+                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "per_octave": [1, 3]},
+                {"weight_log2": [-12, 0], "bias_log2": [-24, 0], "per_octave": []}):  # fmt: skip
         with pytest.raises(OverfitConfigError, match="parameter_search"):
             OverfitPreset.from_config({**preset, "parameter_search": bad})
     searching = {**preset, "parameter_search": None}
@@ -242,16 +244,24 @@ def test_a_bad_parameter_search_is_refused() -> None:
 
 
 def test_step_candidates_divide_each_octave() -> None:
-    assert StepSearch((-3, -1), (-5, -4)).candidates("arm.weight") == [-3, -2, -1]
-    assert StepSearch((-3, -1), (-5, -4), per_octave=4).candidates("arm.bias") == [-5, -4.75, -4.5, -4.25, -4]
+    search = StepSearch((-3, -1), (-5, -4))
+    assert search.candidates("arm.weight", 1) == [-3, -2, -1]
+    assert search.candidates("arm.bias", 4) == [-5, -4.75, -4.5, -4.25, -4]
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic.yaml").read_text())
+    for grids, parsed in ((4, (4,)), ([1, 4], (1, 4))):
+        search = {"weight_log2": [-3, -1], "bias_log2": [-5, -4], "per_octave": grids}
+        assert (
+            OverfitPreset.from_config({**preset, "parameter_search": search}).parameter_search.per_octave
+            == parsed
+        )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("per_octave", [1, 4])
-def test_step_search_picks_measured_steps_that_the_file_codes(per_octave: int) -> None:
+@pytest.mark.parametrize("per_octave", [[1], [1, 4]])
+def test_step_search_picks_measured_steps_that_the_file_codes(per_octave: list[int]) -> None:
     """After a short fit, the search lowers the measured RD loss, every group lands on a tried step
-    (a power of two, or with ``per_octave`` 4 a quarter octave), and the coded file decodes to
-    exactly the network that was measured."""
+    of the kept grid (with ``per_octave`` [1, 4]: the one whose RDOQ ended lower), and the coded
+    file decodes to exactly the network that was measured."""
     torch.manual_seed(0)
     frames = 1
     y = torch.rand(frames, 1, TINY_H, TINY_W) * 0.2 + torch.linspace(0.2, 0.8, TINY_W)
@@ -267,15 +277,16 @@ def test_step_search_picks_measured_steps_that_the_file_codes(per_octave: int) -
     groups = parameter_groups(net.parameter_coder().names)
     assert {row["group"] for row in tried} == set(groups)
     octaves = sum(12 if group.endswith(".bias") else 8 for group in groups)  # the ranges' widths
-    assert len(tried) == octaves * per_octave + len(groups)
-    best_tried = min(row["loss"] for row in tried)
+    assert len(tried) == sum(octaves * n + len(groups) for n in per_octave)
+    assert {row["per_octave"] for row in tried} == set(per_octave)
     final = float(fit.module.sequence_terms(y, uv).loss)
-    assert final == pytest.approx(best_tried, rel=1e-6) or final < best_tried
+    assert final == pytest.approx(fit.stages.rdoq["loss_after"], rel=1e-6)
+    assert final <= min(row["loss"] for row in tried) * (1 + 1e-6)  # the RDOQ only ever lowers it
     assert math.isfinite(final)
     coder = net.parameter_coder()
     for indexes in groups.values():
         steps = {float(v) for i in indexes for v in coder.log2_step[i].detach()}
-        assert len(steps) == 1 and (steps.pop() * per_octave).is_integer()
+        assert len(steps) == 1 and (steps.pop() * max(per_octave)).is_integer()
     payload = net.compress()
     y_enc, uv_enc = net.reconstruct()
     y_dec, uv_dec = C3Net.decompress(net.architecture, payload).reconstruct()

@@ -34,7 +34,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from nvc_train.training.presets import StepSearch
-from nvc_train.training.step_search import search_parameter_steps
+from nvc_train.training.step_search import quantize_network
 
 log = logging.getLogger(__name__)
 
@@ -210,7 +210,7 @@ class OverfitStages(Callback):
         net = pl_module.net
         if phase.step_search:
             assert self.step_search is not None and self.y is not None and self.uv is not None
-            self.search = search_parameter_steps(pl_module, self.y, self.uv, self.step_search)
+            self.search, _ = quantize_network(pl_module, self.y, self.uv, self.step_search, rdoq=None)
             net.quantize_parameters(phase.parameters)  # train on with the chosen steps
         elif phase.parameters is not None and net.parameter_mode is None:
             net.quantize_parameters(phase.parameters, init_bits=phase.parameter_bits)

@@ -43,7 +43,7 @@ from nvc_train.training.overfit_module import (
     rd_terms,
 )
 from nvc_train.training.presets import FitSettings, OverfitPreset
-from nvc_train.training.step_search import refine_parameters, search_parameter_steps
+from nvc_train.training.step_search import quantize_network, refine_parameters
 
 __all__ = [
     "OverfitModule", "RDTerms", "SequenceFit", "build_fit_trainer", "build_sequence_data", "fit_sequence",
@@ -88,8 +88,11 @@ def fit_sequence(
     schedule = Schedule.from_config(preset.scaled_phases(), preset.scaled_eval_every, preset.keep_best)
     module, trainer, stages = _run_schedule(net, y, uv, lmbda, schedule, preset, settings, seed)
     if preset.parameter_search is not None and not any(phase.step_search for phase in schedule.phases):
-        stages.search = search_parameter_steps(module, y, uv, preset.parameter_search)
-    if preset.parameter_rdoq is not None:
+        stages.search, rdoq = quantize_network(
+            module, y, uv, preset.parameter_search, preset.parameter_rdoq, seed
+        )
+        stages.rdoq = rdoq or {}
+    elif preset.parameter_rdoq is not None:
         stages.rdoq = refine_parameters(module, y, uv, preset.parameter_rdoq, seed)
     return SequenceFit(module, trainer, stages, schedule, time.perf_counter() - started)
 

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -53,14 +54,66 @@ def parameter_groups(names: Sequence[str]) -> dict[str, list[int]]:
 
 
 @torch.no_grad()
-def search_parameter_steps(module: Any, y: Tensor, uv: Tensor, search: StepSearch) -> list[dict[str, float]]:
+def quantize_network(
+    module: Any, y: Tensor, uv: Tensor, search: StepSearch, rdoq: ParameterRdoq | None, seed: int = 0
+) -> tuple[list[dict[str, float]], dict[str, float] | None]:
+    """The fitted network's weights quantized for the file: steps searched on each grid of
+    ``search.per_octave``, then (``rdoq``) refined weight by weight; the grid whose result has the
+    lowest measured RD loss is kept. Returns every step tried (rows carry their grid) and the kept
+    grid's RDOQ figures (None without ``rdoq``)."""
+    net = module.net
+    start = _QuantizationState.of(net)
+    best: tuple[float, _QuantizationState, dict[str, float] | None] | None = None
+    tried: list[dict[str, float]] = []
+    for per_octave in search.per_octave:
+        start.restore(net)
+        rows = search_parameter_steps(module, y, uv, search, per_octave)
+        tried += [{**row, "per_octave": per_octave} for row in rows]
+        refined = refine_parameters(module, y, uv, rdoq, seed) if rdoq is not None else None
+        loss = refined["loss_after"] if refined is not None else float(module.sequence_terms(y, uv).loss)
+        log.info("weights quantized on 1/%d octave steps: loss %.5f", per_octave, loss)
+        if best is None or loss < best[0]:
+            best = (loss, _QuantizationState.of(net), refined)
+    assert best is not None  # StepSearch refuses an empty per_octave
+    best[1].restore(net)
+    return tried, best[2]
+
+
+@dataclass
+class _QuantizationState:
+    """What quantizing a network changes: its weights, its coder's steps and its parameter mode."""
+
+    weights: dict[str, Tensor]
+    steps: list[Tensor]
+    mode: str | None
+
+    @classmethod
+    def of(cls, net: Any) -> _QuantizationState:
+        weights = {name: p.detach().clone() for name, p in net.network_parameters().items()}
+        steps = [s.detach().clone() for s in net.parameter_coder().log2_step]
+        return cls(weights, steps, net.parameter_mode)
+
+    def restore(self, net: Any) -> None:
+        for name, p in net.network_parameters().items():
+            p.data.copy_(self.weights[name])
+        for step, saved in zip(net.parameter_coder().log2_step, self.steps, strict=True):
+            step.data.copy_(saved)
+        net.quantize_parameters(self.mode)
+
+
+@torch.no_grad()
+def search_parameter_steps(
+    module: Any, y: Tensor, uv: Tensor, search: StepSearch, per_octave: int | None = None
+) -> list[dict[str, float]]:
     """Set the steps of ``module.net``'s weights to the best measured ones; returns what was tried.
 
     ``module`` is an :class:`~nvc_train.training.overfit.OverfitModule` whose network has been fitted
     (float or quantized weights). On return the network runs with quantized weights
-    (``dequantize``) at the chosen steps. Each row of the returned list is one candidate: group,
-    log2 step, loss, bits per pixel and PSNR.
+    (``dequantize``) at the chosen steps, from the grid of ``per_octave`` steps an octave (default:
+    the search's first). Each row of the returned list is one candidate: group, log2 step, loss,
+    bits per pixel and PSNR.
     """
+    per_octave = per_octave or search.per_octave[0]
     net = module.net
     coder = net.parameter_coder()
     if net.parameter_mode is None:
@@ -73,7 +126,7 @@ def search_parameter_steps(module: Any, y: Tensor, uv: Tensor, search: StepSearc
         for group, indexes in parameter_groups(coder.names).items():
             kept = [coder.log2_step[i].detach().clone() for i in indexes]
             best_step: float | None = None
-            for log2_step in search.candidates(group):
+            for log2_step in search.candidates(group, per_octave):
                 for i in indexes:
                     coder.log2_step[i].fill_(float(log2_step))
                 terms = module.sequence_terms(y, uv)
@@ -104,7 +157,7 @@ def refine_parameters(
 
     The network's float weights are set to exact multiples of their steps (what ``dequantize``
     gives), so the coded symbols are the ones measured. Returns the loss before and after, the
-    forward passes spent and the weights changed.
+    forward passes spent, the weights changed and the seconds taken.
     """
     net = module.net
     if net.parameter_mode is None:
@@ -120,7 +173,7 @@ def refine_parameters(
     best = float(module.sequence_terms(y, uv).loss)
     split = dict(getattr(net, "RD_SPLIT", {}))
     measure = SplitMeasure(module, y, uv) if split else None
-    before, forwards, changed = best, 0, 0
+    before, forwards, changed, started = best, 0, 0, time.perf_counter()
     for group, indexes in parameter_groups(coder.names).items():
         part = split.get(group.split(".", 1)[0])
         cells = [(i, j) for i in indexes for j in range(params[coder.names[i]].numel())]
@@ -145,7 +198,8 @@ def refine_parameters(
         measure.close()
     log.info("parameter RDOQ: loss %.5f -> %.5f, %d weights moved, %d forwards",
              before, best, changed, forwards)  # fmt: skip
-    return {"loss_before": before, "loss_after": best, "forwards": forwards, "changed": changed}
+    return {"loss_before": before, "loss_after": best, "forwards": forwards, "changed": changed,
+            "seconds": round(time.perf_counter() - started, 1)}  # fmt: skip
 
 
 class SplitMeasure:
