@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import struct
+from pathlib import Path
 
 import pytest
 import yaml
@@ -125,3 +126,19 @@ def test_floats_pack_in_a_few_bytes_when_dyadic_and_exactly_either_way() -> None
     assert unpack_parameter_set(bytes(old), fields, "f", {}) == values
     with pytest.raises(BitstreamError, match="shift"):
         unpack_parameter_set(packed[:header] + bytes([70, 5]) + packed[header + 2 :], fields, "f", {})
+
+
+def test_a_file_is_not_written_with_an_architecture_its_header_contradicts(tmp_path: Path) -> None:
+    """Version 3 leaves the geometry to the header, so the writer refuses a network built for another."""
+    from nvc_train.bitstream import AdaptivePayload, StreamHeader
+    from nvc_train.codecs.adaptive import write_adaptive_stream
+
+    architecture = _architecture("coolchic", C3Net)  # 176 x 144, 3 frames, ra, gop 2
+    header = StreamHeader("coolchic", b"", 176, 144, 8, 3, 30, 1, "ra", -1, 2, 0)
+    write_adaptive_stream(tmp_path / "ok.nvc", header, "models.c3.C3Net", architecture,
+                          AdaptivePayload(b"w", [b"", b"", b""]))  # fmt: skip
+    wide = StreamHeader("coolchic", b"", 352, 144, 8, 3, 30, 1, "ra", -1, 2, 0)
+    with pytest.raises(BitstreamError, match="width 176 \\(header: 352\\)"):
+        write_adaptive_stream(tmp_path / "bad.nvc", wide, "models.c3.C3Net", architecture,
+                              AdaptivePayload(b"w", [b"", b"", b""]))  # fmt: skip
+    assert not (tmp_path / "bad.nvc").exists()

@@ -358,15 +358,12 @@ def write_adaptive_stream(
     """Write the container of a fitted network: parameter set, weights, one unit per frame.
 
     The header's weights hash is left empty: the network travels in the stream (units 0 and 1),
-    whose CRC chain already ties it to the header, so a hash of it would only cost 17 bytes a file
+    whose CRC chain already ties it to the header, so a hash of it would only cost 16 bytes a file
     (about 1 % of a small frame's). Files of format 1 carried one; :func:`decode_file` checks it.
     """
     net_class = network_class(target, "write_adaptive_stream")
-    given = header_geometry(net_class, header)
-    differ = [f"{key} {architecture.get(key)!r} (header: {value!r})" for key, value in given.items()
-              if architecture.get(key) != value]  # fmt: skip
-    if differ:  # the parameter set leaves these to the header: they must say the same
-        raise BitstreamError(f"write_adaptive_stream: the architecture disagrees with the header: {differ}")
+    # The parameter set leaves these fields to the header: the two must say the same.
+    _check_geometry(architecture, header_geometry(net_class, header), "write_adaptive_stream")
     parameter_set = pack_parameter_set(target, architecture, net_class.ARCHITECTURE_FIELDS)
     units = [
         Unit(KIND_PARAMETER_SET, header.rate_point, parameter_set),
@@ -460,10 +457,19 @@ def _parameter_set(payload: bytes, header: StreamHeader, where: str) -> tuple[ty
         net_class = network_class(target, where)
         architecture = net_class.checked_architecture(architecture, where)
         expected = header_geometry(net_class, header)
-    differ = [f"{k} {architecture[k]!r} (header: {v!r})" for k, v in expected.items() if architecture[k] != v]
+    _check_geometry(architecture, expected, where)
+    return net_class, architecture
+
+
+def _check_geometry(architecture: Mapping[str, Any], given: Mapping[str, Any], where: str) -> None:
+    """BitstreamError unless ``architecture`` has the header's geometry (:func:`header_geometry`)."""
+    differ = [
+        f"{key} {architecture.get(key)!r} (header: {value!r})"
+        for key, value in given.items()
+        if architecture.get(key) != value
+    ]
     if differ:
         raise BitstreamError(f"{where}: the architecture disagrees with the header: {', '.join(differ)}")
-    return net_class, architecture
 
 
 def header_geometry(net_class: type, header: StreamHeader) -> dict[str, Any]:
