@@ -103,17 +103,15 @@ class _QuantizationState:
 
 @torch.no_grad()
 def search_parameter_steps(
-    module: Any, y: Tensor, uv: Tensor, search: StepSearch, per_octave: int | None = None
+    module: Any, y: Tensor, uv: Tensor, search: StepSearch, per_octave: int
 ) -> list[dict[str, float]]:
     """Set the steps of ``module.net``'s weights to the best measured ones; returns what was tried.
 
     ``module`` is an :class:`~nvc_train.training.overfit.OverfitModule` whose network has been fitted
     (float or quantized weights). On return the network runs with quantized weights
-    (``dequantize``) at the chosen steps, from the grid of ``per_octave`` steps an octave (default:
-    the search's first). Each row of the returned list is one candidate: group, log2 step, loss,
-    bits per pixel and PSNR.
+    (``dequantize``) at the chosen steps, from the grid of ``per_octave`` steps an octave. Each row
+    of the returned list is one candidate: group, log2 step, loss, bits per pixel and PSNR.
     """
-    per_octave = per_octave or search.per_octave[0]
     net = module.net
     coder = net.parameter_coder()
     if net.parameter_mode is None:
