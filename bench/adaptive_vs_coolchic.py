@@ -110,9 +110,12 @@ def run_coolchic(
     for index in args.rate_points:
         lmbda = args.lambdas[index]
         key = {"clip": clip, "size": f"{width}x{height}", "frames": args.frames,
-               "iterations": args.iterations, "lambda": lmbda}  # fmt: skip
+               "iterations": args.iterations, "lambda": lmbda, "structure": args.structure}  # fmt: skip
+        if args.structure == "ld":
+            key["p_iterations"] = args.p_iterations
         found = [row for row in recorded if _same_point(row, key)]
-        workdir = (folder / f"lmbda_{lmbda:g}_n{args.iterations}").resolve()
+        ld = f"_ld_p{args.p_iterations}" if args.structure == "ld" else ""
+        workdir = (folder / f"lmbda_{lmbda:g}_n{args.iterations}{ld}").resolve()
         result = workdir / "result.json"
         if found and not args.force:
             rows.append({**found[-1], "rate_point": index})
@@ -128,14 +131,11 @@ def run_coolchic(
         bitstream = workdir / "bitstream.cool"
         bitstream.unlink(missing_ok=True)
         started = time.perf_counter()
-        intra = f"--intra_pos=0-{args.frames - 1}" if args.frames > 1 else "--intra_pos=0"
         for k in range(args.frames):
             cmd = [
                 python, str(src / "cc_encode.py"), f"--input={source.resolve()}",
                 f"--output={bitstream}", f"--workdir={workdir}", f"--lmbda={lmbda}",
-                f"--n_frames={args.frames}", intra,
-                f"--coding_idx={k}", f"--dec_cfg_residue={src / 'cfg/dec/intra/hop.cfg'}",
-                "--start_lr=1e-2", f"--n_itr={args.iterations}",
+                f"--n_frames={args.frames}", *_coolchic_frame_options(args, src, k),
             ]  # fmt: skip
             _run(cmd, src, env, workdir / f"encode_{k}.log")
         enc_s = time.perf_counter() - started
@@ -160,6 +160,29 @@ def run_coolchic(
     return rows
 
 
+def _coolchic_frame_options(args: argparse.Namespace, src: Path, index: int) -> list[str]:
+    """``cc_encode.py``'s options for the frame at coding index ``index`` (display order in both
+    structures): every frame an I frame (``ai``), or frame 0 I and the others P frames (``ld``, as
+    ../shared/ENVIRONMENT.md R11 gives Cool-Chic's P-frame preset: the ``lop`` residue and motion
+    decoders, start lr 5e-3, 200 motion pre-training iterations then its hard-coded warm-up of two
+    candidates x 600 iterations, then ``--p-iterations``)."""
+    last = args.frames - 1
+    if args.structure == "ai":
+        positions = [f"--intra_pos=0-{last}" if last else "--intra_pos=0"]
+    elif args.structure == "ld":
+        positions = ["--intra_pos=0"] + ([f"--p_pos=1-{last}"] if last else [])
+    else:
+        sys.exit(f"Cool-Chic is run here in structure ai or ld, not {args.structure!r}")
+    if index == 0 or args.structure == "ai":
+        preset = [f"--dec_cfg_residue={src / 'cfg/dec/intra/hop.cfg'}", "--start_lr=1e-2",
+                  f"--n_itr={args.iterations}"]  # fmt: skip
+    else:
+        preset = [f"--dec_cfg_residue={src / 'cfg/dec/residue/lop.cfg'}",
+                  f"--dec_cfg_motion={src / 'cfg/dec/motion/lop.cfg'}", "--start_lr=5e-3",
+                  "--n_itr_pretrain_motion=200", f"--n_itr={args.p_iterations}"]  # fmt: skip
+    return [*positions, f"--coding_idx={index}", *preset]
+
+
 def load_record(path: Path) -> list[dict[str, Any]]:
     """Cool-Chic's recorded points (the bench's own rows, one per clip, size, frames, iterations and
     lambda), or none when the file is absent."""
@@ -170,7 +193,8 @@ def load_record(path: Path) -> list[dict[str, Any]]:
 
 def _same_point(row: dict[str, Any], key: dict[str, Any]) -> bool:
     """Whether a recorded row is the point ``key`` names (clip, size, frames, iterations, lambda)."""
-    return all(row.get(k) == v for k, v in key.items())
+    # rows recorded before the structure was part of the key are all-intra ones
+    return all(row.get(k, "ai" if k == "structure" else None) == v for k, v in key.items())
 
 
 def save_record(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -254,6 +278,8 @@ def main() -> None:
     parser.add_argument("--rate-points", type=int, nargs="+", default=None,
                         help="indices into --lambdas to code (default all); a subset reuses "
                         "finished points (ours keeps the lambdas list, so the same description)")  # fmt: skip
+    parser.add_argument("--p-iterations", type=int, default=1000,
+                        help="Cool-Chic's main-stage iterations of a P frame (structure ld)")  # fmt: skip
     parser.add_argument("--model", default="c3")
     parser.add_argument("--structure", default="ai")
     parser.add_argument("--anchor-qps", default="[22,27,32,37]")

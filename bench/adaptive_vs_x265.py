@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
@@ -43,9 +45,10 @@ def prepare_clip(source: Path, folder: Path, frames: int) -> Path:
     depth = "_10bit" if info.bit_depth == 10 else ""
     short = source.stem.split("_")[0]  # the size and frame count in the stem would confuse the name parser
     path = folder / f"{short}_{width}x{height}_{fps}{depth}.yuv"
-    if path.is_file():
-        return path
     dtype = "<u2" if info.bit_depth == 10 else "u1"
+    frame_bytes = width * height * 3 // 2 * np.dtype(dtype).itemsize
+    if path.is_file() and path.stat().st_size >= min(frames, len(reader)) * frame_bytes:
+        return path  # made before, with at least the frames asked for
     with path.open("wb") as handle:
         for frame in reader.read(0, min(frames, len(reader))):
             for plane, scale in ((frame.y, 1), (frame.u, 2), (frame.v, 2)):

@@ -27,7 +27,15 @@ from typing import Any
 import pytest
 import torch
 
-from nvc_train.bitstream import BitstreamError, StreamHeader, Unit, read_stream, weights_hash, write_stream
+from nvc_train.bitstream import (
+    KIND_PARAMETER_SET,
+    BitstreamError,
+    StreamHeader,
+    Unit,
+    read_stream,
+    weights_hash,
+    write_stream,
+)
 from tests.conftest import REPO_ROOT
 
 CASES = 2_000
@@ -93,9 +101,28 @@ def _parameter_set_record(payload: bytes, header: StreamHeader) -> dict:
     }
 
 
-def _resigned(path: Path, header: StreamHeader, units: list[Unit]) -> None:
-    """Write a crafted stream: the weights hash of what it carries, every CRC right."""
+def _split(units: list[Unit]) -> list[Unit]:
+    """The units of a file with its network unit as the parameter-set and weights units of older
+    files (still read), so that each part can be crafted alone."""
+    from nvc_train.codecs.adaptive import KIND_WEIGHTS, network_parts
+
+    parameter_set, weights, rest = network_parts(units, "fuzz")
+    rate = units[0].rate_point
+    return [Unit(KIND_PARAMETER_SET, rate, parameter_set), Unit(KIND_WEIGHTS, rate, weights), *rest]
+
+
+def _resigned(path: Path, header: StreamHeader, units: list[Unit], joined: bool = False) -> None:
+    """Write a crafted stream (``units`` in the two-unit layout of :func:`_split`): the weights hash
+    of what it carries, every CRC right; ``joined`` writes the parts as one network unit, as files
+    are written now."""
+    from nvc_train.bitstream.architecture import join_network
+    from nvc_train.codecs.adaptive import KIND_NETWORK
+
     hashed = weights_hash([("parameter_set", units[0].payload), ("weights", units[1].payload)])
+    if joined:
+        network = join_network(units[0].payload, units[1].payload)
+        units = [Unit(KIND_NETWORK, units[0].rate_point, network), *units[2:]]
+        hashed = b""
     write_stream(path, dataclasses.replace(header, weights_hash=hashed), units)
 
 
@@ -174,18 +201,20 @@ def _make_cases(folder: Path) -> list[tuple[Path, str]]:
     for index in range(CASES):
         seed_path = seeds[index % len(seeds)]
         header, units = read_stream(seed_path)
-        header, units, what = _mutate(rng, header, units)
+        header, units, what = _mutate(rng, header, _split(units))
         if header.num_frames != sum(u.is_frame for u in units):  # the container itself refuses it
             frames = [u for u in units if u.is_frame][: header.num_frames]
             while len(frames) < header.num_frames:
                 frames.append(frames[-1])
             units = [*units[:2], *frames]
         path = folder / f"case{index:04d}.nvc"
+        joined = rng.random() < 0.5
         try:
-            _resigned(path, header, units)
+            _resigned(path, header, units, joined)
         except BitstreamError:  # a header the writer refuses cannot be crafted this way
             continue
-        cases.append((path, f"{seed_path.stem}: {what}"))
+        layout = "one network unit" if joined else "two units"
+        cases.append((path, f"{seed_path.stem}, {layout}: {what}"))
     return cases
 
 
@@ -275,10 +304,12 @@ def test_a_small_stream_decodes_under_ulimit_v_6000000(tmp_path: Path) -> None:
 def test_cli_refuses_a_crafted_stream_with_one_line(tmp_path: Path) -> None:
     stream = _seed_streams(tmp_path)[2]
     header, units = read_stream(stream)
+    units = _split(units)
     parameter_set = _parameter_set_record(units[0].payload, header)
     parameter_set["architecture"]["channels"] = 10**9
     crafted = tmp_path / "crafted.nvc"
-    _resigned(crafted, header, [Unit(units[0].kind, 0, json.dumps(parameter_set).encode()), *units[1:]])
+    crafted_units = [Unit(units[0].kind, 0, json.dumps(parameter_set).encode()), *units[1:]]
+    _resigned(crafted, header, crafted_units, joined=True)
     proc = subprocess.run(
         [sys.executable, "-m", "nvc_train.codecs.adaptive", str(crafted), str(tmp_path / "out.yuv")],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,

@@ -184,13 +184,26 @@ def test_corrupted_files_give_a_bitstream_error(encoded, tmp_path: Path) -> None
         decode_file(rewritten("frame.nvc", garbage_frame), tmp_path / "x.yuv")
     from dataclasses import replace
 
-    from nvc_train.bitstream import weights_hash
+    from nvc_train.bitstream import KIND_PARAMETER_SET, weights_hash
+    from nvc_train.bitstream.architecture import join_network
+    from nvc_train.codecs.adaptive import KIND_NETWORK, KIND_WEIGHTS, network_parts
 
-    foreign = Unit(units[0].kind, units[0].rate_point, b'{"target": "os.system", "architecture": {}}')
-    forged = replace(header, weights_hash=weights_hash([("parameter_set", foreign.payload),
-                                                        ("weights", units[1].payload)]))  # fmt: skip
+    _, weights, frames = network_parts(units, "test")
+    rate = units[0].rate_point
+    foreign_set = b'{"target": "os.system", "architecture": {}}'
+    foreign = Unit(KIND_NETWORK, rate, join_network(foreign_set, weights))
     with pytest.raises(BitstreamError, match="not a registered network class"):
-        decode_file(rewritten("foreign.nvc", [foreign, *units[1:]], forged), tmp_path / "x.yuv")
+        decode_file(rewritten("foreign.nvc", [foreign, *frames]), tmp_path / "x.yuv")
+    # the same in the two units of older files, whose header hashed them
+    two_units = [Unit(KIND_PARAMETER_SET, rate, foreign_set), Unit(KIND_WEIGHTS, rate, weights), *frames]
+    forged = replace(
+        header, weights_hash=weights_hash([("parameter_set", foreign_set), ("weights", weights)])
+    )
+    with pytest.raises(BitstreamError, match="not a registered network class"):
+        decode_file(rewritten("foreign2.nvc", two_units, forged), tmp_path / "x.yuv")
+    cut = Unit(KIND_NETWORK, rate, b"\xff\x7f" + weights[:10])  # a 16,383-byte set in 10 bytes
+    with pytest.raises(BitstreamError, match="does not fit"):
+        decode_file(rewritten("cut.nvc", [cut, *frames]), tmp_path / "x.yuv")
     with pytest.raises(BitstreamError, match="made by codec"):
         decode_file(bitstream, tmp_path / "x.yuv", expected_codec_id="other")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 import zlib
@@ -18,6 +19,7 @@ from nvc_train.entropy.param_coding import (
     STEP_RESOLUTION,
     ParamCodingError,
     ParameterCoder,
+    payload_spec_crc,
     step_value,
 )
 
@@ -171,33 +173,61 @@ def test_decode_tables_are_pinned() -> None:
     assert zlib.crc32(tables) == 2395738599
 
 
+def _as_version_2(payload: bytes) -> bytes:
+    """The version-2 payload of a version-3 one (FORMAT.md): the same stream behind ``NVP``, the
+    version, the architecture CRC32 and the stream's own CRC32."""
+    version, spec_crc = struct.unpack_from("<BI", payload)
+    assert version == 3
+    stream = payload[HEADER_BYTES:]
+    return struct.pack("<3sBII", b"NVP", 2, spec_crc, zlib.crc32(stream)) + stream
+
+
 def test_bad_payloads_raise_clear_errors() -> None:
     params = _params()
     coder = _coder(params)
     payload = coder.compress(params)
     fresh = ParameterCoder({n: p.shape for n, p in params.items()})
-    with pytest.raises(ParamCodingError, match="CRC32"):
-        fresh.decompress(payload[:-3])
-    flipped = bytearray(payload)
-    flipped[len(payload) // 2] ^= 0x10
-    with pytest.raises(ParamCodingError, match="CRC32"):
-        fresh.decompress(bytes(flipped))
     with pytest.raises(ParamCodingError, match="shorter than its header"):
-        fresh.decompress(payload[:5])
-    with pytest.raises(ParamCodingError, match="magic"):
-        fresh.decompress(b"XYZ" + payload[3:])
-    with pytest.raises(ParamCodingError, match="version"):
-        fresh.decompress(payload[:3] + b"\x09" + payload[4:])
+        fresh.decompress(payload[:4])
+    with pytest.raises(ParamCodingError, match="version 9"):
+        fresh.decompress(b"\x09" + payload[1:])
     with pytest.raises(ParamCodingError, match="must be bytes"):
         fresh.decompress("payload")  # type: ignore[arg-type]
     other = ParameterCoder({n: p.shape for n, p in params.items()}, per_channel=False)
     with pytest.raises(ParamCodingError, match="another architecture"):
         other.decompress(payload)
-    # a payload whose CRC is right but whose stream is cut: the entropy decoder refuses it
-    stream = payload[HEADER_BYTES:-4]
-    forged = payload[:8] + zlib.crc32(stream).to_bytes(4, "little") + stream
+    # version 3 leaves the stream's integrity to the container's unit CRC; a cut stream still
+    # fails in the entropy decoder, not silently
     with pytest.raises(ParamCodingError):
-        fresh.decompress(forged)
+        fresh.decompress(payload[:-3])
+    # version 2 carried the stream's own CRC32: still checked
+    old = _as_version_2(payload)
+    with pytest.raises(ParamCodingError, match="CRC32"):
+        fresh.decompress(old[:-3])
+    flipped = bytearray(old)
+    flipped[len(old) // 2] ^= 0x10
+    with pytest.raises(ParamCodingError, match="CRC32"):
+        fresh.decompress(bytes(flipped))
+    with pytest.raises(ParamCodingError, match="shorter than its header"):
+        fresh.decompress(old[:5])
+    with pytest.raises(ParamCodingError, match="version 9"):
+        fresh.decompress(old[:3] + b"\x09" + old[4:])
+    with pytest.raises(ParamCodingError, match="another architecture"):
+        other.decompress(old)
+
+
+def test_version_3_is_version_2_without_magic_and_stream_crc() -> None:
+    """Seven bytes less a file, the same stream: a version-2 payload decodes to the same tensors."""
+    params = _params()
+    coder = _coder(params)
+    payload = coder.compress(params)
+    assert payload[0] == 3 and HEADER_BYTES == 5
+    fresh = ParameterCoder({n: p.shape for n, p in params.items()})
+    old = _as_version_2(payload)
+    assert len(old) == len(payload) + 7
+    assert payload_spec_crc(old) == payload_spec_crc(payload) == coder.spec_crc
+    new_tensors, old_tensors = fresh.decompress(payload), fresh.decompress(old)
+    assert all(torch.equal(new_tensors[name], old_tensors[name]) for name in params)
 
 
 def test_bad_parameters_raise_clear_errors() -> None:
@@ -240,7 +270,7 @@ def test_version_1_payloads_still_decode() -> None:
     decoded = ParameterCoder({n: p.shape for n, p in params.items()}).decompress(_V1_PAYLOAD)
     expected = coder.quantize(params, "dequantize")
     assert all(torch.equal(decoded[name], expected[name]) for name in params)
-    assert coder.compress(params)[3] == 2  # what is written now is version 2
+    assert coder.compress(params)[0] == 3  # what is written now is version 3
 
 
 def test_side_information_is_sent_once_per_tensor_when_its_groups_share_it() -> None:

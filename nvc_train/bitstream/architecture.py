@@ -228,6 +228,25 @@ class _Reader:
         return math.ldexp(float(self.signed()), -shift)
 
 
+def join_network(parameter_set: bytes, weights: bytes) -> bytes:
+    """A scene-adaptive file's network unit: the parameter set's length (varint), the set, then the
+    weights payload, which runs to the end of the unit."""
+    return _varint(len(parameter_set)) + parameter_set + weights
+
+
+def split_network(payload: bytes, max_parameter_set: int, where: str) -> tuple[bytes, bytes]:
+    """``(parameter set, weights)`` of a network unit (:func:`join_network`); a length that runs
+    past the unit or over ``max_parameter_set`` bytes is a BitstreamError."""
+    reader = _Reader(payload, f"{where}: the parameter set's length")
+    size = reader.varint()
+    if size > max_parameter_set or reader.pos + size > len(payload):
+        raise BitstreamError(
+            f"{where}: a parameter set of {size} bytes does not fit the {len(payload) - reader.pos} "
+            f"bytes after its length (at most {max_parameter_set})"
+        )
+    return payload[reader.pos : reader.pos + size], payload[reader.pos + size :]
+
+
 def packed_target(data: bytes, where: str) -> str:
     """The network class name of a packed parameter set (read before any field)."""
     return _read_target(_Reader(data, where), where)

@@ -9,12 +9,14 @@ never does. ``decode`` needs the file and nothing else: the architecture is in i
 
 Units of the file (nvc_train.bitstream container, one header, CRC per unit)::
 
-    0x80 parameter set   JSON: {"target": "models.c3.C3Net", "architecture": {...}}
-    0x81 weights          ParameterCoder payload (quantized, entropy-coded network weights)
+    0x82 network          the packed parameter set (class and architecture, behind its length)
+                          then the weights (ParameterCoder payload: quantized, entropy-coded)
     frame units           one per frame, coding order (kind I / P / B), the frame's latents (may be empty)
 
-The header's weights hash is the hash of the parameter set and the weights units, so a file is
-tied to the network it carries. Bits are counted by the runner from this file; nothing else.
+Files written before the network unit carried the two parts as units 0x80 (parameter set) and 0x81
+(weights), with a weights hash in the header; both layouts are read. One unit instead of two saves
+a unit head (7 bytes, about 1 % of a small frame's file). Bits are counted by the runner from this
+file; nothing else.
 """
 
 from __future__ import annotations
@@ -47,8 +49,10 @@ from nvc_train.bitstream import (
 )
 from nvc_train.bitstream.architecture import (
     PACKED_MAGIC,
+    join_network,
     pack_parameter_set,
     packed_target,
+    split_network,
     unpack_parameter_set,
 )
 from nvc_train.codecs.base import Codec, CodecError, DecodeResult, EncodeResult, RatePoint, stream_header
@@ -62,6 +66,7 @@ from nvc_train.video.readers import YUVWriter
 log = logging.getLogger(__name__)
 
 KIND_WEIGHTS = 0x81
+KIND_NETWORK = 0x82
 FRAME_KINDS = {"I": KIND_I, "P": KIND_P, "B": KIND_B}
 MAX_ARCHITECTURE_BYTES = 1 << 16
 
@@ -357,21 +362,33 @@ def write_adaptive_stream(
 ) -> None:
     """Write the container of a fitted network: parameter set, weights, one unit per frame.
 
-    The header's weights hash is left empty: the network travels in the stream (units 0 and 1),
-    whose CRC chain already ties it to the header, so a hash of it would only cost 16 bytes a file
-    (about 1 % of a small frame's). Files of format 1 carried one; :func:`decode_file` checks it.
+    The header's weights hash is left empty: the network travels in the stream (unit 0), whose CRC
+    chain already ties it to the header, so a hash of it would only cost 16 bytes a file (about 1 %
+    of a small frame's). Files of format 1 carried one; :func:`decode_file` checks it.
     """
     net_class = network_class(target, "write_adaptive_stream")
     # The parameter set leaves these fields to the header: the two must say the same.
     _check_geometry(architecture, header_geometry(net_class, header), "write_adaptive_stream")
     parameter_set = pack_parameter_set(target, architecture, net_class.ARCHITECTURE_FIELDS)
-    units = [
-        Unit(KIND_PARAMETER_SET, header.rate_point, parameter_set),
-        Unit(KIND_WEIGHTS, header.rate_point, payload.parameters),
-    ]
+    units = [Unit(KIND_NETWORK, header.rate_point, join_network(parameter_set, payload.parameters))]
     for frame in header.coding_structure().frames(header.num_frames):
         units.append(Unit(FRAME_KINDS[frame.frame_type], header.rate_point, payload.frames[frame.poc]))
     write_stream(path, dataclasses.replace(header, weights_hash=b""), units)
+
+
+def network_parts(units: list[Unit], where: str) -> tuple[bytes, bytes, list[Unit]]:
+    """``(parameter set, weights, the units after them)`` of a file in either layout: one network
+    unit, or (files written before it) a parameter-set unit then a weights unit."""
+    if units and units[0].kind == KIND_NETWORK:
+        return (
+            *split_network(units[0].payload, MAX_ARCHITECTURE_BYTES, f"{where}, unit 0 (network)"),
+            units[1:],
+        )
+    if len(units) >= 2 and units[0].kind == KIND_PARAMETER_SET and units[1].kind == KIND_WEIGHTS:
+        return units[0].payload, units[1].payload, units[2:]
+    raise BitstreamError(
+        f"{where}: expected a network unit (or a parameter set and a weights unit) before the frames"
+    )
 
 
 def decode_file(
@@ -392,13 +409,12 @@ def decode_file(
     """
     where = str(bitstream)
     header, units = read_stream(bitstream, expected_codec_id)
-    if len(units) < 2 or units[0].kind != KIND_PARAMETER_SET or units[1].kind != KIND_WEIGHTS:
-        raise BitstreamError(f"{where}: expected a parameter set and a weights unit before the frames")
-    expected_hash = weights_hash([("parameter_set", units[0].payload), ("weights", units[1].payload)])
+    parameter_set, weights, rest = network_parts(units, where)
+    expected_hash = weights_hash([("parameter_set", parameter_set), ("weights", weights)])
     if header.weights_hash and header.weights_hash != expected_hash:
         raise BitstreamError(f"{where}: the weights hash does not match the network the file carries")
-    net_class, architecture = _parameter_set(units[0].payload, header, f"{where}, unit 0 (parameter set)")
-    frames = [u for u in units[2:] if u.is_frame]
+    net_class, architecture = _parameter_set(parameter_set, header, f"{where}, the parameter set")
+    frames = [u for u in rest if u.is_frame]
     order = header.coding_structure().frames(header.num_frames)
     if len(frames) != len(order):
         raise BitstreamError(f"{where}: {len(frames)} frame units for {header.num_frames} frames")
@@ -410,12 +426,12 @@ def decode_file(
                 f"not {frame.frame_type}"
             )
         by_poc[frame.poc] = unit.payload
-    _check_before_building(net_class, architecture, units[1].payload, memory_limit, where)
+    _check_before_building(net_class, architecture, weights, memory_limit, where)
     step = "the network"
     try:
         net = net_class(**architecture)
-        step = "unit 1 (weights)"
-        net.decompress_weights(units[1].payload)
+        step = "the weights"
+        net.decompress_weights(weights)
         step = "the frame units (latents)"
         with torch.no_grad():
             net.decompress_latents(by_poc)
@@ -500,18 +516,16 @@ def _check_before_building(
         need = meta.decode_memory_bytes()
     except (ValueError, TypeError, ZeroDivisionError, OverflowError, RuntimeError) as error:
         raise BitstreamError(
-            f"{where}, unit 0 (parameter set): the architecture does not build "
+            f"{where}, the parameter set: the architecture does not build "
             f"{net_class.__name__}: {type(error).__name__}: {str(error)[:300]}"
         ) from None
     try:
         # a network with its own weight coding reads its own payload header (HiNeRV's)
         coded_crc = getattr(coder, "payload_spec_crc", payload_spec_crc)(weights)
     except ParamCodingError as error:
-        raise BitstreamError(f"{where}, unit 1 (weights): {error}") from None
+        raise BitstreamError(f"{where}, the weights: {error}") from None
     if coded_crc != spec_crc:
-        raise BitstreamError(
-            f"{where}, unit 1 (weights): coded for other shapes than the architecture's network"
-        )
+        raise BitstreamError(f"{where}, the weights: coded for other shapes than the architecture's network")
     limit = decode_memory_limit() if memory_limit is None else int(memory_limit)
     if need > limit:
         raise BitstreamError(

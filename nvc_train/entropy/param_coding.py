@@ -28,9 +28,11 @@ Data flow (NVRC-style, per tensor or per output channel "group" g)::
   issue #118). Coding itself is the project's ANS coder (:class:`AnsEncoder`) with its escape path
   for values beyond a table.
 
-Payload: ``b"NVP"``, a version byte, CRC32 of the architecture spec (names, shapes, grouping), CRC32
-of the stream, then one ANS stream with the side information and all parameter symbols. Decoding
-needs only the architecture. Side information (version 2), per tensor: a tensor of several groups
+Payload (version 3): the version byte, the CRC32 of the architecture spec (names, shapes, grouping),
+then one ANS stream with the side information and all parameter symbols. Decoding needs only the
+architecture. The payload travels in a container unit, whose CRC32 covers it; versions 1 and 2
+(still read) began with ``b"NVP"`` and carried a CRC32 of the stream as well, 7 bytes a file that
+checked nothing the unit's CRC does not. Side information (version 2), per tensor: a tensor of several groups
 first sends a mode (bit 0: one step for all its groups, bit 1: one table level for all), then its
 step index(es) and level(s) as deltas (from the defaults, then from the previous group); the encoder
 takes one level for the whole tensor whenever that costs fewer real bits, side information included.
@@ -131,12 +133,15 @@ _DEFAULT_STEP_INDEX = -8 * STEP_RESOLUTION  # side information is coded as delta
 _DEFAULT_LEVEL = NUM_LEVELS // 2
 
 _MAGIC = b"NVP"
-_VERSION = 2  # 2: per-tensor modes for the side information; 1 (still read): every group's step and level
-_READABLE_VERSIONS = (1, 2)
-_HEADER = struct.Struct("<3sBII")  # magic, version, spec CRC32, stream CRC32
+# 3: no magic, no stream CRC (the container unit's covers it); 2: per-tensor modes for the side
+# information; 1: every group's step and level. 1 and 2 are still read.
+_VERSION = 3
+_READABLE_VERSIONS = (1, 2, 3)
+_HEADER = struct.Struct("<3sBII")  # versions 1 and 2: magic, version, spec CRC32, stream CRC32
+_COMPACT_HEADER = struct.Struct("<BI")  # version 3: version, spec CRC32
 
-HEADER_BYTES = _HEADER.size
-"""Bytes of the payload header (magic, version, two CRC32s)."""
+HEADER_BYTES = _COMPACT_HEADER.size
+"""Bytes of the payload header written now (version, architecture CRC32)."""
 
 
 class ParamCodingError(EntropyCoderError):
@@ -297,14 +302,34 @@ def payload_spec_crc(data: bytes) -> int:
     A decoder compares it with the CRC of the network an untrusted file describes before building
     that network for real (shapes only, on the ``meta`` device).
     """
-    if len(data) < _HEADER.size:
+    return _split_payload(data)[1]
+
+
+def _split_payload(data: bytes) -> tuple[int, int, bytes]:
+    """``(version, spec_crc, stream)`` of a payload of any readable version; a version 1 or 2 stream
+    is checked against its own CRC32 here."""
+    data = bytes(data)
+    if data[:3] == _MAGIC:
+        if len(data) < _HEADER.size:
+            raise ParamCodingError(f"parameter payload of {len(data)} bytes is shorter than its header")
+        _, version, spec_crc, stream_crc = _HEADER.unpack_from(data)
+        if version not in (1, 2):
+            raise ParamCodingError(
+                f"parameter payload version {version} is not supported after b'NVP' (only 1 and 2)"
+            )
+        stream = data[_HEADER.size :]
+        if zlib.crc32(stream) != stream_crc:
+            raise ParamCodingError("parameter payload is corrupt or truncated (CRC32 mismatch)")
+        return version, int(spec_crc), stream
+    if len(data) < _COMPACT_HEADER.size:
         raise ParamCodingError(f"parameter payload of {len(data)} bytes is shorter than its header")
-    magic, version, spec_crc, _ = _HEADER.unpack_from(data)
-    if magic != _MAGIC or version not in _READABLE_VERSIONS:
+    version, spec_crc = _COMPACT_HEADER.unpack_from(data)
+    if version != _VERSION:
         raise ParamCodingError(
-            f"not a version {_READABLE_VERSIONS} parameter payload (magic {magic!r}, version {version})"
+            f"not a parameter payload: version {version} (readable: {_READABLE_VERSIONS}; "
+            f"versions 1 and 2 start with {_MAGIC!r})"
         )
-    return int(spec_crc)
+    return version, int(spec_crc), data[_COMPACT_HEADER.size :]
 
 
 class ParameterCoder(nn.Module):
@@ -471,29 +496,17 @@ class ParameterCoder(nn.Module):
             encoder.encode(np.asarray(block, np.int64), np.zeros(len(block), np.int64), *side_tables)
         encoder.encode(np.concatenate(symbol_parts), np.searchsorted(used, levels), *_tables(used.tolist()))
         stream = encoder.to_bytes()
-        return _HEADER.pack(_MAGIC, _VERSION, self.spec_crc, zlib.crc32(stream)) + stream
+        return _COMPACT_HEADER.pack(_VERSION, self.spec_crc) + stream
 
     def decompress(self, data: bytes) -> dict[str, Tensor]:
         """float32 CPU tensors by name, bit-exact to the encoder's ``quantize(params, "dequantize")``."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ParamCodingError(f"parameter payload must be bytes, got {type(data).__name__}")
-        data = bytes(data)
-        if len(data) < _HEADER.size:
-            raise ParamCodingError(f"parameter payload of {len(data)} bytes is shorter than its header")
-        magic, version, spec_crc, stream_crc = _HEADER.unpack_from(data)
-        if magic != _MAGIC:
-            raise ParamCodingError(f"not a parameter payload (magic {magic!r}, expected {_MAGIC!r})")
-        if version not in _READABLE_VERSIONS:
-            raise ParamCodingError(
-                f"parameter payload version {version} is not supported (only {_READABLE_VERSIONS})"
-            )
+        version, spec_crc, stream = _split_payload(data)
         if spec_crc != self.spec_crc:
             raise ParamCodingError(
                 "parameter payload was coded for another architecture (names, shapes or grouping differ)"
             )
-        stream = data[_HEADER.size :]
-        if zlib.crc32(stream) != stream_crc:
-            raise ParamCodingError("parameter payload is corrupt or truncated (CRC32 mismatch)")
         try:
             return self._decode_stream(stream, version)
         except ParamCodingError:
