@@ -39,7 +39,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 # Every codec module is imported explicitly: importing it registers its classes (models.registry).
-from models import c3, dcvc_dc, dcvc_fm, dcvc_lite, dcvc_rt, hinerv, maskcrt, nvrc, ssf  # noqa: F401
+from models import c3, coolchic_video, dcvc_dc, dcvc_fm, dcvc_lite, dcvc_rt, hinerv, maskcrt, nvrc, ssf  # noqa: F401
 from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
 from models.registry import UnknownModelError, list_networks, network_class, register_network
 

@@ -339,12 +339,17 @@ class Synthesis(nn.Module):
     through one layer, not through the whole trunk, which a fit of a few thousand steps needs.
     """
 
-    def __init__(self, levels: int, hidden: list[int], residual: int, stride: int, stabiliser: bool) -> None:
+    def __init__(
+        self, levels: int, hidden: list[int], residual: int, stride: int, stabiliser: bool, channels: int = 0
+    ) -> None:
         super().__init__()
         if stride not in (1, 2):
             raise ValueError(f"synthesis stride must be 1 or 2, got {stride}")
+        if channels and stride != 1:
+            raise ValueError("a synthesis of raw channels runs at stride 1")
         self.stride = stride
-        out = 6 if stride == 2 else 3
+        # channels > 0: that many raw maps (a P frame's flow, residue and mask), not a picture
+        out = channels or (6 if stride == 2 else 3)
         sizes = [levels, *hidden]
         self.mlp = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.head = nn.Linear(sizes[-1], out)
@@ -361,6 +366,13 @@ class Synthesis(nn.Module):
             nn.init.zeros_(self.stabiliser.bias)
 
     def forward(self, upsampled: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.raw(upsampled) + 0.5
+        if self.stride == 2:
+            return F.pixel_shuffle(x[:, :4], 2), x[:, 4:6]
+        return x[:, 0:1], F.avg_pool2d(x[:, 1:3], 2)
+
+    def raw(self, upsampled: Tensor) -> Tensor:
+        """The output maps before they are read as a picture (no grey offset, no 4:2:0 split)."""
         h = upsampled.permute(0, 2, 3, 1)  # channels last: the 1x1 layers are GEMMs
         for layer in self.mlp:
             h = torch.relu(layer(h))
@@ -369,10 +381,7 @@ class Synthesis(nn.Module):
             x = x + conv(torch.relu(x))
         if self.stabiliser is not None:
             x = x + self.stabiliser(upsampled.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
-        x = x + 0.5
-        if self.stride == 2:
-            return F.pixel_shuffle(x[:, :4], 2), x[:, 4:6]
-        return x[:, 0:1], F.avg_pool2d(x[:, 1:3], 2)
+        return x
 
 
 def _keys_cubic_half_kernel(size: int) -> Tensor:
@@ -484,7 +493,8 @@ class C3Net(SceneAdaptiveNet):
             frame 0; trained by every batch), so static content is learned and paid for once and
             the per-frame grids only carry what changes.
         frame_min_level: per-frame grids exist from this level on (finer ones are zero and not sent);
-            with shared latents, fine detail is then learned and paid for once per sequence.
+            with shared latents, fine detail is then learned and paid for once per sequence; without,
+            the finest levels are simply absent (Cool-Chic's motion latents: 1/4 .. 1/64).
         latent_gain: the trained parameter is the latent divided by this power of two (Cool-Chic's
             encoder gain, 16): with one learning rate for weights and latents, the latents then move
             ``gain`` times faster, which is what a fit of a few thousand iterations needs.
@@ -572,10 +582,8 @@ class C3Net(SceneAdaptiveNet):
         self.coding_order = self.structure.frames(num_frames)
         self.shared = bool(shared_latents)
         self.frame_min_level = int(frame_min_level)
-        if not 0 <= self.frame_min_level < int(levels) or (self.frame_min_level and not self.shared):
-            raise ValueError(
-                f"frame_min_level must be in [0, levels) and needs shared_latents, got {frame_min_level}"
-            )
+        if not 0 <= self.frame_min_level < int(levels):
+            raise ValueError(f"frame_min_level must be in [0, levels), got {frame_min_level}")
         # Row num_frames (when shared): the sequence-level grids, coded like an intra frame.
         refs = torch.full((num_frames + int(self.shared), 2), -1, dtype=torch.int64)
         for frame in self.coding_order:
@@ -807,13 +815,23 @@ class C3Net(SceneAdaptiveNet):
         return quantized[: self.levels], bits
 
     def _synthesize(self, grids: list[Tensor]) -> tuple[Tensor, Tensor]:
+        return self.synthesis(self._upsampled(grids))
+
+    def _upsampled(self, grids: list[Tensor]) -> Tensor:
+        """The latent levels (finest first) as one dense tensor at the synthesis resolution."""
         if self.upsampling is not None:
-            return self.synthesis(self.upsampling(grids))
+            return self.upsampling(grids)
         size = self.grid_sizes[0]
         upsampled = [grids[0]] + [
             F.interpolate(g, size=size, mode="bilinear", align_corners=False) for g in grids[1:]
         ]
-        return self.synthesis(torch.cat(upsampled, dim=1))
+        return torch.cat(upsampled, dim=1)
+
+    def frames_raw(self, frame_indices: Tensor) -> tuple[Tensor, Tensor]:
+        """``(maps, latent_bits)``: the synthesis output before it is read as a picture (a network
+        built with raw synthesis channels, e.g. a P frame's motion or residue)."""
+        quantized, bits = self._frame_grids(frame_indices, with_bits=True)
+        return self.synthesis.raw(self._upsampled(quantized)), bits
 
     # ---- real coding -------------------------------------------------------------------------------
 

@@ -117,7 +117,12 @@ _PACKED_VERSION = 3  # 3: the class as a one-byte id; 2: floats as dyadic (shift
 _READABLE_VERSIONS = (1, 2, _PACKED_VERSION)
 _RAW_FLOAT = 0xFF  # the shift byte of a float sent as 8 bytes (not a small dyadic rational)
 
-CLASS_IDS: dict[str, int] = {"models.c3.C3Net": 1, "models.hinerv.HiNeRV": 2, "models.nvrc.NVRC": 3}
+CLASS_IDS: dict[str, int] = {
+    "models.c3.C3Net": 1,
+    "models.hinerv.HiNeRV": 2,
+    "models.nvrc.NVRC": 3,
+    "models.coolchic_video.CoolChicVideo": 4,
+}
 """One-byte ids of the scene-adaptive network classes (version 3); id 0 is followed by the class
 name, for a class not in this table. Fixed: an id, once given, names the same class forever."""
 _CLASS_NAMES = {code: name for name, code in CLASS_IDS.items()}
@@ -226,6 +231,20 @@ class _Reader:
         if shift > 63:
             raise BitstreamError(f"{self.where}: a float of the parameter set has shift {shift}")
         return math.ldexp(float(self.signed()), -shift)
+
+
+def pack_varint(value: int, signed: bool = False) -> bytes:
+    """An integer as unsigned LEB128 (``signed``: zigzag first), for payloads that carry a few numbers."""
+    return _varint(_zigzag(value) if signed else value)
+
+
+def unpack_varint(data: bytes, position: int, where: str, signed: bool = False) -> tuple[int, int]:
+    """The :func:`pack_varint` number at ``position`` and the position after it; BitstreamError when
+    the bytes end first or the number runs over 10 bytes."""
+    reader = _Reader(data, where)
+    reader.pos = position
+    value = reader.signed() if signed else reader.varint()
+    return value, reader.pos
 
 
 def join_network(parameter_set: bytes, weights: bytes) -> bytes:

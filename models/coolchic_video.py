@@ -1,0 +1,203 @@
+"""Cool-Chic's low-delay video (its v4 / v5 P frames) as one scene-adaptive network.
+
+Every intra frame is coded by an intra core (a :class:`~models.c3.C3Net` of one frame: the
+``coolchic`` image core); every P frame by two cores of its own, each a latent-grid decoder whose
+synthesis emits raw maps instead of a picture: a **motion** core (a flow, 2 maps at luma resolution,
+in pixels) and a **residue** core (a residue in Y, U, V at luma resolution and a mask). The frame is::
+
+    x_k = alpha * warp(x_{k-1}, flow + shift) + residue,   alpha = clamp(mask + 1/2, 0, 1)
+
+in 4:4:4, then taken to 4:2:0 (chroma as 2x2 averages). ``x_{k-1}`` is the previous frame as the
+decoder has it, its chroma repeated 2x2; ``shift`` an integer global translation sent with the frame
+(Cool-Chic's, found by the encoder before the flow); ``warp`` the 8-tap windowed sinc of
+:mod:`nvc_train.video.motion` with the flow rounded to 1/64 pel when decoding. The mask lets a frame
+fall back to intra coding where the prediction is useless.
+
+The cores' numbers come from the architecture: the intra (image) core's every C3Net field as ``image_<field>``,
+the motion and residue cores' own sizes as ``motion_<field>`` / ``residue_<field>`` (:data:`CORE_FIELDS`;
+their coding tables are the intra core's). A frame's payload: for an I frame its latents; for a P
+frame the shift (two zigzag varints), the motion core's latents behind their length (a varint), then
+the residue core's latents.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
+from models.c3 import C3Net, Synthesis
+from models.registry import register_network
+from nvc_train.bitstream.architecture import ArchitectureField, pack_varint, unpack_varint
+from nvc_train.structure import CodingStructure
+from nvc_train.video.motion import warp
+
+__all__ = ["CORE_FIELDS", "CoolChicVideo"]
+
+#: The sizes a P frame's motion and residue cores set for themselves; the rest of a C3Net's fields
+#: are fixed for them (:data:`_CORE_FIXED`) or shared with the intra core (the coding tables).
+CORE_FIELDS = (
+    "levels", "frame_min_level", "synthesis_hidden", "synthesis_residual", "synthesis_stabiliser",
+    "arm_hidden", "arm_layers", "arm_neighbours", "hyper_grids", "ifce_grids", "ifce_features",
+    "latent_gain", "upsampling_kernel", "preconcat_kernel",
+)  # fmt: skip
+_TABLE_FIELDS = ("fraction_bits", "weight_bits", "log_scale_min", "log_scale_step", "num_scales", "phases",
+                 "latent_distribution")  # fmt: skip
+_CORE_FIXED = {
+    "synthesis_stride": 1, "arm_coarser_stack": False, "arm_residual": False, "temporal_context": False,
+    "latent_init_std": 0.0, "shared_latents": False,
+}  # fmt: skip
+#: Raw synthesis channels of the P frame's cores: a flow; a residue (Y, U, V) and the mask.
+MOTION_CHANNELS, RESIDUE_CHANNELS = 2, 4
+FLOW_ACCURACY = 64  # a decoded flow is rounded to 1/64 pel (Cool-Chic's)
+
+
+def _fields() -> dict[str, ArchitectureField]:
+    own = {name: field for name, field in C3Net.ARCHITECTURE_FIELDS.items() if name not in GEOMETRY_FIELDS}
+    fields = {**GEOMETRY_FIELDS, "warp_taps": ArchitectureField("int", 2, 16)}
+    fields.update({f"image_{name}": field for name, field in own.items()})
+    for role in ("motion", "residue"):
+        fields.update({f"{role}_{name}": own[name] for name in CORE_FIELDS})
+    return fields
+
+
+class _RawCore(C3Net):
+    """A one-frame latent-grid decoder whose synthesis emits ``channels`` raw maps at luma resolution."""
+
+    def __init__(self, channels: int, **architecture: Any) -> None:
+        super().__init__(**architecture)
+        self.synthesis = Synthesis(
+            self.levels,
+            self.architecture["synthesis_hidden"],
+            int(self.architecture["synthesis_residual"]),
+            1,
+            bool(self.architecture["synthesis_stabiliser"]),
+            channels=channels,
+        )
+
+
+@register_network
+class CoolChicVideo(SceneAdaptiveNet):
+    """Low-delay video as Cool-Chic codes it: intra cores for I frames, motion + residue cores for
+    P frames (see the module docstring). ``warp_taps``: the motion compensation's filter (8)."""
+
+    pad_multiple = C3Net.pad_multiple
+    ARCHITECTURE_FIELDS = _fields()
+
+    def __init__(self, **architecture: Any) -> None:
+        record = dict(architecture)
+        super().__init__(record)
+        if record.get("structure") != "ld" or int(record.get("gop_size", 1)) != 1:
+            raise ValueError(f"CoolChicVideo codes low delay (gop 1), got {record.get('structure')!r}")
+        self.warp_taps = int(record["warp_taps"])
+        if self.warp_taps % 2:
+            raise ValueError(f"warp_taps must be even, got {self.warp_taps}")
+        order = CodingStructure("ld", record["intra_period"], 1).frames(self.num_frames)
+        self.frame_types = [""] * self.num_frames
+        for frame in order:
+            self.frame_types[frame.poc] = frame.frame_type
+        geometry = {"height": self.height, "width": self.width, "num_frames": 1, "structure": "ai",
+                    "intra_period": 1, "gop_size": 1}  # fmt: skip
+        intra = {name.removeprefix("image_"): v for name, v in record.items() if name.startswith("image_")}
+        tables = {name: intra[name] for name in _TABLE_FIELDS}
+        self.cores = nn.ModuleDict()
+        for poc, kind in enumerate(self.frame_types):
+            if kind == "I":
+                self.cores[f"i{poc}"] = C3Net(**geometry, **intra)
+                continue
+            for role, channels in (("motion", MOTION_CHANNELS), ("residue", RESIDUE_CHANNELS)):
+                sizes = {name: record[f"{role}_{name}"] for name in CORE_FIELDS}
+                self.cores[f"{role[0]}{poc}"] = _RawCore(
+                    channels, **geometry, **sizes, **tables, **_CORE_FIXED
+                )
+        #: integer global translation of each P frame (x, y), chosen by the encoder, sent in its payload
+        self.shifts = [(0, 0)] * self.num_frames
+        #: the previous frame as the decoder has it, by display index; set by whoever drives the
+        #: frames in order (the fit of one frame, :meth:`reconstruct`)
+        self.decoded: dict[int, tuple[Tensor, Tensor]] = {}
+
+    # ---- SceneAdaptiveNet ------------------------------------------------------------------------
+
+    def is_network_parameter(self, name: str) -> bool:
+        return ".latents." not in name
+
+    def frames_forward(self, frame_indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        ys, uvs, bits = [], [], frame_indices.new_zeros((), dtype=torch.float32)
+        for poc in frame_indices.tolist():
+            y, uv, frame_bits = self._frame(int(poc))
+            ys.append(y)
+            uvs.append(uv)
+            bits = bits + frame_bits
+        return torch.cat(ys), torch.cat(uvs), bits
+
+    def _frame(self, poc: int) -> tuple[Tensor, Tensor, Tensor]:
+        zero = torch.zeros(1, dtype=torch.long, device=self._device())
+        for name in self.core_names(poc):  # the cores quantize their latents as the schedule says now
+            self.cores[name].quantizer = self.quantizer
+        if self.frame_types[poc] == "I":
+            return self.cores[f"i{poc}"].frames_forward(zero)
+        if poc - 1 not in self.decoded:
+            raise RuntimeError(f"P frame {poc} needs the decoded frame {poc - 1} first (set net.decoded)")
+        ref_y, ref_uv = self.decoded[poc - 1]
+        reference = torch.cat([ref_y, F.interpolate(ref_uv, scale_factor=2, mode="nearest")], 1)
+        flow, motion_bits = self.cores[f"m{poc}"].frames_raw(zero)
+        maps, residue_bits = self.cores[f"r{poc}"].frames_raw(zero)
+        shift = flow.new_tensor(self.shifts[poc]).view(1, 2, 1, 1)
+        accuracy = None if self.training else FLOW_ACCURACY
+        prediction = warp(reference, flow + shift, self.warp_taps, accuracy)
+        alpha = torch.clamp(maps[:, 3:4] + 0.5, 0.0, 1.0)
+        picture = alpha * prediction + maps[:, :3]
+        return picture[:, :1], F.avg_pool2d(picture[:, 1:3], 2), motion_bits + residue_bits
+
+    def compress_latents(self) -> list[bytes]:
+        payloads = []
+        for poc, kind in enumerate(self.frame_types):
+            if kind == "I":
+                payloads.append(self.cores[f"i{poc}"].compress_latents()[0])
+                continue
+            motion = self.cores[f"m{poc}"].compress_latents()[0]
+            residue = self.cores[f"r{poc}"].compress_latents()[0]
+            dx, dy = self.shifts[poc]
+            side = pack_varint(dx, signed=True) + pack_varint(dy, signed=True) + pack_varint(len(motion))
+            payloads.append(side + motion + residue)
+        return payloads
+
+    def decompress_latents(self, frames: list[bytes]) -> None:
+        for poc, (kind, payload) in enumerate(zip(self.frame_types, frames, strict=True)):
+            if kind == "I":
+                self.cores[f"i{poc}"].decompress_latents([payload])
+                continue
+            where = f"P frame {poc}"
+            dx, position = unpack_varint(payload, 0, where, signed=True)
+            dy, position = unpack_varint(payload, position, where, signed=True)
+            length, position = unpack_varint(payload, position, where)
+            if position + length > len(payload):
+                raise ValueError(f"{where}: {length} bytes of motion latents, {len(payload) - position} left")
+            self.shifts[poc] = (dx, dy)
+            if max(abs(v) for v in self.shifts[poc]) > max(self.height, self.width):
+                raise ValueError(f"P frame {poc}: a global shift {self.shifts[poc]} beyond the picture")
+            self.cores[f"m{poc}"].decompress_latents([payload[position : position + length]])
+            self.cores[f"r{poc}"].decompress_latents([payload[position + length :]])
+
+    @torch.no_grad()
+    def reconstruct(self, frame_indices: list[int] | None = None) -> tuple[Tensor, Tensor]:
+        """Every frame in coding (= display) order, each P frame from the one decoded before it."""
+        wanted = list(range(self.num_frames)) if frame_indices is None else list(frame_indices)
+        last = max(wanted) if wanted else -1
+        decoded = {}
+        for poc in range(last + 1):
+            y, uv = super().reconstruct([poc])
+            decoded[poc] = self.decoded[poc] = (y.clamp(0, 1), uv.clamp(0, 1))
+        return torch.cat([decoded[p][0] for p in wanted]), torch.cat([decoded[p][1] for p in wanted])
+
+    def frame_activation_bytes(self) -> int:
+        cores = max(core.frame_activation_bytes() for core in self.cores.values())
+        taps = self.warp_taps**2 * 3 * self.height * self.width * 4 * 2  # the warp's gathered neighbours
+        return 2 * cores + taps
+
+    def core_names(self, poc: int) -> list[str]:
+        """The cores that code frame ``poc`` (what the fit of that frame trains)."""
+        return [f"i{poc}"] if self.frame_types[poc] == "I" else [f"m{poc}", f"r{poc}"]

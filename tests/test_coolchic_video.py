@@ -1,0 +1,147 @@
+"""Cool-Chic's low-delay P frames (models/coolchic_video.py): the prediction, the file, the decoder."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from models.coolchic_video import CoolChicVideo
+from nvc_train.bitstream import StreamHeader
+from tests.conftest import REPO_ROOT
+
+HEIGHT, WIDTH, FRAMES = 48, 64, 3
+
+INTRA = {
+    "levels": 5, "synthesis_stride": 1, "synthesis_hidden": [8], "synthesis_residual": 1,
+    "synthesis_stabiliser": True, "arm_hidden": 8, "arm_layers": 2, "arm_neighbours": 6,
+    "arm_coarser_stack": False, "arm_residual": False, "hyper_grids": 0, "ifce_grids": 0,
+    "ifce_features": 0, "temporal_context": False, "fraction_bits": 8, "weight_bits": 12,
+    "log_scale_min": -3.0, "log_scale_step": 0.125, "num_scales": 56, "phases": 8,
+    "latent_distribution": "laplace", "latent_init_std": 0.0, "shared_latents": False,
+    "frame_min_level": 0, "latent_gain": 16, "upsampling_kernel": 8, "preconcat_kernel": 7,
+}  # fmt: skip
+MOTION = {
+    "levels": 5, "frame_min_level": 2, "synthesis_hidden": [8], "synthesis_residual": 0,
+    "synthesis_stabiliser": True, "arm_hidden": 6, "arm_layers": 1, "arm_neighbours": 6, "hyper_grids": 0,
+    "ifce_grids": 0, "ifce_features": 0, "latent_gain": 16, "upsampling_kernel": 8, "preconcat_kernel": 7,
+}  # fmt: skip
+RESIDUE = {**MOTION, "frame_min_level": 0, "synthesis_hidden": [16], "synthesis_residual": 1}
+
+
+def tiny_video(frames: int = FRAMES, seed: int = 0) -> CoolChicVideo:
+    torch.manual_seed(seed)
+    architecture = {
+        "height": HEIGHT, "width": WIDTH, "num_frames": frames, "structure": "ld", "intra_period": -1,
+        "gop_size": 1, "warp_taps": 8,
+        **{f"image_{k}": v for k, v in INTRA.items()},
+        **{f"motion_{k}": v for k, v in MOTION.items()},
+        **{f"residue_{k}": v for k, v in RESIDUE.items()},
+    }  # fmt: skip
+    return CoolChicVideo(**architecture)
+
+
+def _randomised(net: CoolChicVideo) -> CoolChicVideo:
+    """Latents of a few units and a nonzero synthesis everywhere, as a fit leaves them."""
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if ".latents." in name:
+                parameter.copy_(torch.randn_like(parameter) * 0.1)
+            elif parameter.abs().sum() == 0:
+                parameter.copy_(torch.randn_like(parameter) * 0.01)
+    net.shifts = [(0, 0), (2, -1), (-1, 0)]
+    return net
+
+
+def test_frames_are_intra_then_p_with_their_own_cores() -> None:
+    net = tiny_video()
+    assert net.frame_types == ["I", "P", "P"]
+    assert sorted(net.cores) == ["i0", "m1", "m2", "r1", "r2"]
+    assert net.core_names(0) == ["i0"] and net.core_names(2) == ["m2", "r2"]
+    assert (
+        net.cores["m1"].synthesis.head.out_features == 2 and net.cores["r1"].synthesis.head.out_features == 4
+    )
+    with pytest.raises(ValueError, match="low delay"):
+        CoolChicVideo(**{**net.architecture, "structure": "ra", "gop_size": 2})
+
+
+def test_a_p_frame_is_the_masked_warped_reference_plus_the_residue() -> None:
+    """With the P cores' synthesis at zero, flow = 0, residue = 0 and alpha = 1/2: the frame is half
+    the reference moved by the global shift (whole pixels: an exact copy inside the picture)."""
+    net = tiny_video().eval()
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if name.startswith(("cores.m1.synthesis", "cores.r1.synthesis")):
+                parameter.zero_()
+    ref_y, ref_uv = torch.rand(1, 1, HEIGHT, WIDTH), torch.rand(1, 2, HEIGHT // 2, WIDTH // 2)
+    net.decoded[0] = (ref_y, ref_uv)
+    net.shifts[1] = (2, -2)
+    y, uv, bits = net.frames_forward(torch.tensor([1]))
+    assert torch.allclose(y[..., 2:, :-2], 0.5 * ref_y[..., :-2, 2:], atol=1e-6)
+    assert torch.allclose(uv[..., 1:, :-1], 0.5 * ref_uv[..., :-1, 1:], atol=1e-6)
+    assert bits.item() > 0  # the (zero) latents still cost their rate
+    net.decoded.clear()
+    with pytest.raises(RuntimeError, match="needs the decoded frame 0"):
+        net.frames_forward(torch.tensor([1]))
+
+
+def test_a_p_frame_trains_its_own_cores_only() -> None:
+    net = _randomised(tiny_video()).train()
+    net.decoded[0] = (torch.rand(1, 1, HEIGHT, WIDTH), torch.rand(1, 2, HEIGHT // 2, WIDTH // 2))
+    y, uv, bits = net.frames_forward(torch.tensor([1]))
+    (y.square().mean() + uv.square().mean() + 1e-3 * bits).backward()
+    grads = {name for name, p in net.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert any(n.startswith("cores.m1.") for n in grads) and any(n.startswith("cores.r1.") for n in grads)
+    assert any(n.startswith("cores.m1.latents") for n in grads)  # the flow is learned through the warp
+    assert not any(n.startswith(("cores.i0.", "cores.m2.", "cores.r2.")) for n in grads)
+
+
+def _encode(tmp_path: Path, net: CoolChicVideo) -> tuple[Path, torch.Tensor, torch.Tensor]:
+    from nvc_train.codecs.adaptive import write_adaptive_stream
+
+    net.quantize_parameters("ste", init_bits=8)
+    payload = net.compress()
+    y, uv = net.reconstruct()
+    header = StreamHeader(
+        codec_id="ccv", weights_hash=b"", width=WIDTH, height=HEIGHT, bit_depth=8, num_frames=FRAMES,
+        fps_num=30, fps_den=1, structure="ld", intra_period=-1, gop_size=1, rate_point=0,
+    )  # fmt: skip
+    path = tmp_path / "video.nvc"
+    write_adaptive_stream(path, header, "models.coolchic_video.CoolChicVideo", net.architecture, payload)
+    return path, y, uv
+
+
+def test_the_file_alone_decodes_to_the_encoders_frames_in_a_fresh_process(tmp_path: Path) -> None:
+    net = _randomised(tiny_video())
+    path, y, uv = _encode(tmp_path, net)
+    out = tmp_path / "out.yuv"
+    proc = subprocess.run([sys.executable, "-m", "nvc_train.codecs.adaptive", str(path), str(out)],
+                          cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    decoded = np.fromfile(out, np.uint8).reshape(FRAMES, -1)
+    luma = (y.clamp(0, 1) * 255).round().to(torch.uint8).view(FRAMES, -1).numpy()
+    assert np.array_equal(decoded[:, : HEIGHT * WIDTH], luma)
+    chroma = (uv.clamp(0, 1) * 255).round().to(torch.uint8).reshape(FRAMES, -1).numpy()
+    assert np.array_equal(decoded[:, HEIGHT * WIDTH :], chroma)
+    assert (y[1] - y[0]).abs().max() > 0  # the P frames are not copies of the I frame
+
+
+def test_a_damaged_p_frame_payload_is_refused(tmp_path: Path) -> None:
+    from nvc_train.bitstream import BitstreamError, Unit, read_stream, write_stream
+    from nvc_train.codecs.adaptive import decode_file
+
+    path, _, _ = _encode(tmp_path, _randomised(tiny_video()))
+    header, units = read_stream(path)
+    p_frame = units[2]
+    for name, payload in (("long", b"\x04\x01\x7f" + p_frame.payload[3:]), ("cut", b"\x04")):
+        crafted = tmp_path / f"{name}.nvc"
+        write_stream(
+            crafted, header, [*units[:2], Unit(p_frame.kind, p_frame.rate_point, payload), *units[3:]]
+        )
+        with pytest.raises(BitstreamError, match="P frame 1|latents"):
+            decode_file(crafted, tmp_path / "x.yuv")
+        assert not (tmp_path / "x.yuv").exists()
