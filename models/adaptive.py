@@ -193,6 +193,10 @@ class SceneAdaptiveNet(nn.Module):
         """Optional data-dependent initialisation before fitting (all frames, padded, display order)."""
         return None
 
+    def fresh(self) -> SceneAdaptiveNet:
+        """A new, freshly initialised network like this one (a warm-up candidate)."""
+        return type(self)(**self.architecture)
+
     @classmethod
     def checked_architecture(cls, record: Any, where: str) -> dict[str, Any]:
         """``record`` (from a file) checked against :attr:`ARCHITECTURE_FIELDS`; BitstreamError if not."""

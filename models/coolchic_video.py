@@ -13,11 +13,11 @@ decoder has it, its chroma repeated 2x2; ``shift`` an integer global translation
 :mod:`nvc_train.video.motion` with the flow rounded to 1/64 pel when decoding. The mask lets a frame
 fall back to intra coding where the prediction is useless.
 
-The cores' numbers come from the architecture: the intra (image) core's every C3Net field as ``image_<field>``,
-the motion and residue cores' own sizes as ``motion_<field>`` / ``residue_<field>`` (:data:`CORE_FIELDS`;
-their coding tables are the intra core's). A frame's payload: for an I frame its latents; for a P
-frame the shift (two zigzag varints), the motion core's latents behind their length (a varint), then
-the residue core's latents.
+The cores' numbers come from the architecture: the intra (image) core's every C3Net field as
+``image_<field>``, the motion and residue cores' own sizes as ``motion_<field>`` / ``residue_<field>``
+(:data:`CORE_FIELDS`; their coding tables are the intra core's). A frame's payload: for an I frame
+its latents; for a P frame the shift (two zigzag varints), the motion core's latents behind their
+length (a varint), then the residue core's latents.
 """
 
 from __future__ import annotations
@@ -103,21 +103,38 @@ class CoolChicVideo(SceneAdaptiveNet):
                     "intra_period": 1, "gop_size": 1}  # fmt: skip
         intra = {name.removeprefix("image_"): v for name, v in record.items() if name.startswith("image_")}
         tables = {name: intra[name] for name in _TABLE_FIELDS}
+        # what build_core gives each kind of core: its raw channels (0: a picture) and its keywords
+        self._core_arguments: dict[str, tuple[int, dict[str, Any]]] = {"i": (0, {**geometry, **intra})}
+        for role, channels in (("motion", MOTION_CHANNELS), ("residue", RESIDUE_CHANNELS)):
+            sizes = {name: record[f"{role}_{name}"] for name in CORE_FIELDS}
+            self._core_arguments[role[0]] = (channels, {**geometry, **sizes, **tables, **_CORE_FIXED})
         self.cores = nn.ModuleDict()
-        for poc, kind in enumerate(self.frame_types):
-            if kind == "I":
-                self.cores[f"i{poc}"] = C3Net(**geometry, **intra)
-                continue
-            for role, channels in (("motion", MOTION_CHANNELS), ("residue", RESIDUE_CHANNELS)):
-                sizes = {name: record[f"{role}_{name}"] for name in CORE_FIELDS}
-                self.cores[f"{role[0]}{poc}"] = _RawCore(
-                    channels, **geometry, **sizes, **tables, **_CORE_FIXED
-                )
+        for poc in range(self.num_frames):
+            for name in self.core_names(poc):
+                self.cores[name] = self.build_core(name)
         #: integer global translation of each P frame (x, y), chosen by the encoder, sent in its payload
         self.shifts = [(0, 0)] * self.num_frames
         #: the previous frame as the decoder has it, by display index; set by whoever drives the
         #: frames in order (the fit of one frame, :meth:`reconstruct`)
         self.decoded: dict[int, tuple[Tensor, Tensor]] = {}
+
+    def build_core(self, name: str) -> C3Net:
+        """A freshly initialised core for ``name`` (``i<poc>``, ``m<poc>`` or ``r<poc>``)."""
+        channels, arguments = self._core_arguments[name[0]]
+        return _RawCore(channels, **arguments) if channels else C3Net(**arguments)
+
+    def frame_view(self, poc: int) -> FrameView:
+        """Frame ``poc`` as a one-frame scene-adaptive network over its own cores: what the
+        framework's fit (warm-up, phases, step search, RDOQ) trains, one frame at a time."""
+        return FrameView(self, poc)
+
+    @torch.no_grad()
+    def decode_frame(self, poc: int) -> tuple[Tensor, Tensor]:
+        """Frame ``poc`` as the decoder makes it (hard-rounded latents, the weights held, one thread),
+        kept in :attr:`decoded` as the next P frame's reference."""
+        y, uv = SceneAdaptiveNet.reconstruct(self, [poc])
+        self.decoded[poc] = (y.clamp(0, 1), uv.clamp(0, 1))
+        return self.decoded[poc]
 
     # ---- SceneAdaptiveNet ------------------------------------------------------------------------
 
@@ -134,19 +151,35 @@ class CoolChicVideo(SceneAdaptiveNet):
         return torch.cat(ys), torch.cat(uvs), bits
 
     def _frame(self, poc: int) -> tuple[Tensor, Tensor, Tensor]:
-        zero = torch.zeros(1, dtype=torch.long, device=self._device())
-        for name in self.core_names(poc):  # the cores quantize their latents as the schedule says now
-            self.cores[name].quantizer = self.quantizer
+        return self.frame_from([self.cores[name] for name in self.core_names(poc)], poc, self.quantizer)
+
+    def frame_from(self, cores: list[C3Net], poc: int, quantizer: Any) -> tuple[Tensor, Tensor, Tensor]:
+        """``(y, uv, latent_bits)`` of frame ``poc`` made by ``cores`` (its own, or a warm-up
+        candidate's), their latents quantized as ``quantizer`` says. Out of training (a decoder, a
+        measurement) the frame is kept as the next one's reference, and a missing reference is
+        decoded first; a fit must be given it (``decoded``), as it is not what the fit changes."""
+        training = cores[0].training
+        for core in cores:
+            core.quantizer = quantizer
+        y, uv, bits = self._frame_planes(cores, poc, training)
+        if not training:
+            self.decoded[poc] = (y.detach().clamp(0, 1), uv.detach().clamp(0, 1))
+        return y, uv, bits
+
+    def _frame_planes(self, cores: list[C3Net], poc: int, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+        zero = torch.zeros(1, dtype=torch.long, device=next(cores[0].parameters()).device)
         if self.frame_types[poc] == "I":
-            return self.cores[f"i{poc}"].frames_forward(zero)
+            return cores[0].frames_forward(zero)
         if poc - 1 not in self.decoded:
-            raise RuntimeError(f"P frame {poc} needs the decoded frame {poc - 1} first (set net.decoded)")
+            if training:
+                raise RuntimeError(f"P frame {poc} needs the decoded frame {poc - 1} first (set net.decoded)")
+            self.decode_frame(poc - 1)
         ref_y, ref_uv = self.decoded[poc - 1]
         reference = torch.cat([ref_y, F.interpolate(ref_uv, scale_factor=2, mode="nearest")], 1)
-        flow, motion_bits = self.cores[f"m{poc}"].frames_raw(zero)
-        maps, residue_bits = self.cores[f"r{poc}"].frames_raw(zero)
+        flow, motion_bits = cores[0].frames_raw(zero)
+        maps, residue_bits = cores[1].frames_raw(zero)
         shift = flow.new_tensor(self.shifts[poc]).view(1, 2, 1, 1)
-        accuracy = None if self.training else FLOW_ACCURACY
+        accuracy = None if training else FLOW_ACCURACY
         prediction = warp(reference, flow + shift, self.warp_taps, accuracy)
         alpha = torch.clamp(maps[:, 3:4] + 0.5, 0.0, 1.0)
         picture = alpha * prediction + maps[:, :3]
@@ -187,10 +220,7 @@ class CoolChicVideo(SceneAdaptiveNet):
         """Every frame in coding (= display) order, each P frame from the one decoded before it."""
         wanted = list(range(self.num_frames)) if frame_indices is None else list(frame_indices)
         last = max(wanted) if wanted else -1
-        decoded = {}
-        for poc in range(last + 1):
-            y, uv = super().reconstruct([poc])
-            decoded[poc] = self.decoded[poc] = (y.clamp(0, 1), uv.clamp(0, 1))
+        decoded = {poc: self.decode_frame(poc) for poc in range(last + 1)}
         return torch.cat([decoded[p][0] for p in wanted]), torch.cat([decoded[p][1] for p in wanted])
 
     def frame_activation_bytes(self) -> int:
@@ -201,3 +231,34 @@ class CoolChicVideo(SceneAdaptiveNet):
     def core_names(self, poc: int) -> list[str]:
         """The cores that code frame ``poc`` (what the fit of that frame trains)."""
         return [f"i{poc}"] if self.frame_types[poc] == "I" else [f"m{poc}", f"r{poc}"]
+
+
+class FrameView(SceneAdaptiveNet):
+    """One frame of a :class:`CoolChicVideo` seen as a one-frame network: its parameters are that
+    frame's cores only (the video's own modules, shared, so a fit of the view fits the video), its
+    reference the video's decoded previous frame. :meth:`fresh` gives a warm-up candidate with new
+    cores for the same frame."""
+
+    pad_multiple = CoolChicVideo.pad_multiple
+
+    def __init__(self, video: CoolChicVideo, poc: int, cores: nn.ModuleDict | None = None) -> None:
+        geometry = {"height": video.height, "width": video.width}
+        super().__init__({**geometry, "num_frames": 1, "structure": "ai", "intra_period": 1, "gop_size": 1})
+        object.__setattr__(self, "video", video)  # not a submodule: the other frames' weights are not ours
+        self.poc = poc
+        names = video.core_names(poc)
+        self.cores = cores if cores is not None else nn.ModuleDict({n: video.cores[n] for n in names})
+
+    def fresh(self) -> FrameView:
+        """A warm-up candidate: the same frame with freshly initialised cores."""
+        return FrameView(
+            self.video, self.poc, nn.ModuleDict({n: self.video.build_core(n) for n in self.cores})
+        )
+
+    def is_network_parameter(self, name: str) -> bool:
+        return ".latents." not in name
+
+    def frames_forward(self, frame_indices: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if frame_indices.numel() != 1 or int(frame_indices.reshape(-1)[0]) != 0:
+            raise ValueError(f"a frame view has one frame (index 0), got {frame_indices.tolist()}")
+        return self.video.frame_from(list(self.cores.values()), self.poc, self.quantizer)

@@ -84,9 +84,13 @@ def test_a_p_frame_is_the_masked_warped_reference_plus_the_residue() -> None:
     assert torch.allclose(y[..., 2:, :-2], 0.5 * ref_y[..., :-2, 2:], atol=1e-6)
     assert torch.allclose(uv[..., 1:, :-1], 0.5 * ref_uv[..., :-1, 1:], atol=1e-6)
     assert bits.item() > 0  # the (zero) latents still cost their rate
+    assert torch.equal(net.decoded[1][0], y.clamp(0, 1))  # out of training, kept as the next reference
+    net.decoded.clear()
+    net.frames_forward(torch.tensor([2]))  # a decoder decodes what is missing first
+    assert sorted(net.decoded) == [0, 1, 2]
     net.decoded.clear()
     with pytest.raises(RuntimeError, match="needs the decoded frame 0"):
-        net.frames_forward(torch.tensor([1]))
+        net.train().frames_forward(torch.tensor([1]))  # a fit must be given its reference
 
 
 def test_a_p_frame_trains_its_own_cores_only() -> None:
@@ -145,3 +149,49 @@ def test_a_damaged_p_frame_payload_is_refused(tmp_path: Path) -> None:
         with pytest.raises(BitstreamError, match="P frame 1|latents"):
             decode_file(crafted, tmp_path / "x.yuv")
         assert not (tmp_path / "x.yuv").exists()
+
+
+@pytest.mark.slow
+def test_evaluate_fits_frame_by_frame_and_decodes_from_the_file(tmp_path: Path) -> None:
+    """``evaluate.py model=coolchic_video_tiny structure=ld``: I frame then P frames, each fitted on
+    the previous decoded one, bits from the files, the decode in a fresh process equal to the
+    encoder's frames (evaluate.py checks it with ``codec.encoder_reconstruction``)."""
+    import csv
+
+    from tests.test_overfit import make_tiny_clip
+
+    clips = tmp_path / "clips"
+    make_tiny_clip(clips, frames=3)
+    run_dir = tmp_path / "run"
+    cmd = [sys.executable, str(REPO_ROOT / "evaluate.py"), "model=coolchic_video_tiny", "ctc=folder",
+           f"ctc.path={clips}", "structure=ld", "structure.intra_period=-1", "frames=3",
+           "codec.rate_points=[0,3]", "codec.encoder_reconstruction=true", "~anchor", "metrics=[psnr]",
+           "progress=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    with (run_dir / "points.csv").open() as handle:
+        rows = sorted(csv.DictReader(handle), key=lambda r: int(r["rate_point"]))
+    assert [r["codec"] for r in rows] == ["coolchic_video_tiny"] * 2
+    for row in rows:
+        bitstream = run_dir / row["bitstream"]
+        assert int(row["bits"]) == bitstream.stat().st_size * 8
+        encoder = Path(f"{bitstream}.enc.yuv").read_bytes()
+        out = tmp_path / f"fresh_{row['rate_point']}.yuv"
+        command = [sys.executable, "-m", "nvc_train.codecs.adaptive", str(bitstream), str(out)]
+        decoded = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)
+        assert decoded.returncode == 0, decoded.stderr[-2000:]
+        assert out.read_bytes() == encoder
+    low, high = rows
+    assert int(high["bits"]) > int(low["bits"])
+
+
+def test_global_translation_finds_whole_pixel_moves() -> None:
+    from nvc_train.video.motion import global_translation, warp
+    from tests.test_motion import _flow, _texture
+
+    reference = _texture(144, 176)
+    for shift in [(-7, 3), (0, 0), (20, -11), (-30, 17)]:
+        moved = warp(reference, _flow(144, 176, *shift))
+        assert global_translation(moved, reference) == shift
+    with pytest.raises(ValueError, match=r"\[1, C, H, W\]"):
+        global_translation(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8))

@@ -26,7 +26,7 @@ import logging
 import math
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import lightning.pytorch as pl
@@ -77,6 +77,8 @@ def fit_sequence(
     """
     preset = overfit if isinstance(overfit, OverfitPreset) else OverfitPreset.from_config(overfit)
     settings = settings or FitSettings()
+    if hasattr(net, "frame_view"):  # fitted one frame at a time, in coding order (Cool-Chic's video)
+        return _fit_frame_by_frame(net, y, uv, lmbda, preset, settings, seed)
     if preset.method == "hinerv":  # HiNeRV's published schedule: its stages, patches and compression
         from nvc_train.training.hinerv_schedule import fit_hinerv
 
@@ -95,6 +97,90 @@ def fit_sequence(
     elif preset.parameter_rdoq is not None:
         stages.rdoq = refine_parameters(module, y, uv, preset.parameter_rdoq, seed)
     return SequenceFit(module, trainer, stages, schedule, time.perf_counter() - started)
+
+
+@dataclass
+class _FramesStages:
+    """The stage records of a frame-by-frame fit, one per frame (what ``summary()`` reports)."""
+
+    frames: list[Any]
+
+    def summary(self) -> dict[str, Any]:
+        return {"frames": [stages.summary() for stages in self.frames]}
+
+
+@dataclass
+class _FramesSchedule:
+    total_steps: int
+
+
+def _fit_frame_by_frame(
+    net: Any, y: Tensor, uv: Tensor, lmbda: float, preset: OverfitPreset, settings: FitSettings, seed: int
+) -> SequenceFit:
+    """Cool-Chic's video fit: each frame in coding order is a one-frame fit of its own cores
+    (``net.frame_view``) with the I preset or, for a P frame, ``preset.inter``, from the previous
+    frame as the decoder will have it. A P frame first gets its global translation and, with
+    ``motion_pretrain``, a motion core pulled towards the classical flow; after each fit the frame
+    is quantized and decoded (the next one's reference) and its weights' steps are kept for the
+    sequence's one weights payload."""
+    from nvc_train.video.motion import estimate_flow, global_translation, warp
+
+    started = time.perf_counter()
+    inter = preset.inter or preset
+    fits: list[SequenceFit] = []
+    net.decoded.clear()
+    for poc in range(net.num_frames):  # low delay: coding order is display order
+        view = net.frame_view(poc)
+        frame_y, frame_uv = y[poc : poc + 1], uv[poc : poc + 1]
+        frame_preset = preset if net.frame_types[poc] == "I" else inter
+        if net.frame_types[poc] == "P":
+            ref_y, _ = net.decoded[poc - 1]
+            net.shifts[poc] = global_translation(frame_y, ref_y)
+            if frame_preset.motion_pretrain is not None:
+                dx, dy = net.shifts[poc]
+                shift = torch.tensor([float(dx), float(dy)]).view(1, 2, 1, 1).expand(1, 2, *ref_y.shape[-2:])
+                target = estimate_flow(frame_y, warp(ref_y, shift, taps=2)) + shift
+                _pretrain_motion(view.cores[f"m{poc}"], target, lmbda, frame_preset.motion_pretrain)
+        fit = fit_sequence(view, frame_y, frame_uv, lmbda, frame_preset, settings, seed + poc)
+        view.compress()  # weights and latents as they will be sent: the reference the decoder will have
+        _keep_steps(net, view)
+        net.decode_frame(poc)
+        fits.append(fit)
+        log.info("frame %d (%s): fit %.1f s", poc, net.frame_types[poc], fit.fit_s)
+    net.quantize_parameters("dequantize")  # the sequence's estimate counts every frame's weights
+    module = OverfitModule(net, lmbda, lr=fits[0].module.lr, parameter_lr_ratio=preset.parameter_lr_ratio,
+                           distortion=preset.distortion)  # fmt: skip
+    schedule = _FramesSchedule(sum(fit.schedule.total_steps for fit in fits))
+    stages = _FramesStages([fit.stages for fit in fits])
+    return SequenceFit(module, fits[-1].trainer, stages, schedule, time.perf_counter() - started)
+
+
+def _keep_steps(net: Any, view: Any) -> None:
+    """Copy the quantization steps a frame's fit chose into the sequence's parameter coder (same names)."""
+    chosen = dict(zip((spec.name for spec in view.parameter_coder().specs), view.parameter_coder().log2_step,
+                      strict=True))  # fmt: skip
+    coder = net.parameter_coder()
+    with torch.no_grad():
+        for spec, step in zip(coder.specs, coder.log2_step, strict=True):
+            if spec.name in chosen:
+                step.copy_(chosen[spec.name])
+
+
+def _pretrain_motion(core: nn.Module, target: Tensor, lmbda: float, pretrain: Any) -> None:
+    """Pull a P frame's motion core towards ``target`` (a flow, pixels): ``R + lambda / rate_scale *
+    MSE`` with Adam, latents soft-rounded twice (:class:`~nvc_train.training.presets.MotionPretrain`)."""
+    core.quantizer = replace(core.quantizer, mode="soft_twice", temperature=pretrain.temperature,
+                             noise=pretrain.noise)  # fmt: skip
+    optimizer = torch.optim.Adam(core.parameters(), lr=pretrain.lr)
+    index = torch.zeros(1, dtype=torch.long)
+    pixels = target.shape[-2] * target.shape[-1]
+    core.train()
+    for _ in range(pretrain.steps):
+        optimizer.zero_grad(set_to_none=True)
+        flow, bits = core.frames_raw(index)
+        loss = bits / pixels + lmbda / pretrain.rate_scale * (flow - target).pow(2).mean()
+        loss.backward()
+        optimizer.step()
 
 
 def _run_schedule(
@@ -132,7 +218,7 @@ def warm_up(
     candidates: list[nn.Module] = [net]
     for k in range(1, warmup.candidates[0]):
         torch.manual_seed(seed + k)
-        fresh = type(net)(**net.architecture)
+        fresh = net.fresh()
         fresh.init_from_frames(y, uv)
         candidates.append(fresh)
     trials: list[dict[str, float]] = []

@@ -366,6 +366,33 @@ class HiNeRVOptions:
 
 
 @dataclass(frozen=True)
+class MotionPretrain:
+    """A P frame's motion core first learns to draw a classical flow, as Cool-Chic pulls its motion
+    decoder towards RAFT's (:func:`nvc_train.video.motion.estimate_flow` here): ``steps`` iterations
+    of Adam at ``lr``, latents soft-rounded twice at ``temperature`` around noise ``noise``, with the
+    loss ``R + lambda / rate_scale * MSE(flow, target)`` in pixels (Cool-Chic: D + 20 lambda R)."""
+
+    steps: int
+    lr: float
+    rate_scale: float
+    temperature: float
+    noise: float
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> MotionPretrain:
+        keys = {"steps", "lr", "rate_scale", "temperature", "noise"}
+        if set(config) != keys:
+            raise ValueError(f"motion_pretrain needs exactly {sorted(keys)}, got {sorted(config)}")
+        pretrain = cls(int(config["steps"]), float(config["lr"]), float(config["rate_scale"]),
+                       float(config["temperature"]), float(config["noise"]))  # fmt: skip
+        if pretrain.steps < 1 or min(pretrain.lr, pretrain.rate_scale, pretrain.temperature) <= 0:
+            raise ValueError(
+                f"motion_pretrain: steps, lr, rate_scale and temperature must be positive, got {config}"
+            )
+        return pretrain
+
+
+@dataclass(frozen=True)
 class OverfitPreset:
     """One ``configs/overfit/<name>.yaml``: the schedule and the loop's numbers of a per-sequence fit.
 
@@ -405,6 +432,11 @@ class OverfitPreset:
         distortion: the D of the loss, one of ``nvc_train.training.losses.DISTORTIONS`` (absent: ``mse``,
             6:1:1 on YUV; HiNeRV trains with ``l1_msssim_rgb``). Keep-best, the step search and the
             RDOQ measure with it too; PSNR is reported either way.
+        inter: the preset of P frames, for a network fitted one frame at a time (Cool-Chic's video,
+            ``models.coolchic_video``): every key of a preset but ``lambdas``, which it shares; this
+            preset then fits the I frames. Each frame's fit runs its preset's steps.
+        motion_pretrain: before a P frame's fit, its motion core learns a classical flow
+            (:class:`MotionPretrain`; in the ``inter`` preset).
     """
 
     name: str | None
@@ -424,6 +456,8 @@ class OverfitPreset:
     method: str = "overfit"
     hinerv: HiNeRVOptions | None = None
     rate_point_models: tuple[str, ...] | None = None
+    inter: OverfitPreset | None = None
+    motion_pretrain: MotionPretrain | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any], where: str = "the overfit preset") -> OverfitPreset:
@@ -456,6 +490,12 @@ class OverfitPreset:
                 method=str(config.get("method") or "overfit"),
                 hinerv=_optional(config, "hinerv", HiNeRVOptions.from_config),
                 rate_point_models=_optional(config, "rate_point_models", lambda v: tuple(str(n) for n in v)),
+                inter=_optional(
+                    config,
+                    "inter",
+                    lambda v: cls.from_config({"lambdas": config["lambdas"], **_plain(v)}, f"{where}: inter"),
+                ),  # fmt: skip
+                motion_pretrain=_optional(config, "motion_pretrain", MotionPretrain.from_config),
             )
             if preset.warmup is not None:
                 preset.warmup.fit_optimizer(preset.optimizer)  # its overrides checked now, not at the fit

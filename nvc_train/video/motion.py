@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["estimate_flow", "sinc_weights", "warp"]
+__all__ = ["estimate_flow", "global_translation", "sinc_weights", "warp"]
 
 
 def sinc_weights(fraction: Tensor, taps: int) -> Tensor:
@@ -149,3 +149,41 @@ def estimate_flow(
             flow = flow + step.clamp(-2.0, 2.0)  # one linearisation is trusted over a few pixels only
         flow = _blur(flow, 1.0 + 0.5 * level)  # coarse levels: smoother fields
     return flow
+
+
+@torch.no_grad()
+def global_translation(target: Tensor, reference: Tensor, search: int = 4) -> tuple[int, int]:
+    """The whole-pixel shift ``(dx, dy)`` for which ``warp(reference, shift)`` is closest to
+    ``target`` in MSE over the part both show (``[1, C, H, W]`` each). Coarse to fine on a pyramid
+    (halved while the smaller side stays >= 16): every shift within ``search`` pixels at the
+    coarsest level, then the 3 x 3 around twice the shift found at each finer one. A P frame's flow
+    then codes what is left of the motion (Cool-Chic sends such a translation with every P frame;
+    its search steps through 2^n-pixel moves on the full picture, which lands on a far, wrong
+    shift when the picture's texture is finer than the steps)."""
+    if target.shape != reference.shape or target.dim() != 4 or target.shape[0] != 1:
+        raise ValueError(f"global_translation needs two [1, C, H, W] tensors, got {tuple(target.shape)} and "
+                         f"{tuple(reference.shape)}")  # fmt: skip
+    pyramid = [(target.float(), reference.float())]
+    while min(pyramid[-1][0].shape[-2:]) >= 32:
+        pyramid.append(tuple(F.avg_pool2d(p, 2) for p in pyramid[-1]))  # type: ignore[misc]
+    best = (0, 0)
+    for level, (goal, ref) in reversed(list(enumerate(pyramid))):
+        reach = search if level == len(pyramid) - 1 else 1
+        centre = best if level == len(pyramid) - 1 else (2 * best[0], 2 * best[1])
+        candidates = [(centre[0] + dx, centre[1] + dy) for dy in range(-reach, reach + 1)
+                      for dx in range(-reach, reach + 1)]  # fmt: skip
+        best = min(
+            candidates, key=lambda shift: (_overlap_error(goal, ref, *shift), abs(shift[0]) + abs(shift[1]))
+        )
+    return best
+
+
+def _overlap_error(target: Tensor, reference: Tensor, dx: int, dy: int) -> float:
+    """MSE between ``target`` and ``reference`` moved by a whole-pixel ``(dx, dy)``, over the pixels
+    both have; a shift that keeps less than a quarter of the picture is not a match (infinite)."""
+    height, width = target.shape[-2:]
+    if (height - abs(dy)) * (width - abs(dx)) * 4 < height * width:
+        return math.inf
+    moved = reference[..., max(dy, 0) : height + min(dy, 0), max(dx, 0) : width + min(dx, 0)]
+    kept = target[..., max(-dy, 0) : height + min(-dy, 0), max(-dx, 0) : width + min(-dx, 0)]
+    return float((moved - kept).pow(2).mean())
