@@ -20,6 +20,14 @@ ours fits ``1 / lambda`` (loss R + lambda D). The distortion weights differ (Coo
 its loss, ours 6:1:1), so the points land near each other, not on each other: the BD-rates
 compare the curves. All intra by default (``structure=ai`` for ours and x265).
 
+Low delay (``--structure ld --frames 4 --model coolchic_video``): Cool-Chic codes frame 0 with the
+I preset and every later frame as a P frame with its P preset (``lop`` residue and motion decoders,
+start lr 5e-3, 200 motion pre-training iterations, its warm-up of 2 x 600, ``--p-iterations``
+1000); its P frames seed the motion with RAFT, which here is OpenCV's Farneback in the scratch
+checkout (RAFT's weights cannot be downloaded: say so where the figures go). Ours fits frame by
+frame with configs/overfit/coolchic_video.yaml (the I preset at ``--iterations``, P frames with its
+``inter`` preset, Cool-Chic's P effort), seeded by nvc_train/video/motion.py's flow.
+
 Iterations per second are iterations over each encode's wall-clock seconds (model set-up,
 warm-up and entropy coding included, on both sides), with the stated number of threads; the
 machine may be shared, so they are lower bounds of what a quiet machine gives.
@@ -183,6 +191,20 @@ def _coolchic_frame_options(args: argparse.Namespace, src: Path, index: int) -> 
     return [*positions, f"--coding_idx={index}", *preset]
 
 
+P_FRAME_FIXED_ITERATIONS = 200 + 2 * 600
+"""Cool-Chic's P frame runs these besides --n_itr: 200 motion pre-training iterations and its
+hard-coded warm-up of 2 candidates x 600; configs/overfit/coolchic_video.yaml's inter preset the same."""
+
+
+def sequence_iterations(args: argparse.Namespace) -> int:
+    """Iterations of one encode of the sequence, each codec: every frame at ``--iterations`` (all
+    intra), or the I frame at ``--iterations`` and each P frame at its fixed part plus
+    ``--p-iterations`` (low delay)."""
+    if args.structure == "ld":
+        return args.iterations + (args.frames - 1) * (P_FRAME_FIXED_ITERATIONS + args.p_iterations)
+    return args.iterations * args.frames
+
+
 def load_record(path: Path) -> list[dict[str, Any]]:
     """Cool-Chic's recorded points (the bench's own rows, one per clip, size, frames, iterations and
     lambda), or none when the file is absent."""
@@ -219,7 +241,8 @@ def run_ours(args: argparse.Namespace, clip_dir: Path, run_dir: Path) -> list[di
         sys.executable, str(REPO_ROOT / "evaluate.py"), f"model={args.model}", "ctc=folder",
         f"ctc.path={clip_dir}", f"frames={args.frames}", f"structure={args.structure}", "anchor=x265",
         f"anchor.rate_points={args.anchor_qps}", f"overfit.lambdas={lambdas}",
-        f"overfit.total_steps={args.iterations * args.frames}", f"codec.threads={args.threads}",
+        f"overfit.total_steps={args.iterations * (1 if args.structure == 'ld' else args.frames)}",
+        f"codec.threads={args.threads}",
         f"codec.rate_points=[{','.join(str(i) for i in args.rate_points)}]",
         "metrics=[psnr]", "bd_metrics=[psnr_yuv]", "progress=false", f"hydra.run.dir={run_dir}",
     ]  # fmt: skip
@@ -293,6 +316,9 @@ def main() -> None:
     if args.coolchic_src is not None and not (args.coolchic_src / "cc_encode.py").is_file():
         sys.exit(f"--coolchic-src {args.coolchic_src} has no cc_encode.py (a Cool-Chic v5 checkout)")
     width, height = (int(v) for v in args.size.split("x"))
+    if args.structure == "ld" and args.p_iterations != 1000 and not args.coolchic_only:
+        sys.exit("ours fits P frames with configs/overfit/coolchic_video.yaml's inter preset, written for "
+                 "Cool-Chic's P effort at --p-iterations 1000")  # fmt: skip
     if args.rate_points is None:
         args.rate_points = list(range(len(args.lambdas)))
 
@@ -342,7 +368,7 @@ def main() -> None:
         ours = sorted((r for r in rows if r["codec"] == args.model), key=lambda r: r["bpp"])
         x265 = sorted((r for r in rows if r["codec"] != args.model), key=lambda r: r["bpp"])
         cc_rows.sort(key=lambda r: r["bpp"])
-        per_frame = args.iterations
+        iterations = sequence_iterations(args)
 
         mode = ", run in parallel" if args.parallel else ""
         print(f"\n{name}, centre {width}x{height}, {args.frames} frame(s), {args.structure}, "
@@ -351,13 +377,13 @@ def main() -> None:
         print("codec       rp  lambda     kbit     bpp      PSNR-Y  PSNR-YUV  enc s   it/s")
         for label, group in ((COOLCHIC_LABEL, cc_rows), (f"ours:{args.model}", ours), ("x265", x265)):
             for row in group:
-                speed = per_frame * args.frames / row["enc_s"] if label != "x265" else float("nan")
+                speed = iterations / row["enc_s"] if label != "x265" else float("nan")
                 lmbda = row.get("lambda", "")
                 print(f"{label:<11} {row['rate_point']!s:<3} {lmbda!s:<10} {row['bits'] / 1e3:<8.2f} "
                       f"{row['bpp']:<8.4f} {row['psnr_y']:<7.2f} {row['psnr_yuv']:<9.2f} "
                       f"{row['enc_s']:<7.1f} {speed:.1f}")  # fmt: skip
-        cc_speed = per_frame * args.frames * len(cc_rows) / sum(r["enc_s"] for r in cc_rows)
-        our_speed = per_frame * args.frames * len(ours) / sum(r["enc_s"] for r in ours)
+        cc_speed = iterations * len(cc_rows) / sum(r["enc_s"] for r in cc_rows)
+        our_speed = iterations * len(ours) / sum(r["enc_s"] for r in ours)
         figures = {
             "clip": name, "size": args.size, "frames": args.frames, "iterations": args.iterations,
             "bd_ours_vs_coolchic": bd(cc_rows, ours), "bd_ours_vs_x265": bd(x265, ours),
