@@ -136,6 +136,9 @@ class SceneAdaptiveNet(nn.Module):
     #: :meth:`frames_planes`, and the RDOQ of its weights recomputes one part per candidate
     #: (:func:`nvc_train.training.step_search.refine_parameters`); empty: the whole forward each time.
     RD_SPLIT: ClassVar[dict[str, str]] = {}
+    #: How many parts of a parameter's name name its module, the unit the weights' step search and
+    #: the RDOQ's split work on (1: ``arm`` of ``arm.layers.0.weight``).
+    MODULE_DEPTH: ClassVar[int] = 1
 
     def __init__(self, architecture: Mapping[str, Any]) -> None:
         super().__init__()

@@ -827,10 +827,11 @@ class C3Net(SceneAdaptiveNet):
         ]
         return torch.cat(upsampled, dim=1)
 
-    def frames_raw(self, frame_indices: Tensor) -> tuple[Tensor, Tensor]:
+    def frames_raw(self, frame_indices: Tensor, with_bits: bool = True) -> tuple[Tensor, Tensor]:
         """``(maps, latent_bits)``: the synthesis output before it is read as a picture (a network
-        built with raw synthesis channels, e.g. a P frame's motion or residue)."""
-        quantized, bits = self._frame_grids(frame_indices, with_bits=True)
+        built with raw synthesis channels, e.g. a P frame's motion or residue); without
+        ``with_bits`` the ARM is not run and the bits are zero."""
+        quantized, bits = self._frame_grids(frame_indices, with_bits=with_bits)
         return self.synthesis.raw(self._upsampled(quantized)), bits
 
     # ---- real coding -------------------------------------------------------------------------------

@@ -161,23 +161,28 @@ class CoolChicVideo(SceneAdaptiveNet):
         training = cores[0].training
         for core in cores:
             core.quantizer = quantizer
-        y, uv, bits = self._frame_planes(cores, poc, training)
+        y, uv, bits = self.frame_planes(cores, poc, training)
         if not training:
             self.decoded[poc] = (y.detach().clamp(0, 1), uv.detach().clamp(0, 1))
         return y, uv, bits
 
-    def _frame_planes(self, cores: list[C3Net], poc: int, training: bool) -> tuple[Tensor, Tensor, Tensor]:
+    def frame_planes(
+        self, cores: list[C3Net], poc: int, training: bool, with_bits: bool = True
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """The frame's planes and (``with_bits``: else zero) its latents' bits, nothing kept."""
         zero = torch.zeros(1, dtype=torch.long, device=next(cores[0].parameters()).device)
         if self.frame_types[poc] == "I":
-            return cores[0].frames_forward(zero)
+            if with_bits:
+                return cores[0].frames_forward(zero)
+            return *cores[0].frames_planes(zero), torch.zeros(())
         if poc - 1 not in self.decoded:
             if training:
                 raise RuntimeError(f"P frame {poc} needs the decoded frame {poc - 1} first (set net.decoded)")
             self.decode_frame(poc - 1)
         ref_y, ref_uv = self.decoded[poc - 1]
         reference = torch.cat([ref_y, F.interpolate(ref_uv, scale_factor=2, mode="nearest")], 1)
-        flow, motion_bits = cores[0].frames_raw(zero)
-        maps, residue_bits = cores[1].frames_raw(zero)
+        flow, motion_bits = cores[0].frames_raw(zero, with_bits)
+        maps, residue_bits = cores[1].frames_raw(zero, with_bits)
         shift = flow.new_tensor(self.shifts[poc]).view(1, 2, 1, 1)
         accuracy = None if training else FLOW_ACCURACY
         prediction = warp(reference, flow + shift, self.warp_taps, accuracy)
@@ -240,6 +245,8 @@ class FrameView(SceneAdaptiveNet):
     cores for the same frame."""
 
     pad_multiple = CoolChicVideo.pad_multiple
+    RD_SPLIT = C3Net.RD_SPLIT  # by a module's own name: cores.m1.arm moves the rate only, ...
+    MODULE_DEPTH = 3  # cores.<core>.<module>: each core's modules get their own steps
 
     def __init__(self, video: CoolChicVideo, poc: int, cores: nn.ModuleDict | None = None) -> None:
         geometry = {"height": video.height, "width": video.width}
@@ -262,3 +269,17 @@ class FrameView(SceneAdaptiveNet):
         if frame_indices.numel() != 1 or int(frame_indices.reshape(-1)[0]) != 0:
             raise ValueError(f"a frame view has one frame (index 0), got {frame_indices.tolist()}")
         return self.video.frame_from(list(self.cores.values()), self.poc, self.quantizer)
+
+    def frames_bits(self, frame_indices: Tensor) -> Tensor:
+        cores = list(self.cores.values())
+        for core in cores:
+            core.quantizer = self.quantizer
+        zero = torch.zeros(1, dtype=torch.long, device=frame_indices.device)
+        return sum((core.frames_bits(zero) for core in cores), torch.zeros((), device=frame_indices.device))
+
+    def frames_planes(self, frame_indices: Tensor) -> tuple[Tensor, Tensor]:
+        cores = list(self.cores.values())
+        for core in cores:
+            core.quantizer = self.quantizer
+        y, uv, _ = self.video.frame_planes(cores, self.poc, cores[0].training, with_bits=False)
+        return y, uv

@@ -195,3 +195,38 @@ def test_global_translation_finds_whole_pixel_moves() -> None:
         assert global_translation(moved, reference) == shift
     with pytest.raises(ValueError, match=r"\[1, C, H, W\]"):
         global_translation(torch.zeros(2, 1, 8, 8), torch.zeros(2, 1, 8, 8))
+
+
+def test_a_p_frames_steps_and_rdoq_work_per_core_module_with_the_split_measure() -> None:
+    """The view of a P frame groups its weights by core and module (cores.m1.arm, ...), and moving
+    one weight of a rate-only or a picture-only module recomputes that part alone to the loss of
+    the whole forward (what makes the P frames' RDOQ affordable)."""
+    from models.c3 import C3Net
+    from nvc_train.training.overfit import OverfitModule
+    from nvc_train.training.step_search import SplitMeasure, parameter_groups
+
+    net = _randomised(tiny_video())
+    net.decoded[0] = (torch.rand(1, 1, HEIGHT, WIDTH), torch.rand(1, 2, HEIGHT // 2, WIDTH // 2))
+    view = net.frame_view(1)
+    y, uv = torch.rand(1, 1, HEIGHT, WIDTH), torch.rand(1, 2, HEIGHT // 2, WIDTH // 2)
+    view.quantize_parameters("dequantize", init_bits=6)
+    coder, params = view.parameter_coder(), view.network_parameters()
+    groups = parameter_groups(coder.names, view.MODULE_DEPTH)
+    assert "cores.m1.arm.weight" in groups and "cores.r1.synthesis.bias" in groups
+    with torch.no_grad():
+        for name, value in coder.quantize(params, "dequantize").items():
+            params[name].copy_(value)
+        module = OverfitModule(view, 300.0, lr=0.01, parameter_lr_ratio=1)
+        for core in ("m1", "r1"):
+            for module_name, part in C3Net.RD_SPLIT.items():
+                names = [n for n in coder.names if n.startswith(f"cores.{core}.{module_name}.")]
+                if not names:
+                    continue
+                measure = SplitMeasure(module, y, uv)
+                params[names[0]].data.view(-1)[0] += 4 * float(
+                    coder.element_steps(coder.names.index(names[0])).reshape(-1)[0]
+                )
+                split = measure.loss(part)
+                measure.close()
+                whole = float(module.sequence_terms(y, uv).loss)
+                assert split == pytest.approx(whole, rel=1e-6), (core, module_name)

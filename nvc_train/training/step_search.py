@@ -44,13 +44,20 @@ from nvc_train.training.presets import ParameterRdoq, StepSearch
 log = logging.getLogger(__name__)
 
 
-def parameter_groups(names: Sequence[str]) -> dict[str, list[int]]:
-    """Coded tensor indexes by group ``<top-level module>.<weight|bias>``, in coding order."""
+def parameter_groups(names: Sequence[str], depth: int = 1) -> dict[str, list[int]]:
+    """Coded tensor indexes by group ``<module>.<weight|bias>``, in coding order; the module is the
+    first ``depth`` parts of a name (a network's ``MODULE_DEPTH``: 1, ``arm``; a P frame's cores, 3:
+    ``cores.m1.arm``)."""
     groups: dict[str, list[int]] = {}
     for index, name in enumerate(names):
         kind = "bias" if name.rsplit(".", 1)[-1] == "bias" else "weight"
-        groups.setdefault(f"{name.split('.', 1)[0]}.{kind}", []).append(index)
+        module = ".".join(name.split(".")[:depth])
+        groups.setdefault(f"{module}.{kind}", []).append(index)
     return groups
+
+
+def _groups(net: Any) -> dict[str, list[int]]:
+    return parameter_groups(net.parameter_coder().names, int(getattr(net, "MODULE_DEPTH", 1)))
 
 
 @torch.no_grad()
@@ -121,7 +128,7 @@ def search_parameter_steps(
     tried: list[dict[str, float]] = []
     best_loss = float(module.sequence_terms(y, uv).loss)
     for _ in range(search.passes):
-        for group, indexes in parameter_groups(coder.names).items():
+        for group, indexes in _groups(net).items():
             kept = [coder.log2_step[i].detach().clone() for i in indexes]
             best_step: float | None = None
             for log2_step in search.candidates(group, per_octave):
@@ -172,8 +179,8 @@ def refine_parameters(
     split = dict(getattr(net, "RD_SPLIT", {}))
     measure = SplitMeasure(module, y, uv) if split else None
     before, forwards, changed, started = best, 0, 0, time.perf_counter()
-    for group, indexes in parameter_groups(coder.names).items():
-        part = split.get(group.split(".", 1)[0])
+    for group, indexes in _groups(net).items():
+        part = split.get(group.rsplit(".", 1)[0].rsplit(".", 1)[-1])  # the module's own name: arm, ...
         cells = [(i, j) for i in indexes for j in range(params[coder.names[i]].numel())]
         for position in torch.randperm(len(cells), generator=generator).tolist():
             i, j = cells[position]
