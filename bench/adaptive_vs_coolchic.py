@@ -61,10 +61,13 @@ COOLCHIC_LABEL = "Cool-Chic"  # in the table: ours may be model=coolchic (its ho
 DEFAULT_RECORD = REPO_ROOT / "bench" / "reference" / "coolchic_points.json"
 RECORD_NOTE = (
     "Cool-Chic's own encodes (cc_encode.py, I-frame hop preset, start lr 1e-2, --n_itr = iterations; "
+    "rows with structure ld: frame 0 so, the others P frames with its lop residue and motion "
+    "decoders, start lr 5e-3, 200 motion pre-training iterations, --n_itr = p_iterations, the motion "
+    "seeded by OpenCV Farneback in place of RAFT, whose weights cannot be downloaded here; "
     "bits = the .cool file's size, PSNR by nvc_train.metrics on cc_decode.py's output) of the centre "
     "crop of each clip, made by: python bench/adaptive_vs_coolchic.py --coolchic-src CHECKOUT "
-    "--coolchic-python PY --coolchic-version VERSION --record --clips ... (enc_s: wall seconds, "
-    "`threads` torch threads, on a shared 2-core CPU machine)"
+    "--coolchic-python PY --coolchic-version VERSION --record --clips ... [--structure ld --frames 4] "
+    "(enc_s: wall seconds, `threads` torch threads, on a shared 2-core CPU machine)"
 )
 
 
