@@ -230,3 +230,25 @@ def test_a_p_frames_steps_and_rdoq_work_per_core_module_with_the_split_measure()
                 measure.close()
                 whole = float(module.sequence_terms(y, uv).loss)
                 assert split == pytest.approx(whole, rel=1e-6), (core, module_name)
+
+
+def test_a_p_frame_is_shifted_globally_and_its_motion_core_learns_only_the_rest(monkeypatch) -> None:
+    """A frame that is its reference moved by whole pixels: the fit finds the shift, and the flow the
+    motion core is pre-trained on is what is left after it (about zero), not the shift again."""
+    import yaml
+
+    from nvc_train.training import overfit
+    from nvc_train.video.motion import warp
+    from tests.test_motion import _flow, _texture
+
+    targets = []
+    monkeypatch.setattr(overfit, "_pretrain_motion", lambda core, target, *_: targets.append(target))
+    first = _texture(HEIGHT + 16, WIDTH + 16)
+    moved = warp(first, _flow(HEIGHT + 16, WIDTH + 16, 3, -2))
+    y = torch.cat([first, moved])[..., 8 : 8 + HEIGHT, 8 : 8 + WIDTH]
+    uv = torch.nn.functional.avg_pool2d(torch.cat([y, 1 - y], 1), 2)
+    net = tiny_video(frames=2)
+    preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic_video_tiny.yaml").read_text())
+    overfit.fit_sequence(net, y, uv, 400.0, preset)
+    assert net.shifts[1] == (3, -2) and len(targets) == 1
+    assert targets[0][..., 8:-8, 8:-8].abs().mean() < 0.5

@@ -139,7 +139,8 @@ def _fit_frame_by_frame(
             if frame_preset.motion_pretrain is not None:
                 dx, dy = net.shifts[poc]
                 shift = torch.tensor([float(dx), float(dy)]).view(1, 2, 1, 1).expand(1, 2, *ref_y.shape[-2:])
-                target = estimate_flow(frame_y, warp(ref_y, shift, taps=2)) + shift
+                # the motion core draws the flow left after the shift (the frame adds the shift)
+                target = estimate_flow(frame_y, warp(ref_y, shift, taps=2))
                 _pretrain_motion(view.cores[f"m{poc}"], target, lmbda, frame_preset.motion_pretrain)
         fit = fit_sequence(view, frame_y, frame_uv, lmbda, frame_preset, settings, seed + poc)
         view.compress()  # weights and latents as they will be sent: the reference the decoder will have
