@@ -271,15 +271,19 @@ class FrameView(SceneAdaptiveNet):
         return self.video.frame_from(list(self.cores.values()), self.poc, self.quantizer)
 
     def frames_bits(self, frame_indices: Tensor) -> Tensor:
-        cores = list(self.cores.values())
-        for core in cores:
-            core.quantizer = self.quantizer
         zero = torch.zeros(1, dtype=torch.long, device=frame_indices.device)
-        return sum((core.frames_bits(zero) for core in cores), torch.zeros((), device=frame_indices.device))
+        return sum(
+            (core.frames_bits(zero) for core in self._cores()), torch.zeros((), device=frame_indices.device)
+        )
 
     def frames_planes(self, frame_indices: Tensor) -> tuple[Tensor, Tensor]:
+        cores = self._cores()
+        y, uv, _ = self.video.frame_planes(cores, self.poc, cores[0].training, with_bits=False)
+        return y, uv
+
+    def _cores(self) -> list[C3Net]:
+        """The frame's cores, quantizing their latents as this view's schedule says now."""
         cores = list(self.cores.values())
         for core in cores:
             core.quantizer = self.quantizer
-        y, uv, _ = self.video.frame_planes(cores, self.poc, cores[0].training, with_bits=False)
-        return y, uv
+        return cores
