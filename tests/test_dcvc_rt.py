@@ -566,3 +566,14 @@ def test_yuv_rgb_distortion_mixes_the_two_mses_and_leaves_the_others_alone():
     assert bool((chroma.distortion > frame_terms(y, uv + 0.01, bits, y, uv, "mse").distortion).all())
     with pytest.raises(ValueError, match="mse_yuv_rgb"):
         frame_terms(y, uv, bits, y, uv, "nope")
+
+
+def test_cool_chics_distortion_weighs_planes_by_their_samples() -> None:
+    """``mse_420`` is the MSE over every sample of the 4:2:0 picture (Cool-Chic's loss): Y:U:V 4:1:1."""
+    torch.manual_seed(0)
+    y, uv = torch.rand(1, 1, 16, 16), torch.rand(1, 2, 8, 8)
+    y_hat, uv_hat = y + 0.02 * torch.randn_like(y), uv + 0.05 * torch.randn_like(uv)
+    terms = frame_terms(y_hat, uv_hat, torch.zeros(1), y, uv, "mse_420")
+    every_sample = torch.cat([(y_hat - y).flatten(), (uv_hat - uv).flatten()]).square().mean()
+    assert torch.allclose(terms.distortion, every_sample.view(1), rtol=1e-6)
+    assert torch.equal(terms.mse, combine_planes(plane_mses(y_hat, uv_hat, y, uv)))  # logged: 6:1:1

@@ -2,4 +2,4 @@
 (:mod:`nvc_train.training.presets`) read them before any fit, the losses
 (:mod:`nvc_train.training.losses`) compute them."""
 
-DISTORTIONS = ("mse", "msssim", "mse_yuv_rgb", "l1_msssim_rgb")
+DISTORTIONS = ("mse", "mse_420", "msssim", "mse_yuv_rgb", "l1_msssim_rgb")

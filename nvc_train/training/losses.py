@@ -6,6 +6,9 @@ Conventions (stated once, used by the RD module, its logs and the overhead bench
 - Distortion ``D`` of one frame is a 6:1:1 (Y:U:V) weighted combination of per-plane values, the
   weighting the evaluation tables use for PSNR-YUV and MS-SSIM-YUV (:data:`YUV_WEIGHTS`):
   ``mse``: ``D = (6 MSE_Y + MSE_U + MSE_V) / 8``; ``msssim``: ``D = 1 - (6 S_Y + S_U + S_V) / 8``.
+- ``mse_420`` is Cool-Chic's: the MSE over every sample of the 4:2:0 picture, so each plane weighs
+  by its sample count (4:1:1, ``D = (4 MSE_Y + MSE_U + MSE_V) / 6``): chroma gets a third more
+  weight than in ``mse``. Cool-Chic (``coolchic/training/loss.py``) trains and selects with it.
 - ``mse_yuv_rgb`` mixes colour spaces as DCVC-RT trains: ``D = (1 - w) D_mse + w MSE_RGB`` with
   ``w`` = :data:`RGB_WEIGHT`, where ``MSE_RGB`` is the mean over R, G, B of both pictures converted
   with :func:`nvc_train.video.colour.ycbcr_to_rgb` (BT.709, limited range: the embedded clips' and
@@ -43,6 +46,7 @@ from nvc_train.metrics.psnr import PSNR_CAP_DB
 from nvc_train.training.distortions import DISTORTIONS
 from nvc_train.video.colour import ycbcr_to_rgb, yuv420_to_444
 
+SAMPLE_WEIGHTS = (4 / 6, 1 / 6, 1 / 6)  # Y, U, V share of a 4:2:0 picture's samples (``mse_420``)
 RGB_WEIGHT = 0.5  # share of the RGB MSE in ``mse_yuv_rgb``
 # HiNeRV's loss: the L1 share (the rest is 1 - MS-SSIM) and MS-SSIM's window (official train config).
 HINERV_L1_WEIGHT = 0.7
@@ -225,6 +229,8 @@ def frame_terms(
         psnr = combine_planes(psnr_from_mse(mses.detach()))
         if distortion == "mse":
             dist = mse
+        elif distortion == "mse_420":
+            dist = (mses * mses.new_tensor(SAMPLE_WEIGHTS)).sum(dim=-1)
         elif distortion == "mse_yuv_rgb":
             dist = (1.0 - RGB_WEIGHT) * mse + RGB_WEIGHT * rgb_mse(y_hat, uv_hat, y, uv)
         elif distortion == "l1_msssim_rgb":
