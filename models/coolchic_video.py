@@ -22,6 +22,7 @@ length (a varint), then the residue core's latents.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -77,6 +78,22 @@ class _RawCore(C3Net):
             bool(self.architecture["synthesis_stabiliser"]),
             channels=channels,
         )
+        self._start_small()
+
+    @torch.no_grad()
+    def _start_small(self) -> None:
+        """Cool-Chic's start for its layers (``SynthesisConv2d``, ``ArmLinear``): weights drawn at
+        ``1 / out**2`` of the usual scale, biases zero. A P frame's cores then begin with almost no
+        output (no flow, no residue) and grow only the weights the frame pays for: weights left
+        small are zeroed by the step search, which is what makes a P frame cheap."""
+        for layer in [*self.synthesis.mlp, self.synthesis.head]:
+            out, fan_in = layer.weight.shape
+            bound = 1.0 / (math.sqrt(fan_in) * out**2)
+            layer.weight.uniform_(-bound, bound)
+            layer.bias.zero_()
+        for layer in [*self.arm.hidden, self.arm.out]:
+            layer.weight.normal_(0.0, 1.0 / layer.weight.shape[0] ** 2)
+            layer.bias.zero_()
 
 
 @register_network

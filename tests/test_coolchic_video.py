@@ -69,6 +69,29 @@ def test_frames_are_intra_then_p_with_their_own_cores() -> None:
         CoolChicVideo(**{**net.architecture, "structure": "ra", "gop_size": 2})
 
 
+def test_a_p_frames_cores_start_almost_silent_as_cool_chics_layers() -> None:
+    """Weights at 1 / out**2 of the usual scale and zero biases (Cool-Chic's init): a P frame starts
+    with little flow and residue (its linear stabiliser's alone), PyTorch's start with several times more."""
+    net = tiny_video()
+    zero = torch.zeros(1, dtype=torch.long)
+    with torch.no_grad():
+        for name in ("m1", "r1"):
+            core = net.cores[name]
+            for grid in core.latents:
+                grid.copy_(torch.randn_like(grid) / core.latent_gain)  # latents of about one bin
+            layers = [*core.synthesis.mlp, core.synthesis.head, *core.arm.hidden, core.arm.out]
+            assert all(float(layer.bias.abs().max()) == 0 for layer in layers)
+            head = core.synthesis.head.weight
+            assert float(head.abs().max()) <= 1 / (head.shape[1] ** 0.5 * head.shape[0] ** 2)
+            small, _ = core.frames_raw(zero, False)
+            for layer in [*core.synthesis.mlp, core.synthesis.head]:
+                layer.reset_parameters()  # PyTorch's start
+            usual, _ = core.frames_raw(zero, False)
+            assert float(small.abs().mean()) < 0.1 < float(usual.abs().mean())
+    intra = net.cores["i0"].synthesis.head.weight  # the intra core keeps its own start
+    assert float(intra.abs().max()) > 1 / (intra.shape[1] ** 0.5 * intra.shape[0] ** 2)
+
+
 def test_a_p_frame_is_the_masked_warped_reference_plus_the_residue() -> None:
     """With the P cores' synthesis at zero, flow = 0, residue = 0 and alpha = 1/2: the frame is half
     the reference moved by the global shift (whole pixels: an exact copy inside the picture)."""
