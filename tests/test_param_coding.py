@@ -58,6 +58,26 @@ def test_round_trip_is_exact(per_channel: bool, bits: int) -> None:
         assert (decoded[name] - params[name]).abs().max() <= params[name].abs().max() / 2 ** (bits - 2)
 
 
+def test_the_decoder_returns_the_steps_so_a_part_can_be_coded_alone() -> None:
+    """``decompress_with_steps`` gives the step index of every group; a subset of the tensors coded
+    again with them decodes to the same values (tools/adaptive_file_bytes.py measures shares so)."""
+    params = _params()
+    coder = _coder(params, per_channel=True, bits=6)
+    values, steps = ParameterCoder({n: p.shape for n, p in params.items()}).decompress_with_steps(
+        coder.compress(params)
+    )
+    for index, name in enumerate(coder.names):
+        expected = torch.round(coder.log2_step[index].detach() * STEP_RESOLUTION).to(torch.int64)
+        assert torch.equal(steps[name], expected), name
+    part = [name for name in coder.names if name.startswith("2.")]
+    alone = ParameterCoder({name: params[name].shape for name in part})
+    with torch.no_grad():
+        for log2_step, name in zip(alone.log2_step, part, strict=True):
+            log2_step.copy_(steps[name].float() / STEP_RESOLUTION)
+    again = alone.decompress(alone.compress({name: values[name] for name in part}))
+    assert all(torch.equal(again[name], values[name]) for name in part)
+
+
 def test_escape_path_round_trip() -> None:
     """Values far beyond every table (a tiny step on large weights) still decode exactly."""
     params = {"w": torch.tensor([[3.0e4, -7.0e5, 0.0, 1.0], [2.0, -1.0e9, 5.0, 0.25]])}

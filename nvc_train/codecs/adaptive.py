@@ -413,7 +413,7 @@ def decode_file(
     expected_hash = weights_hash([("parameter_set", parameter_set), ("weights", weights)])
     if header.weights_hash and header.weights_hash != expected_hash:
         raise BitstreamError(f"{where}: the weights hash does not match the network the file carries")
-    net_class, architecture = _parameter_set(parameter_set, header, f"{where}, the parameter set")
+    net_class, architecture = read_parameter_set(parameter_set, header, f"{where}, the parameter set")
     frames = [u for u in rest if u.is_frame]
     order = header.coding_structure().frames(header.num_frames)
     if len(frames) != len(order):
@@ -452,7 +452,7 @@ def decode_file(
     return header
 
 
-def _parameter_set(payload: bytes, header: StreamHeader, where: str) -> tuple[type, dict[str, Any]]:
+def read_parameter_set(payload: bytes, header: StreamHeader, where: str) -> tuple[type, dict[str, Any]]:
     """The network class and its checked architecture, which must agree with the header."""
     if len(payload) > MAX_ARCHITECTURE_BYTES:
         raise BitstreamError(

@@ -500,6 +500,11 @@ class ParameterCoder(nn.Module):
 
     def decompress(self, data: bytes) -> dict[str, Tensor]:
         """float32 CPU tensors by name, bit-exact to the encoder's ``quantize(params, "dequantize")``."""
+        return self.decompress_with_steps(data)[0]
+
+    def decompress_with_steps(self, data: bytes) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+        """:meth:`decompress` and the integer step index of every group by tensor name: what the
+        payload chose, so a part of the weights can be coded again on its own (its share of a file)."""
         if not isinstance(data, bytes | bytearray | memoryview):
             raise ParamCodingError(f"parameter payload must be bytes, got {type(data).__name__}")
         version, spec_crc, stream = _split_payload(data)
@@ -514,7 +519,7 @@ class ParameterCoder(nn.Module):
         except EntropyCoderError as error:
             raise ParamCodingError(f"parameter payload cannot be decoded: {error}") from error
 
-    def _decode_stream(self, stream: bytes, version: int) -> dict[str, Tensor]:
+    def _decode_stream(self, stream: bytes, version: int) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
         """Side information, then the symbols; tables come from the decoded level indexes only."""
         decoder = AnsDecoder(stream)
 
@@ -557,13 +562,15 @@ class ParameterCoder(nn.Module):
         symbols = decoder.decode(np.searchsorted(used, levels), *_tables(used.tolist()))
         decoder.finish()
         out: dict[str, Tensor] = {}
+        indexes: dict[str, Tensor] = {}
         position = 0
         for spec, steps in zip(self.specs, step_indexes, strict=True):
             part = np.ascontiguousarray(symbols[position : position + spec.numel])
             position += spec.numel
-            step = step_value(torch.from_numpy(steps)).view(spec.step_shape())
+            indexes[spec.name] = torch.from_numpy(np.asarray(steps, dtype=np.int64))
+            step = step_value(indexes[spec.name]).view(spec.step_shape())
             out[spec.name] = torch.from_numpy(part).view(spec.shape).to(torch.float32) * step
-        return out
+        return out, indexes
 
 
 _DEFAULTS = (_DEFAULT_STEP_INDEX, _DEFAULT_LEVEL)
