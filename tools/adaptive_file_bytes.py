@@ -16,11 +16,9 @@ import argparse
 from collections import defaultdict
 from pathlib import Path
 
-import torch
-
 from nvc_train.bitstream import read_stream
 from nvc_train.codecs.adaptive import network_parts, read_parameter_set
-from nvc_train.entropy.param_coding import HEADER_BYTES, STEP_RESOLUTION, ParameterCoder
+from nvc_train.entropy.param_coding import HEADER_BYTES, ParameterCoder
 
 
 def main() -> None:
@@ -44,9 +42,7 @@ def main() -> None:
         parts[".".join(name.split(".")[: args.depth])].append(name)
     for part, names in parts.items():
         alone = ParameterCoder({name: values[name].shape for name in names})
-        with torch.no_grad():
-            for log2_step, name in zip(alone.log2_step, names, strict=True):
-                log2_step.copy_(steps[name].float() / STEP_RESOLUTION)
+        alone.set_step_indexes(steps)
         coded = len(alone.compress({name: values[name] for name in names})) - HEADER_BYTES
         count = sum(values[name].numel() for name in names)
         nonzero = sum(int((values[name] != 0).sum()) for name in names)

@@ -412,6 +412,13 @@ class ParameterCoder(nn.Module):
             peak = torch.clamp(magnitude.amax(dim=1), min=2.0**-30)
             log2_step.copy_(torch.log2(peak / (2 ** (bits - 1) - 1)).to(log2_step.device))
 
+    @torch.no_grad()
+    def set_step_indexes(self, indexes: Mapping[str, Tensor]) -> None:
+        """Set every group's step to the integer step index given by tensor name (what
+        :meth:`decompress_with_steps` returns), e.g. to code a part of a file's weights again."""
+        for spec, log2_step in zip(self.specs, self.log2_step, strict=True):
+            log2_step.copy_(indexes[spec.name].to(log2_step.dtype).reshape(spec.groups) / STEP_RESOLUTION)
+
     def _checked(self, params: Mapping[str, Tensor], spec: TensorSpec) -> Tensor:
         """The tensor of ``spec`` from ``params``, refusing a missing name or another shape."""
         if spec.name not in params:
