@@ -53,12 +53,22 @@ from nvc_train.entropy.gaussian import gaussian_bin_mass
 from nvc_train.entropy.ops import lower_bound
 from nvc_train.structure import CodingStructure
 
-__all__ = ["C3Net", "PhasedGaussian", "soft_round"]
+__all__ = ["C3Net", "PhasedGaussian", "soft_round", "start_small_"]
 
 _EXACT_LIMIT = 2.0**52  # float64 sums of integers below this are exact in any order
 
 
 # ---- quantization proxies --------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def start_small_(layer: nn.Linear) -> None:
+    """Cool-Chic's start for a layer (its ``SynthesisConv2d``): weights ``U(+-1 / (sqrt(fan_in) *
+    out**2))``, bias zero: the layer begins with almost no output, so a fit grows what it needs."""
+    out, fan_in = layer.weight.shape
+    bound = 1.0 / (math.sqrt(fan_in) * out**2)
+    nn.init.uniform_(layer.weight, -bound, bound)
+    nn.init.zeros_(layer.bias)
 
 
 def soft_round(x: Tensor, temperature: float) -> Tensor:
@@ -360,10 +370,8 @@ class Synthesis(nn.Module):
             nn.init.zeros_(conv.weight)  # residual layers start as identity
             nn.init.zeros_(conv.bias)
         self.stabiliser = nn.Linear(levels, out) if stabiliser else None
-        if self.stabiliser is not None:  # small start, as Cool-Chic's: U(+-1 / (sqrt(fan_in) * out**2))
-            bound = 1.0 / (math.sqrt(levels) * out**2)
-            nn.init.uniform_(self.stabiliser.weight, -bound, bound)
-            nn.init.zeros_(self.stabiliser.bias)
+        if self.stabiliser is not None:
+            start_small_(self.stabiliser)
 
     def forward(self, upsampled: Tensor) -> tuple[Tensor, Tensor]:
         x = self.raw(upsampled) + 0.5

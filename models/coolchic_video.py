@@ -22,7 +22,6 @@ length (a varint), then the residue core's latents.
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
@@ -30,7 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from models.adaptive import GEOMETRY_FIELDS, SceneAdaptiveNet
-from models.c3 import C3Net, Synthesis
+from models.c3 import C3Net, Synthesis, start_small_
 from models.registry import register_network
 from nvc_train.bitstream.architecture import ArchitectureField, pack_varint, unpack_varint
 from nvc_train.structure import CodingStructure
@@ -87,10 +86,7 @@ class _RawCore(C3Net):
         output (no flow, no residue) and grow only the weights the frame pays for: weights left
         small are zeroed by the step search, which is what makes a P frame cheap."""
         for layer in [*self.synthesis.mlp, self.synthesis.head]:
-            out, fan_in = layer.weight.shape
-            bound = 1.0 / (math.sqrt(fan_in) * out**2)
-            layer.weight.uniform_(-bound, bound)
-            layer.bias.zero_()
+            start_small_(layer)
         for layer in [*self.arm.hidden, self.arm.out]:
             layer.weight.normal_(0.0, 1.0 / layer.weight.shape[0] ** 2)
             layer.bias.zero_()
