@@ -28,6 +28,12 @@ checkout (RAFT's weights cannot be downloaded: say so where the figures go). Our
 frame with configs/overfit/coolchic_video.yaml (the I preset at ``--iterations``, P frames with its
 ``inter`` preset, Cool-Chic's P effort), seeded by nvc_train/video/motion.py's flow.
 
+Random access (``--structure ra --frames 5 --model coolchic_video``, frames = a power of two + 1):
+Cool-Chic's ``--intra_pos=0 --p_pos=-1``, frame 0 I, the last frame P from it, hierarchical B frames
+between (5 frames: I0 P4 B2 B1 B3), each P or B frame with the P preset above; ours
+``structure=ra structure.gop_size=<frames - 1> structure.intra_period=-1``, the same frames in the
+same order (nvc_train/structure.py), B frames with the same ``inter`` preset.
+
 Iterations per second are iterations over each encode's wall-clock seconds (model set-up,
 warm-up and entropy coding included, on both sides), with the stated number of threads; the
 machine may be shared, so they are lower bounds of what a quiet machine gives.
@@ -67,6 +73,7 @@ RECORD_NOTE = (
     "bits = the .cool file's size, PSNR by nvc_train.metrics on cc_decode.py's output) of the centre "
     "crop of each clip, made by: python bench/adaptive_vs_coolchic.py --coolchic-src CHECKOUT "
     "--coolchic-python PY --coolchic-version VERSION --record --clips ... [--structure ld --frames 4] "
+    "(structure ra: --intra_pos=0 --p_pos=-1, hierarchical B frames with the P frames' preset) "
     "(enc_s: wall seconds, `threads` torch threads, on a shared 2-core CPU machine)"
 )
 
@@ -122,11 +129,11 @@ def run_coolchic(
         lmbda = args.lambdas[index]
         key = {"clip": clip, "size": f"{width}x{height}", "frames": args.frames,
                "iterations": args.iterations, "lambda": lmbda, "structure": args.structure}  # fmt: skip
-        if args.structure == "ld":
+        if args.structure != "ai":
             key["p_iterations"] = args.p_iterations
         found = [row for row in recorded if _same_point(row, key)]
-        ld = f"_ld_p{args.p_iterations}" if args.structure == "ld" else ""
-        workdir = (folder / f"lmbda_{lmbda:g}_n{args.iterations}{ld}").resolve()
+        inter = f"_{args.structure}_p{args.p_iterations}" if args.structure != "ai" else ""
+        workdir = (folder / f"lmbda_{lmbda:g}_n{args.iterations}{inter}").resolve()
         result = workdir / "result.json"
         if found and not args.force:
             rows.append({**found[-1], "rate_point": index})
@@ -172,18 +179,21 @@ def run_coolchic(
 
 
 def _coolchic_frame_options(args: argparse.Namespace, src: Path, index: int) -> list[str]:
-    """``cc_encode.py``'s options for the frame at coding index ``index`` (display order in both
-    structures): every frame an I frame (``ai``), or frame 0 I and the others P frames (``ld``, as
-    ../shared/ENVIRONMENT.md R11 gives Cool-Chic's P-frame preset: the ``lop`` residue and motion
-    decoders, start lr 5e-3, 200 motion pre-training iterations then its hard-coded warm-up of two
-    candidates x 600 iterations, then ``--p-iterations``)."""
+    """``cc_encode.py``'s options for the frame at coding index ``index``: every frame an I frame
+    (``ai``); frame 0 I and the others P frames (``ld``); or frame 0 I, the last frame P and
+    hierarchical B frames between (``ra``). A P or B frame has Cool-Chic's P-frame preset as
+    ../shared/ENVIRONMENT.md R11 gives it: the ``lop`` residue and motion decoders, start lr 5e-3,
+    200 motion pre-training iterations then its hard-coded warm-up of two candidates x 600
+    iterations, then ``--p-iterations``."""
     last = args.frames - 1
     if args.structure == "ai":
         positions = [f"--intra_pos=0-{last}" if last else "--intra_pos=0"]
     elif args.structure == "ld":
         positions = ["--intra_pos=0"] + ([f"--p_pos=1-{last}"] if last else [])
+    elif args.structure == "ra":
+        positions = ["--intra_pos=0", "--p_pos=-1"]
     else:
-        sys.exit(f"Cool-Chic is run here in structure ai or ld, not {args.structure!r}")
+        sys.exit(f"Cool-Chic is run here in structure ai, ld or ra, not {args.structure!r}")
     if index == 0 or args.structure == "ai":
         preset = [f"--dec_cfg_residue={src / 'cfg/dec/intra/hop.cfg'}", "--start_lr=1e-2",
                   f"--n_itr={args.iterations}"]  # fmt: skip
@@ -201,9 +211,9 @@ hard-coded warm-up of 2 candidates x 600; configs/overfit/coolchic_video.yaml's 
 
 def sequence_iterations(args: argparse.Namespace) -> int:
     """Iterations of one encode of the sequence, each codec: every frame at ``--iterations`` (all
-    intra), or the I frame at ``--iterations`` and each P frame at its fixed part plus
-    ``--p-iterations`` (low delay)."""
-    if args.structure == "ld":
+    intra), or the I frame at ``--iterations`` and each P or B frame at its fixed part plus
+    ``--p-iterations`` (low delay, random access)."""
+    if args.structure != "ai":
         return args.iterations + (args.frames - 1) * (P_FRAME_FIXED_ITERATIONS + args.p_iterations)
     return args.iterations * args.frames
 
@@ -237,14 +247,22 @@ def _run(cmd: list[str], cwd: Path, env: dict[str, str], log_path: Path) -> None
         sys.exit(f"Cool-Chic failed ({' '.join(cmd[1:3])} ...):\n{(proc.stdout + proc.stderr)[-3000:]}")
 
 
+def structure_overrides(args: argparse.Namespace) -> list[str]:
+    """evaluate.py's structure for ours and x265, the frames and order Cool-Chic codes: for ``ra`` one
+    GOP over the frames, only frame 0 intra (Cool-Chic's ``--intra_pos=0 --p_pos=-1``)."""
+    if args.structure == "ra":
+        return ["structure=ra", f"structure.gop_size={args.frames - 1}", "structure.intra_period=-1"]
+    return [f"structure={args.structure}"]
+
+
 def run_ours(args: argparse.Namespace, clip_dir: Path, run_dir: Path) -> list[dict[str, Any]]:
     """Ours and x265 through evaluate.py (one run: both codecs' points.csv rows)."""
     lambdas = "[" + ",".join(f"{1.0 / lmbda:.6g}" for lmbda in args.lambdas) + "]"
     cmd = [
         sys.executable, str(REPO_ROOT / "evaluate.py"), f"model={args.model}", "ctc=folder",
-        f"ctc.path={clip_dir}", f"frames={args.frames}", f"structure={args.structure}", "anchor=x265",
+        f"ctc.path={clip_dir}", f"frames={args.frames}", *structure_overrides(args), "anchor=x265",
         f"anchor.rate_points={args.anchor_qps}", f"overfit.lambdas={lambdas}",
-        f"overfit.total_steps={args.iterations * (1 if args.structure == 'ld' else args.frames)}",
+        f"overfit.total_steps={args.iterations * (1 if args.structure != 'ai' else args.frames)}",
         f"codec.threads={args.threads}",
         f"codec.rate_points=[{','.join(str(i) for i in args.rate_points)}]",
         "metrics=[psnr]", "bd_metrics=[psnr_yuv]", "progress=false", f"hydra.run.dir={run_dir}",
@@ -305,7 +323,7 @@ def main() -> None:
                         help="indices into --lambdas to code (default all); a subset reuses "
                         "finished points (ours keeps the lambdas list, so the same description)")  # fmt: skip
     parser.add_argument("--p-iterations", type=int, default=1000,
-                        help="Cool-Chic's main-stage iterations of a P frame (structure ld)")  # fmt: skip
+                        help="Cool-Chic's main-stage iterations of a P or B frame (ld, ra)")  # fmt: skip
     parser.add_argument("--model", default="c3")
     parser.add_argument("--structure", default="ai")
     parser.add_argument("--anchor-qps", default="[22,27,32,37]")
@@ -319,9 +337,13 @@ def main() -> None:
     if args.coolchic_src is not None and not (args.coolchic_src / "cc_encode.py").is_file():
         sys.exit(f"--coolchic-src {args.coolchic_src} has no cc_encode.py (a Cool-Chic v5 checkout)")
     width, height = (int(v) for v in args.size.split("x"))
-    if args.structure == "ld" and args.p_iterations != 1000 and not args.coolchic_only:
-        sys.exit("ours fits P frames with configs/overfit/coolchic_video.yaml's inter preset, written for "
-                 "Cool-Chic's P effort at --p-iterations 1000")  # fmt: skip
+    if args.structure != "ai" and args.p_iterations != 1000 and not args.coolchic_only:
+        sys.exit("ours fits P and B frames with configs/overfit/coolchic_video.yaml's inter preset, "
+                 "written for Cool-Chic's P effort at --p-iterations 1000")  # fmt: skip
+    gop = args.frames - 1
+    if args.structure == "ra" and (gop < 2 or gop & (gop - 1)):
+        sys.exit(f"--structure ra codes one GOP over the frames: --frames must be a power of two + 1 "
+                 f"(3, 5, 9, ...), got {args.frames}")  # fmt: skip
     if args.rate_points is None:
         args.rate_points = list(range(len(args.lambdas)))
 

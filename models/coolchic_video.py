@@ -1,22 +1,35 @@
-"""Cool-Chic's low-delay video (its v4 / v5 P frames) as one scene-adaptive network.
+"""Cool-Chic's video (its v4 / v5 P and B frames) as one scene-adaptive network.
 
 Every intra frame is coded by an intra core (a :class:`~models.c3.C3Net` of one frame: the
-``coolchic`` image core); every P frame by two cores of its own, each a latent-grid decoder whose
-synthesis emits raw maps instead of a picture: a **motion** core (a flow, 2 maps at luma resolution,
-in pixels) and a **residue** core (a residue in Y, U, V at luma resolution and a mask). The frame is::
+``coolchic`` image core); every P or B frame by two cores of its own, each a latent-grid decoder
+whose synthesis emits raw maps instead of a picture: a **motion** core (a flow per reference, 2 maps
+each at luma resolution, in pixels) and a **residue** core (a residue in Y, U, V at luma resolution,
+a mask and, in a B frame, a blend). A P frame is::
 
-    x_k = alpha * warp(x_{k-1}, flow + shift) + residue,   alpha = clamp(mask + 1/2, 0, 1)
+    x = alpha * warp(r_0, flow_0 + shift_0) + residue,         alpha = clamp(mask + 1/2, 0, 1)
 
-in 4:4:4, then taken to 4:2:0 (chroma as 2x2 averages). ``x_{k-1}`` is the previous frame as the
-decoder has it, its chroma repeated 2x2; ``shift`` an integer global translation sent with the frame
-(Cool-Chic's, found by the encoder before the flow); ``warp`` the 8-tap windowed sinc of
+and a B frame, from its past and its future reference::
+
+    x = alpha * (beta * warp(r_0, flow_0 + shift_0) + (1 - beta) * warp(r_1, flow_1 + shift_1))
+        + residue,                                              beta = clamp(blend + 1/2, 0, 1)
+
+in 4:4:4, then taken to 4:2:0 (chroma as 2x2 averages). A reference ``r`` is a frame as the decoder
+has it, its chroma repeated 2x2; ``shift`` an integer global translation per reference sent with the
+frame (Cool-Chic's, found by the encoder before the flow); ``warp`` the 8-tap windowed sinc of
 :mod:`nvc_train.video.motion` with the flow rounded to 1/64 pel when decoding. The mask lets a frame
-fall back to intra coding where the prediction is useless.
+fall back to intra coding where the prediction is useless; the blend weighs the two references.
+
+Frame types and references come from :class:`~nvc_train.structure.CodingStructure`: low delay
+(``ld``, each P frame from the frame before) or random access (``ra``: hierarchical B frames between
+key frames, each key frame a P frame from the key before unless the intra period makes it I; with
+``intra_period: -1`` and ``gop_size`` = frames - 1 it is Cool-Chic's ``--intra_pos=0 --p_pos=-1``).
+Frames are decoded, and fitted, in its coding order.
 
 The cores' numbers come from the architecture: the intra (image) core's every C3Net field as
 ``image_<field>``, the motion and residue cores' own sizes as ``motion_<field>`` / ``residue_<field>``
-(:data:`CORE_FIELDS`; their coding tables are the intra core's). A frame's payload: for an I frame
-its latents; for a P frame the shift (two zigzag varints), the motion core's latents behind their
+(:data:`CORE_FIELDS`; their coding tables are the intra core's; a B frame's cores differ from a P
+frame's only in their output channels). A frame's payload: for an I frame its latents; for a P or B
+frame the shift of each reference (two zigzag varints each), the motion core's latents behind their
 length (a varint), then the residue core's latents.
 """
 
@@ -50,9 +63,14 @@ _CORE_FIXED = {
     "synthesis_stride": 1, "arm_coarser_stack": False, "arm_residual": False, "temporal_context": False,
     "latent_init_std": 0.0, "shared_latents": False,
 }  # fmt: skip
-#: Raw synthesis channels of the P frame's cores: a flow; a residue (Y, U, V) and the mask.
-MOTION_CHANNELS, RESIDUE_CHANNELS = 2, 4
 FLOW_ACCURACY = 64  # a decoded flow is rounded to 1/64 pel (Cool-Chic's)
+
+
+def raw_channels(role: str, references: int) -> int:
+    """Raw synthesis channels of a predicted frame's ``role`` core ("motion" | "residue") with
+    ``references`` references (1: P, 2: B): a flow per reference; a residue (Y, U, V), the mask and,
+    with two references, the blend (Cool-Chic's 2 / 4 for P, 4 / 5 for B)."""
+    return 2 * references if role == "motion" else 3 + references
 
 
 def _fields() -> dict[str, ArchitectureField]:
@@ -94,8 +112,8 @@ class _RawCore(C3Net):
 
 @register_network
 class CoolChicVideo(SceneAdaptiveNet):
-    """Low-delay video as Cool-Chic codes it: intra cores for I frames, motion + residue cores for
-    P frames (see the module docstring). ``warp_taps``: the motion compensation's filter (8)."""
+    """Video as Cool-Chic codes it: intra cores for I frames, motion + residue cores for P and B
+    frames (see the module docstring). ``warp_taps``: the motion compensation's filter (8)."""
 
     pad_multiple = C3Net.pad_multiple
     ARCHITECTURE_FIELDS = _fields()
@@ -103,38 +121,49 @@ class CoolChicVideo(SceneAdaptiveNet):
     def __init__(self, **architecture: Any) -> None:
         record = dict(architecture)
         super().__init__(record)
-        if record.get("structure") != "ld" or int(record.get("gop_size", 1)) != 1:
-            raise ValueError(f"CoolChicVideo codes low delay (gop 1), got {record.get('structure')!r}")
+        if record.get("structure") not in ("ld", "ra"):
+            raise ValueError(
+                f"CoolChicVideo codes low delay or random access, got {record.get('structure')!r}"
+            )
         self.warp_taps = int(record["warp_taps"])
         if self.warp_taps % 2:
             raise ValueError(f"warp_taps must be even, got {self.warp_taps}")
-        order = CodingStructure("ld", record["intra_period"], 1).frames(self.num_frames)
+        structure = CodingStructure(record["structure"], record["intra_period"], int(record["gop_size"]))
+        order = structure.frames(self.num_frames)
+        #: display indices in coding order: the order frames are fitted and decoded in
+        self.coding_order = [frame.poc for frame in order]
         self.frame_types = [""] * self.num_frames
+        #: each frame's references (display indices, the past one first), none for an I frame
+        self.references: list[tuple[int, ...]] = [()] * self.num_frames
         for frame in order:
             self.frame_types[frame.poc] = frame.frame_type
+            self.references[frame.poc] = tuple(sorted(frame.refs))
         geometry = {"height": self.height, "width": self.width, "num_frames": 1, "structure": "ai",
                     "intra_period": 1, "gop_size": 1}  # fmt: skip
         intra = {name.removeprefix("image_"): v for name, v in record.items() if name.startswith("image_")}
         tables = {name: intra[name] for name in _TABLE_FIELDS}
-        # what build_core gives each kind of core: its raw channels (0: a picture) and its keywords
-        self._core_arguments: dict[str, tuple[int, dict[str, Any]]] = {"i": (0, {**geometry, **intra})}
-        for role, channels in (("motion", MOTION_CHANNELS), ("residue", RESIDUE_CHANNELS)):
+        # what build_core gives each kind of core (by its name's first letter): its role and keywords
+        self._core_arguments: dict[str, tuple[str, dict[str, Any]]] = {"i": ("intra", {**geometry, **intra})}
+        for role in ("motion", "residue"):
             sizes = {name: record[f"{role}_{name}"] for name in CORE_FIELDS}
-            self._core_arguments[role[0]] = (channels, {**geometry, **sizes, **tables, **_CORE_FIXED})
+            self._core_arguments[role[0]] = (role, {**geometry, **sizes, **tables, **_CORE_FIXED})
         self.cores = nn.ModuleDict()
-        for poc in range(self.num_frames):
+        for poc in self.coding_order:
             for name in self.core_names(poc):
                 self.cores[name] = self.build_core(name)
-        #: integer global translation of each P frame (x, y), chosen by the encoder, sent in its payload
-        self.shifts = [(0, 0)] * self.num_frames
-        #: the previous frame as the decoder has it, by display index; set by whoever drives the
-        #: frames in order (the fit of one frame, :meth:`reconstruct`)
+        #: integer global translation (x, y) of each reference of each frame, chosen by the encoder,
+        #: sent in the frame's payload
+        self.shifts: list[tuple[tuple[int, int], ...]] = [((0, 0),) * len(r) for r in self.references]
+        #: frames as the decoder has them, by display index: the references of the frames after them
+        #: in coding order; set by whoever drives the frames in that order (the fit, :meth:`reconstruct`)
         self.decoded: dict[int, tuple[Tensor, Tensor]] = {}
 
     def build_core(self, name: str) -> C3Net:
         """A freshly initialised core for ``name`` (``i<poc>``, ``m<poc>`` or ``r<poc>``)."""
-        channels, arguments = self._core_arguments[name[0]]
-        return _RawCore(channels, **arguments) if channels else C3Net(**arguments)
+        role, arguments = self._core_arguments[name[0]]
+        if role == "intra":
+            return C3Net(**arguments)
+        return _RawCore(raw_channels(role, len(self.references[int(name[1:])])), **arguments)
 
     def frame_view(self, poc: int) -> FrameView:
         """Frame ``poc`` as a one-frame scene-adaptive network over its own cores: what the
@@ -144,7 +173,7 @@ class CoolChicVideo(SceneAdaptiveNet):
     @torch.no_grad()
     def decode_frame(self, poc: int) -> tuple[Tensor, Tensor]:
         """Frame ``poc`` as the decoder makes it (hard-rounded latents, the weights held, one thread),
-        kept in :attr:`decoded` as the next P frame's reference."""
+        kept in :attr:`decoded` as a reference of the frames coded after it."""
         y, uv = SceneAdaptiveNet.reconstruct(self, [poc])
         self.decoded[poc] = (y.clamp(0, 1), uv.clamp(0, 1))
         return self.decoded[poc]
@@ -169,8 +198,9 @@ class CoolChicVideo(SceneAdaptiveNet):
     def frame_from(self, cores: list[C3Net], poc: int, quantizer: Any) -> tuple[Tensor, Tensor, Tensor]:
         """``(y, uv, latent_bits)`` of frame ``poc`` made by ``cores`` (its own, or a warm-up
         candidate's), their latents quantized as ``quantizer`` says. Out of training (a decoder, a
-        measurement) the frame is kept as the next one's reference, and a missing reference is
-        decoded first; a fit must be given it (``decoded``), as it is not what the fit changes."""
+        measurement) the frame is kept as a reference of later frames, and a missing reference is
+        decoded first; a fit must be given its references (``decoded``), as they are not what the
+        fit changes."""
         training = cores[0].training
         for core in cores:
             core.quantizer = quantizer
@@ -188,17 +218,24 @@ class CoolChicVideo(SceneAdaptiveNet):
             if with_bits:
                 return cores[0].frames_forward(zero)
             return *cores[0].frames_planes(zero), torch.zeros(())
-        if poc - 1 not in self.decoded:
-            if training:
-                raise RuntimeError(f"P frame {poc} needs the decoded frame {poc - 1} first (set net.decoded)")
-            self.decode_frame(poc - 1)
-        ref_y, ref_uv = self.decoded[poc - 1]
-        reference = torch.cat([ref_y, F.interpolate(ref_uv, scale_factor=2, mode="nearest")], 1)
-        flow, motion_bits = cores[0].frames_raw(zero, with_bits)
+        flows, motion_bits = cores[0].frames_raw(zero, with_bits)
         maps, residue_bits = cores[1].frames_raw(zero, with_bits)
-        shift = flow.new_tensor(self.shifts[poc]).view(1, 2, 1, 1)
         accuracy = None if training else FLOW_ACCURACY
-        prediction = warp(reference, flow + shift, self.warp_taps, accuracy)
+        predictions = []
+        for k, ref in enumerate(self.references[poc]):
+            if ref not in self.decoded:
+                if training:
+                    where = f"{self.frame_types[poc]} frame {poc}"
+                    raise RuntimeError(f"{where} needs the decoded frame {ref} first (set net.decoded)")
+                self.decode_frame(ref)
+            ref_y, ref_uv = self.decoded[ref]
+            reference = torch.cat([ref_y, F.interpolate(ref_uv, scale_factor=2, mode="nearest")], 1)
+            shift = flows.new_tensor(self.shifts[poc][k]).view(1, 2, 1, 1)
+            predictions.append(warp(reference, flows[:, 2 * k : 2 * k + 2] + shift, self.warp_taps, accuracy))
+        prediction = predictions[0]
+        if len(predictions) == 2:  # a B frame: the blend weighs its past and its future reference
+            beta = torch.clamp(maps[:, 4:5] + 0.5, 0.0, 1.0)
+            prediction = beta * predictions[0] + (1.0 - beta) * predictions[1]
         alpha = torch.clamp(maps[:, 3:4] + 0.5, 0.0, 1.0)
         picture = alpha * prediction + maps[:, :3]
         return picture[:, :1], F.avg_pool2d(picture[:, 1:3], 2), motion_bits + residue_bits
@@ -211,9 +248,8 @@ class CoolChicVideo(SceneAdaptiveNet):
                 continue
             motion = self.cores[f"m{poc}"].compress_latents()[0]
             residue = self.cores[f"r{poc}"].compress_latents()[0]
-            dx, dy = self.shifts[poc]
-            side = pack_varint(dx, signed=True) + pack_varint(dy, signed=True) + pack_varint(len(motion))
-            payloads.append(side + motion + residue)
+            side = b"".join(pack_varint(v, signed=True) for shift in self.shifts[poc] for v in shift)
+            payloads.append(side + pack_varint(len(motion)) + motion + residue)
         return payloads
 
     def decompress_latents(self, frames: list[bytes]) -> None:
@@ -221,29 +257,35 @@ class CoolChicVideo(SceneAdaptiveNet):
             if kind == "I":
                 self.cores[f"i{poc}"].decompress_latents([payload])
                 continue
-            where = f"P frame {poc}"
-            dx, position = unpack_varint(payload, 0, where, signed=True)
-            dy, position = unpack_varint(payload, position, where, signed=True)
+            where = f"{kind} frame {poc}"
+            position, shifts = 0, []
+            for _ in self.references[poc]:
+                dx, position = unpack_varint(payload, position, where, signed=True)
+                dy, position = unpack_varint(payload, position, where, signed=True)
+                if max(abs(dx), abs(dy)) > max(self.height, self.width):
+                    raise ValueError(f"{where}: a global shift {(dx, dy)} beyond the picture")
+                shifts.append((dx, dy))
             length, position = unpack_varint(payload, position, where)
             if position + length > len(payload):
                 raise ValueError(f"{where}: {length} bytes of motion latents, {len(payload) - position} left")
-            self.shifts[poc] = (dx, dy)
-            if max(abs(v) for v in self.shifts[poc]) > max(self.height, self.width):
-                raise ValueError(f"P frame {poc}: a global shift {self.shifts[poc]} beyond the picture")
+            self.shifts[poc] = tuple(shifts)
             self.cores[f"m{poc}"].decompress_latents([payload[position : position + length]])
             self.cores[f"r{poc}"].decompress_latents([payload[position + length :]])
 
     @torch.no_grad()
     def reconstruct(self, frame_indices: list[int] | None = None) -> tuple[Tensor, Tensor]:
-        """Every frame in coding (= display) order, each P frame from the one decoded before it."""
+        """The frames ``frame_indices`` (display order; default all), decoded in coding order up to
+        the last of them (each predicted frame from its references, decoded before it)."""
         wanted = list(range(self.num_frames)) if frame_indices is None else list(frame_indices)
-        last = max(wanted) if wanted else -1
-        decoded = {poc: self.decode_frame(poc) for poc in range(last + 1)}
+        last = max((self.coding_order.index(p) for p in wanted), default=-1)
+        decoded = {poc: self.decode_frame(poc) for poc in self.coding_order[: last + 1]}
         return torch.cat([decoded[p][0] for p in wanted]), torch.cat([decoded[p][1] for p in wanted])
 
     def frame_activation_bytes(self) -> int:
         cores = max(core.frame_activation_bytes() for core in self.cores.values())
-        taps = self.warp_taps**2 * 3 * self.height * self.width * 4 * 2  # the warp's gathered neighbours
+        references = max((len(r) for r in self.references), default=0)
+        # the warp's gathered neighbours, for each reference
+        taps = self.warp_taps**2 * 3 * self.height * self.width * 4 * 2 * max(references, 1)
         return 2 * cores + taps
 
     def core_names(self, poc: int) -> list[str]:

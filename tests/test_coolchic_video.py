@@ -33,11 +33,12 @@ MOTION = {
 RESIDUE = {**MOTION, "frame_min_level": 0, "synthesis_hidden": [16], "synthesis_residual": 1}
 
 
-def tiny_video(frames: int = FRAMES, seed: int = 0) -> CoolChicVideo:
+def tiny_video(frames: int = FRAMES, seed: int = 0, gop_size: int = 1) -> CoolChicVideo:
+    """Low delay, or (``gop_size`` > 1) random access with only the first frame intra."""
     torch.manual_seed(seed)
     architecture = {
-        "height": HEIGHT, "width": WIDTH, "num_frames": frames, "structure": "ld", "intra_period": -1,
-        "gop_size": 1, "warp_taps": 8,
+        "height": HEIGHT, "width": WIDTH, "num_frames": frames, "structure": "ra" if gop_size > 1 else "ld",
+        "intra_period": -1, "gop_size": gop_size, "warp_taps": 8,
         **{f"image_{k}": v for k, v in INTRA.items()},
         **{f"motion_{k}": v for k, v in MOTION.items()},
         **{f"residue_{k}": v for k, v in RESIDUE.items()},
@@ -53,7 +54,8 @@ def _randomised(net: CoolChicVideo) -> CoolChicVideo:
                 parameter.copy_(torch.randn_like(parameter) * 0.1)
             elif parameter.abs().sum() == 0:
                 parameter.copy_(torch.randn_like(parameter) * 0.01)
-    net.shifts = [(0, 0), (2, -1), (-1, 0)]
+    moves = iter([(2, -1), (-1, 0), (0, 1), (1, 1), (-2, 0), (0, -1), (3, 0), (1, -2)])
+    net.shifts = [tuple(next(moves) for _ in refs) for refs in net.references]
     return net
 
 
@@ -65,8 +67,8 @@ def test_frames_are_intra_then_p_with_their_own_cores() -> None:
     assert (
         net.cores["m1"].synthesis.head.out_features == 2 and net.cores["r1"].synthesis.head.out_features == 4
     )
-    with pytest.raises(ValueError, match="low delay"):
-        CoolChicVideo(**{**net.architecture, "structure": "ra", "gop_size": 2})
+    with pytest.raises(ValueError, match="low delay or random access"):
+        CoolChicVideo(**{**net.architecture, "structure": "ai", "intra_period": 1})
 
 
 def test_a_p_frames_cores_start_almost_silent_as_cool_chics_layers() -> None:
@@ -102,7 +104,7 @@ def test_a_p_frame_is_the_masked_warped_reference_plus_the_residue() -> None:
                 parameter.zero_()
     ref_y, ref_uv = torch.rand(1, 1, HEIGHT, WIDTH), torch.rand(1, 2, HEIGHT // 2, WIDTH // 2)
     net.decoded[0] = (ref_y, ref_uv)
-    net.shifts[1] = (2, -2)
+    net.shifts[1] = ((2, -2),)
     y, uv, bits = net.frames_forward(torch.tensor([1]))
     assert torch.allclose(y[..., 2:, :-2], 0.5 * ref_y[..., :-2, 2:], atol=1e-6)
     assert torch.allclose(uv[..., 1:, :-1], 0.5 * ref_uv[..., :-1, 1:], atol=1e-6)
@@ -114,6 +116,40 @@ def test_a_p_frame_is_the_masked_warped_reference_plus_the_residue() -> None:
     net.decoded.clear()
     with pytest.raises(RuntimeError, match="needs the decoded frame 0"):
         net.train().frames_forward(torch.tensor([1]))  # a fit must be given its reference
+
+
+def test_random_access_codes_b_frames_between_key_frames_in_cool_chics_order() -> None:
+    """``--intra_pos=0 --p_pos=-1`` over 5 frames in Cool-Chic: I0, P4, B2 (0, 4), B1 (0, 2), B3 (2, 4);
+    a B frame's cores give two flows, and a residue, a mask and a blend."""
+    net = tiny_video(5, gop_size=4)
+    assert net.coding_order == [0, 4, 2, 1, 3]
+    assert net.frame_types == ["I", "B", "B", "B", "P"]
+    assert net.references == [(), (0, 2), (0, 4), (2, 4), (0,)]
+    heads = {name: core.synthesis.head.out_features for name, core in net.cores.items() if name != "i0"}
+    b_frames = {f"{role}{poc}": n for poc in (1, 2, 3) for role, n in (("m", 4), ("r", 5))}
+    assert heads == {"m4": 2, "r4": 4, **b_frames}
+
+
+def test_a_b_frame_blends_its_two_warped_references() -> None:
+    """Synthesis at zero: no flow, no residue, alpha = beta = 1/2, so the B frame is a quarter of each
+    reference, each moved by its own global shift."""
+    net = tiny_video(3, gop_size=2).eval()  # I0, P2, B1 (0, 2)
+    with torch.no_grad():
+        for name, parameter in net.named_parameters():
+            if name.startswith(("cores.m1.synthesis", "cores.r1.synthesis")):
+                parameter.zero_()
+    refs = {p: (torch.rand(1, 1, HEIGHT, WIDTH), torch.rand(1, 2, HEIGHT // 2, WIDTH // 2)) for p in (0, 2)}
+    net.decoded.update(refs)
+    net.shifts[1] = ((2, 0), (0, -2))
+    y, uv, _ = net.frames_forward(torch.tensor([1]))
+    # the frame at (row, column) takes reference 0 at (row, column + 2), reference 2 at (row - 2, column)
+    expected_y = 0.25 * refs[0][0][..., 2:, 2:] + 0.25 * refs[2][0][..., :-2, :-2]
+    assert torch.allclose(y[..., 2:, :-2], expected_y, atol=1e-6)
+    expected_uv = 0.25 * refs[0][1][..., 1:, 1:] + 0.25 * refs[2][1][..., :-1, :-1]
+    assert torch.allclose(uv[..., 1:, :-1], expected_uv, atol=1e-6)
+    net.decoded.clear()
+    with pytest.raises(RuntimeError, match="B frame 1 needs the decoded frame 0"):
+        net.train().frames_forward(torch.tensor([1]))
 
 
 def test_a_p_frame_trains_its_own_cores_only() -> None:
@@ -133,28 +169,33 @@ def _encode(tmp_path: Path, net: CoolChicVideo) -> tuple[Path, torch.Tensor, tor
     net.quantize_parameters("ste", init_bits=8)
     payload = net.compress()
     y, uv = net.reconstruct()
+    record = net.architecture
     header = StreamHeader(
-        codec_id="ccv", weights_hash=b"", width=WIDTH, height=HEIGHT, bit_depth=8, num_frames=FRAMES,
-        fps_num=30, fps_den=1, structure="ld", intra_period=-1, gop_size=1, rate_point=0,
+        codec_id="ccv", weights_hash=b"", width=WIDTH, height=HEIGHT, bit_depth=8, num_frames=net.num_frames,
+        fps_num=30, fps_den=1, structure=record["structure"], intra_period=-1, gop_size=record["gop_size"],
+        rate_point=0,
     )  # fmt: skip
     path = tmp_path / "video.nvc"
     write_adaptive_stream(path, header, "models.coolchic_video.CoolChicVideo", net.architecture, payload)
     return path, y, uv
 
 
-def test_the_file_alone_decodes_to_the_encoders_frames_in_a_fresh_process(tmp_path: Path) -> None:
-    net = _randomised(tiny_video())
+@pytest.mark.parametrize(("frames", "gop_size"), [(FRAMES, 1), (5, 4)], ids=["ld", "ra"])
+def test_the_file_alone_decodes_to_the_encoders_frames_in_a_fresh_process(
+    tmp_path: Path, frames: int, gop_size: int
+) -> None:
+    net = _randomised(tiny_video(frames, gop_size=gop_size))
     path, y, uv = _encode(tmp_path, net)
     out = tmp_path / "out.yuv"
     proc = subprocess.run([sys.executable, "-m", "nvc_train.codecs.adaptive", str(path), str(out)],
                           cwd=REPO_ROOT, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-2000:]
-    decoded = np.fromfile(out, np.uint8).reshape(FRAMES, -1)
-    luma = (y.clamp(0, 1) * 255).round().to(torch.uint8).view(FRAMES, -1).numpy()
+    decoded = np.fromfile(out, np.uint8).reshape(frames, -1)
+    luma = (y.clamp(0, 1) * 255).round().to(torch.uint8).view(frames, -1).numpy()
     assert np.array_equal(decoded[:, : HEIGHT * WIDTH], luma)
-    chroma = (uv.clamp(0, 1) * 255).round().to(torch.uint8).reshape(FRAMES, -1).numpy()
+    chroma = (uv.clamp(0, 1) * 255).round().to(torch.uint8).reshape(frames, -1).numpy()
     assert np.array_equal(decoded[:, HEIGHT * WIDTH :], chroma)
-    assert (y[1] - y[0]).abs().max() > 0  # the P frames are not copies of the I frame
+    assert (y[1] - y[0]).abs().max() > 0  # the predicted frames are not copies of the I frame
 
 
 def test_a_damaged_p_frame_payload_is_refused(tmp_path: Path) -> None:
@@ -175,10 +216,14 @@ def test_a_damaged_p_frame_payload_is_refused(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_evaluate_fits_frame_by_frame_and_decodes_from_the_file(tmp_path: Path) -> None:
-    """``evaluate.py model=coolchic_video_tiny structure=ld``: I frame then P frames, each fitted on
-    the previous decoded one, bits from the files, the decode in a fresh process equal to the
-    encoder's frames (evaluate.py checks it with ``codec.encoder_reconstruction``)."""
+@pytest.mark.parametrize(
+    "structure", [["structure=ld"], ["structure=ra", "structure.gop_size=2"]], ids=["ld", "ra"]
+)
+def test_evaluate_fits_frame_by_frame_and_decodes_from_the_file(tmp_path: Path, structure: list[str]) -> None:
+    """``evaluate.py model=coolchic_video_tiny structure=ld`` (I P P) or ``ra`` (I0, P2, then B1 from
+    both): each frame fitted in coding order on its decoded references, bits from the files, the
+    decode in a fresh process equal to the encoder's frames (evaluate.py checks it with
+    ``codec.encoder_reconstruction``)."""
     import csv
 
     from tests.test_overfit import make_tiny_clip
@@ -187,7 +232,7 @@ def test_evaluate_fits_frame_by_frame_and_decodes_from_the_file(tmp_path: Path) 
     make_tiny_clip(clips, frames=3)
     run_dir = tmp_path / "run"
     cmd = [sys.executable, str(REPO_ROOT / "evaluate.py"), "model=coolchic_video_tiny", "ctc=folder",
-           f"ctc.path={clips}", "structure=ld", "structure.intra_period=-1", "frames=3",
+           f"ctc.path={clips}", *structure, "structure.intra_period=-1", "frames=3",
            "codec.rate_points=[0,3]", "codec.encoder_reconstruction=true", "~anchor", "metrics=[psnr]",
            "progress=false", f"hydra.run.dir={run_dir}"]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=900)
@@ -273,5 +318,5 @@ def test_a_p_frame_is_shifted_globally_and_its_motion_core_learns_only_the_rest(
     net = tiny_video(frames=2)
     preset = yaml.safe_load((REPO_ROOT / "configs/overfit/coolchic_video_tiny.yaml").read_text())
     overfit.fit_sequence(net, y, uv, 400.0, preset)
-    assert net.shifts[1] == (3, -2) and len(targets) == 1
+    assert net.shifts[1] == ((3, -2),) and len(targets) == 1
     assert targets[0][..., 8:-8, 8:-8].abs().mean() < 0.5

@@ -117,31 +117,33 @@ class _FramesSchedule:
 def _fit_frame_by_frame(
     net: Any, y: Tensor, uv: Tensor, lmbda: float, preset: OverfitPreset, settings: FitSettings, seed: int
 ) -> SequenceFit:
-    """Cool-Chic's video fit: each frame in coding order is a one-frame fit of its own cores
-    (``net.frame_view``) with the I preset or, for a P frame, ``preset.inter``, from the previous
-    frame as the decoder will have it. A P frame first gets its global translation and, with
-    ``motion_pretrain``, a motion core pulled towards the classical flow; after each fit the frame
-    is quantized and decoded (the next one's reference) and its weights' steps are kept for the
-    sequence's one weights payload."""
+    """Cool-Chic's video fit: each frame in coding order (``net.coding_order``) is a one-frame fit
+    of its own cores (``net.frame_view``) with the I preset or, for a P or B frame,
+    ``preset.inter``, from its references as the decoder will have them. A P or B frame first gets
+    a global translation per reference and, with ``motion_pretrain``, a motion core pulled towards
+    the classical flow to each (shifted) reference; after each fit the frame is quantized and
+    decoded (a reference of later frames) and its weights' steps are kept for the sequence's one
+    weights payload."""
     from nvc_train.video.motion import estimate_flow, global_translation, warp
 
     started = time.perf_counter()
     inter = preset.inter or preset
     fits: list[SequenceFit] = []
     net.decoded.clear()
-    for poc in range(net.num_frames):  # low delay: coding order is display order
+    for poc in net.coding_order:
         view = net.frame_view(poc)
         frame_y, frame_uv = y[poc : poc + 1], uv[poc : poc + 1]
         frame_preset = preset if net.frame_types[poc] == "I" else inter
-        if net.frame_types[poc] == "P":
-            ref_y, _ = net.decoded[poc - 1]
-            net.shifts[poc] = global_translation(frame_y, ref_y)
-            if frame_preset.motion_pretrain is not None:
-                dx, dy = net.shifts[poc]
+        references = [net.decoded[ref][0] for ref in net.references[poc]]
+        net.shifts[poc] = tuple(global_translation(frame_y, ref_y) for ref_y in references)
+        if references and frame_preset.motion_pretrain is not None:
+            targets = []
+            for ref_y, (dx, dy) in zip(references, net.shifts[poc], strict=True):
                 shift = torch.tensor([float(dx), float(dy)]).view(1, 2, 1, 1).expand(1, 2, *ref_y.shape[-2:])
                 # the motion core draws the flow left after the shift (the frame adds the shift)
-                target = estimate_flow(frame_y, warp(ref_y, shift, taps=2))
-                _pretrain_motion(view.cores[f"m{poc}"], target, lmbda, frame_preset.motion_pretrain)
+                targets.append(estimate_flow(frame_y, warp(ref_y, shift, taps=2)))
+            motion = view.cores[f"m{poc}"]
+            _pretrain_motion(motion, torch.cat(targets, 1), lmbda, frame_preset.motion_pretrain)
         fit = fit_sequence(view, frame_y, frame_uv, lmbda, frame_preset, settings, seed + poc)
         view.compress()  # weights and latents as they will be sent: the reference the decoder will have
         _keep_steps(net, view)
