@@ -215,6 +215,24 @@ def test_a_damaged_p_frame_payload_is_refused(tmp_path: Path) -> None:
         assert not (tmp_path / "x.yuv").exists()
 
 
+def test_a_damaged_b_frame_payload_is_refused(tmp_path: Path) -> None:
+    """A B frame's payload cut inside its second reference's shift, or with a shift beyond the picture."""
+    from nvc_train.bitstream import BitstreamError, Unit, read_stream, write_stream
+    from nvc_train.codecs.adaptive import decode_file
+
+    path, _, _ = _encode(tmp_path, _randomised(tiny_video(3, gop_size=2)))  # I0, P2, B1
+    header, units = read_stream(path)
+    b_frame = units[3]  # network, I0, P2, B1: coding order
+    far = b"\x02\x00\xff\x01" + b_frame.payload[4:]  # the second reference's x shift: -128
+    cases = (("cut", b_frame.payload[:3], "B frame 1"), ("far", far, "beyond the picture"))
+    for name, payload, message in cases:
+        crafted = tmp_path / f"{name}.nvc"
+        write_stream(crafted, header, [*units[:3], Unit(b_frame.kind, b_frame.rate_point, payload)])
+        with pytest.raises(BitstreamError, match=message):
+            decode_file(crafted, tmp_path / "x.yuv")
+        assert not (tmp_path / "x.yuv").exists()
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize(
     "structure", [["structure=ld"], ["structure=ra", "structure.gop_size=2"]], ids=["ld", "ra"]
